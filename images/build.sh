@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Builds dxvmm's guest images into the cache ($DXVMM_CACHE, default
+# ~/.cache/dxvmm), each rebuilt only when its inputs change:
+#
+#   images/uml/linux            UML kernel from Debian's linux-source-6.1 + uml.config
+#   images/uml/build            its build tree (out-of-tree modules build against it)
+#   images/cloud/vmlinuz        Debian's x86 cloud kernel (KVM engine), modules beside it
+#   images/initramfs.cpio.gz    busybox-static, /init, modules for both kernels
+#
+# Usage: images/build.sh [--deps-only] [--no-deps]
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${DXVMM_CACHE:-$HOME/.cache/dxvmm}
+out=$cache/images
+jobs=$(nproc)
+mkdir -p "$out"
+
+step=0
+steps=4
+say() { step=$((step + 1)); printf '[images %d/%d] %s\n' "$step" "$steps" "$*"; }
+note() { printf '          %s\n' "$*"; }
+die() { printf 'images: error: %s\n' "$*" >&2; exit 1; }
+
+deps=1
+for arg in "$@"; do
+	case "$arg" in
+	--no-deps) deps=0 ;;
+	--deps-only) deps=2 ;;
+	*) die "unknown argument '$arg' (expected --deps-only or --no-deps)" ;;
+	esac
+done
+
+# --- 1. host packages -------------------------------------------------------
+say "host packages"
+if [ "$deps" -ne 0 ]; then
+	"$here/deps.sh"
+fi
+[ "$deps" -eq 2 ] && exit 0
+
+# Hash of files and strings: the cache key of one output.
+key_of() {
+	{
+		for f in "$@"; do
+			if [ -f "$f" ]; then sha256sum <"$f"; else printf '%s\n' "$f"; fi
+		done
+	} | sha256sum | cut -c1-16
+}
+
+# --- 2. UML kernel ----------------------------------------------------------
+say "UML guest kernel (linux-source-6.1 + images/uml.config)"
+src_tar=/usr/src/linux-source-6.1.tar.xz
+[ -f "$src_tar" ] || die "$src_tar is missing (apt-get install linux-source-6.1)"
+src_ver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
+# Bump uml_recipe when the build steps below change what they produce.
+uml_recipe=1
+uml_key=$(key_of "$here/uml.config" "linux-source-6.1=$src_ver" "uml-recipe=$uml_recipe")
+src_dir=$cache/src/linux-source-6.1-$src_ver
+uml_build=$cache/uml-build-$uml_key
+if [ -x "$uml_build/linux" ] && [ -f "$uml_build/.dxvmm-done" ]; then
+	note "cached: $uml_build"
+else
+	if [ ! -f "$src_dir/.dxvmm-unpacked" ]; then
+		note "unpacking $src_tar"
+		rm -rf "$src_dir" && mkdir -p "$src_dir"
+		tar -xJf "$src_tar" -C "$src_dir" --strip-components=1
+		touch "$src_dir/.dxvmm-unpacked"
+	fi
+	rm -rf "$uml_build" && mkdir -p "$uml_build"
+	note "configuring (defconfig + uml.config)"
+	make -s -C "$src_dir" O="$uml_build" ARCH=um defconfig >/dev/null
+	KCONFIG_CONFIG="$uml_build/.config" "$src_dir/scripts/kconfig/merge_config.sh" \
+		-m -O "$uml_build" "$uml_build/.config" "$here/uml.config" >/dev/null
+	make -s -C "$src_dir" O="$uml_build" ARCH=um olddefconfig >/dev/null
+	for opt in VIRTIO_UML VIRTIO_CONSOLE BLK_DEV_INITRD MODULES HOSTFS MAGIC_SYSRQ; do
+		grep -q "^CONFIG_$opt=y" "$uml_build/.config" || die "CONFIG_$opt did not survive olddefconfig"
+	done
+	note "building with $jobs jobs (a few minutes on two cores; log: $uml_build/build.log)"
+	start=$(date +%s)
+	if ! make -C "$src_dir" O="$uml_build" ARCH=um -j"$jobs" linux modules >"$uml_build/build.log" 2>&1; then
+		tail -n 30 "$uml_build/build.log" >&2
+		die "UML kernel build failed (see $uml_build/build.log)"
+	fi
+	note "built in $(( $(date +%s) - start )) s"
+	touch "$uml_build/.dxvmm-done"
+fi
+mkdir -p "$out/uml"
+ln -sfn "$uml_build" "$out/uml/build"
+ln -sfn "$uml_build/linux" "$out/uml/linux"
+uml_kver=$(make -s -C "$src_dir" O="$uml_build" ARCH=um kernelrelease 2>/dev/null | tail -n 1)
+
+# --- 3. Debian's cloud kernel (KVM engine) ----------------------------------
+say "Debian cloud kernel (linux-image-cloud-amd64)"
+cloud_pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+[ -n "$cloud_pkg" ] || die "cannot resolve linux-image-cloud-amd64 (run apt-get update)"
+cloud_kver=${cloud_pkg#linux-image-}
+cloud_ver=$(apt-cache policy "$cloud_pkg" | awk '/Candidate:/{print $2}')
+cloud_dir=$cache/cloud-$cloud_kver-$cloud_ver
+if [ -f "$cloud_dir/.dxvmm-done" ]; then
+	note "cached: $cloud_dir"
+else
+	rm -rf "$cloud_dir" && mkdir -p "$cloud_dir/deb"
+	note "downloading $cloud_pkg $cloud_ver"
+	(cd "$cloud_dir/deb" && apt-get download -q -o APT::Sandbox::User=root "$cloud_pkg" >/dev/null)
+	dpkg -x "$cloud_dir"/deb/*.deb "$cloud_dir/root"
+	# modules.dep is made at install time, not shipped in the package.
+	depmod -b "$cloud_dir/root" "$cloud_kver"
+	rm -rf "$cloud_dir/deb"
+	touch "$cloud_dir/.dxvmm-done"
+fi
+[ -d "/usr/src/linux-headers-$cloud_kver" ] || note "warning: linux-headers-$cloud_kver not installed (deps.sh installs it)"
+mkdir -p "$out/cloud"
+ln -sfn "$cloud_dir/root/boot/vmlinuz-$cloud_kver" "$out/cloud/vmlinuz"
+ln -sfn "$cloud_dir/root/lib/modules/$cloud_kver" "$out/cloud/modules"
+ln -sfn "/usr/src/linux-headers-$cloud_kver" "$out/cloud/headers"
+
+# --- 4. initramfs shared by both kernels ------------------------------------
+say "initramfs (busybox-static, /init, modules)"
+busybox=/bin/busybox
+bb_ver=$(dpkg-query -W -f='${Version}' busybox-static)
+# Modules the init loads on the cloud kernel (built into the UML kernel).
+cloud_mods="virtio virtio_ring virtio_mmio virtio_console"
+guest_extra=${DXVMM_GUEST_EXTRA:-}
+initrd_key=$(key_of "$here/init" "$here/build.sh" "busybox=$bb_ver" "uml=$uml_key" \
+	"cloud=$cloud_kver-$cloud_ver" "$cloud_mods" $guest_extra)
+initrd=$cache/initramfs-$initrd_key.cpio.gz
+if [ -f "$initrd" ]; then
+	note "cached: $initrd"
+else
+	stage=$(mktemp -d)
+	trap 'rm -rf "$stage"' EXIT
+	mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,root,mnt,etc,lib/modules}
+	cp "$busybox" "$stage/bin/busybox"
+	for applet in $("$busybox" --list-full); do
+		[ -e "$stage/$applet" ] || ln -s /bin/busybox "$stage/$applet"
+	done
+	install -m 0755 "$here/init" "$stage/init"
+	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
+	printf 'root:x:0:\n' >"$stage/etc/group"
+
+	# Cloud kernel modules: the listed ones and what they depend on.
+	src_mods=$cloud_dir/root/lib/modules/$cloud_kver
+	dst_mods=$stage/lib/modules/$cloud_kver
+	mkdir -p "$dst_mods"
+	need=""
+	for m in $cloud_mods; do
+		path=$(awk -F: -v m="/$m.ko" 'index($1, m) && substr($1, length($1) - length(m) + 1) == m {print $1; exit}' "$src_mods/modules.dep")
+		[ -n "$path" ] || die "module $m not in $cloud_kver"
+		need="$need $path $(awk -F: -v p="$path" '$1 == p {print $2}' "$src_mods/modules.dep")"
+		echo "$m" >>"$dst_mods/dxvmm.load"
+	done
+	for p in $need; do
+		mkdir -p "$dst_mods/$(dirname "$p")"
+		cp "$src_mods/$p" "$dst_mods/$p"
+	done
+	cp "$src_mods"/modules.order "$src_mods"/modules.builtin* "$dst_mods/" 2>/dev/null || true
+	depmod -b "$stage" "$cloud_kver"
+
+	# UML kernel: its modules (none needed yet) and the load list.
+	mkdir -p "$stage/lib/modules/$uml_kver"
+	: >"$stage/lib/modules/$uml_kver/dxvmm.load"
+
+	# Extra files for the guest (guest tools, modules of later stages).
+	for f in $guest_extra; do
+		cp -a "$f" "$stage/"
+	done
+
+	(cd "$stage" && find . -print0 | LC_ALL=C sort -z |
+		cpio --null -o -H newc --reproducible --quiet) | gzip -9n >"$initrd.tmp"
+	mv "$initrd.tmp" "$initrd"
+	note "$(du -h "$initrd" | cut -f1) $initrd"
+fi
+ln -sfn "$initrd" "$out/initramfs.cpio.gz"
+
+cat >"$out/manifest" <<EOM
+uml_kernel=$out/uml/linux
+uml_release=$uml_kver
+cloud_kernel=$out/cloud/vmlinuz
+cloud_release=$cloud_kver
+initramfs=$out/initramfs.cpio.gz
+EOM
+echo "images ready in $out"
