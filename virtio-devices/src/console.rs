@@ -233,7 +233,10 @@ mod tests {
         let desc = RawDescriptor::from(SplitDescriptor::new(0x4000, text.len() as u32, 0, 0));
         vq.build_desc_chain(&[desc]).unwrap();
         let rx = MockSplitQueue::create(&m, GuestAddress(0x8000), 16);
-        let mut queues = vec![rx.create_queue::<Queue>().unwrap(), vq.create_queue().unwrap()];
+        let mut queues = vec![
+            rx.create_queue::<Queue>().unwrap(),
+            vq.create_queue().unwrap(),
+        ];
 
         let sink = Sink::default();
         let mut console = Console::new("test", Box::new(sink.clone()), None);
@@ -256,7 +259,10 @@ mod tests {
         let desc = RawDescriptor::from(SplitDescriptor::new(0xfff0, 0x1000, 0, 0));
         vq.build_desc_chain(&[desc]).unwrap();
         let rx = MockSplitQueue::create(&m, GuestAddress(0x8000), 16);
-        let mut queues = vec![rx.create_queue::<Queue>().unwrap(), vq.create_queue().unwrap()];
+        let mut queues = vec![
+            rx.create_queue::<Queue>().unwrap(),
+            vq.create_queue().unwrap(),
+        ];
         let mut console = Console::new("test", Box::new(Sink::default()), None);
         let irq = CountingInterrupt::default();
         let mut ctx = QueueContext {
@@ -280,7 +286,10 @@ mod tests {
         ));
         rx.build_desc_chain(&[desc]).unwrap();
         let tx = MockSplitQueue::create(&m, GuestAddress(0x8000), 16);
-        let mut queues = vec![rx.create_queue::<Queue>().unwrap(), tx.create_queue().unwrap()];
+        let mut queues = vec![
+            rx.create_queue::<Queue>().unwrap(),
+            tx.create_queue().unwrap(),
+        ];
 
         let (r, w) = vmm_sys_util_pipe();
         let mut console = Console::new("test", Box::new(Sink::default()), Some(r));

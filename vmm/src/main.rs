@@ -1,1 +1,137 @@
-fn main() {}
+//! `dxvmm`: boots a Linux guest with dxvmm's virtual devices.
+
+mod cli;
+mod guest;
+mod images;
+mod size;
+mod term;
+mod uml;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Accel, Cli, Command, RunArgs};
+use size::MemorySize;
+
+/// Exit statuses of `dxvmm run` besides the guest command's own.
+pub mod exit {
+    pub const GUEST_LOST: u8 = 122;
+    pub const GUEST_PANIC: u8 = 123;
+    pub const TIMEOUT: u8 = 124;
+    pub const DXVMM_ERROR: u8 = 125;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// Smallest guest dxvmm boots: the kernel and the unpacked initramfs.
+const MIN_MEMORY_MIB: u64 = 64;
+
+/// A validated `dxvmm run`, whatever the engine.
+#[derive(Debug)]
+pub struct RunConfig {
+    pub kernel: Option<PathBuf>,
+    pub initramfs: Option<PathBuf>,
+    pub cmdline: Option<String>,
+    pub cpus: u8,
+    pub memory: MemorySize,
+    pub timeout: Option<u64>,
+    pub serial_log: Option<PathBuf>,
+    pub runtime_dir: Option<PathBuf>,
+    pub verbose: bool,
+    pub command: Vec<String>,
+}
+
+/// How a guest run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Status(i32),
+    Panic(String),
+    Timeout(u64),
+    Interrupted(i32),
+    Lost(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("guest memory of {0} is too small (at least {MIN_MEMORY_MIB} MiB)")]
+    MemoryTooSmall(MemorySize),
+    #[error("guest memory of {0} is more than this host has ({1} MiB)")]
+    MemoryTooLarge(MemorySize, u64),
+    #[error("the KVM engine is not part of this build yet; use --accel uml")]
+    KvmUnavailable,
+    #[error(transparent)]
+    Uml(#[from] uml::Error),
+}
+
+fn host_memory_mib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+fn run(args: RunArgs) -> Result<Outcome, Error> {
+    if args.memory.mib() < MIN_MEMORY_MIB {
+        return Err(Error::MemoryTooSmall(args.memory));
+    }
+    if let Some(host) = host_memory_mib() {
+        if args.memory.mib() > host {
+            return Err(Error::MemoryTooLarge(args.memory, host));
+        }
+    }
+    let cfg = RunConfig {
+        kernel: args.kernel,
+        initramfs: args.initramfs,
+        cmdline: args.cmdline,
+        cpus: args.cpus,
+        memory: args.memory,
+        timeout: args.timeout,
+        serial_log: args.serial_log,
+        runtime_dir: args.runtime_dir,
+        verbose: args.verbose,
+        command: args.command,
+    };
+    match args.accel {
+        Accel::Kvm => Err(Error::KvmUnavailable),
+        Accel::Auto | Accel::Uml => Ok(uml::run(&cfg)?),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => match run(args) {
+            Ok(Outcome::Status(s)) => ExitCode::from((s & 0xff) as u8),
+            Ok(Outcome::Panic(text)) => {
+                eprintln!("dxvmm: guest kernel panic:\n{text}");
+                ExitCode::from(exit::GUEST_PANIC)
+            }
+            Ok(Outcome::Timeout(secs)) => {
+                eprintln!("dxvmm: the guest did not finish within {secs} s and was killed");
+                ExitCode::from(exit::TIMEOUT)
+            }
+            Ok(Outcome::Interrupted(sig)) => {
+                tracing::info!("stopped by signal {sig}");
+                ExitCode::from(exit::INTERRUPTED)
+            }
+            Ok(Outcome::Lost(why)) => {
+                eprintln!("dxvmm: {why}");
+                ExitCode::from(exit::GUEST_LOST)
+            }
+            Err(e) => {
+                eprintln!("dxvmm: {e}");
+                ExitCode::from(exit::DXVMM_ERROR)
+            }
+        },
+    }
+}

@@ -1,0 +1,138 @@
+//! Command-line interface of `dxvmm`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::size::MemorySize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dxvmm",
+    version,
+    about = "GPU paravirtualization (WSL 2 style /dev/dxg) for Linux guests on KVM or User-mode Linux",
+    long_about = "dxvmm boots a Linux guest and gives it virtual devices.\n\n\
+        Engines: `kvm` runs Debian's cloud kernel on dxvmm's own KVM hypervisor (hosts with \
+        VT-x/AMD-V); `uml` runs the guest as User-mode Linux with dxvmm's devices attached over \
+        vhost-user (no hardware virtualization needed). Guest images come from `images/build.sh` \
+        and live in $DXVMM_CACHE (default ~/.cache/dxvmm)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Boot a guest, run a command in it (or a shell), and exit with its status.
+    #[command(after_help = EXIT_HELP)]
+    Run(RunArgs),
+}
+
+pub const EXIT_HELP: &str = "\
+Exit status:
+  0-255  the guest command's own exit status (a shell's, without a command)
+  122    the guest stopped without reporting a status (killed, or it crashed)
+  123    the guest kernel panicked (the panic text is printed)
+  124    --timeout expired and the guest was killed
+  125    dxvmm itself failed (bad arguments, missing images, host errors)
+  130    interrupted (SIGINT, or Ctrl-] on an interactive console)
+
+Interactive console: with no command, the guest runs a shell on its virtio console; \
+`exit` powers the guest off and Ctrl-] ends the VM from the host.";
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Accel {
+    /// KVM where it can run an unmodified kernel, else User-mode Linux.
+    Auto,
+    /// dxvmm's KVM hypervisor.
+    Kvm,
+    /// User-mode Linux with devices over vhost-user.
+    Uml,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Which engine runs the guest's CPU.
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    pub accel: Accel,
+
+    /// Guest kernel: a UML executable for `uml`, a bzImage or vmlinux ELF for `kvm`
+    /// [default: the one images/build.sh made for the engine].
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// Initramfs (newc cpio, optionally gzip'd) [default: images/build.sh's].
+    #[arg(long, value_name = "PATH")]
+    pub initramfs: Option<PathBuf>,
+
+    /// Extra kernel command-line arguments, appended to dxvmm's own.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub cmdline: Option<String>,
+
+    /// Number of vCPUs (the user-mode engine runs one).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=255))]
+    pub cpus: u8,
+
+    /// Guest memory: a number of MiB, or a size with a unit (K, M, G; KiB, MiB, GiB).
+    #[arg(long, value_name = "SIZE", default_value = "512M")]
+    pub memory: MemorySize,
+
+    /// Kill the guest if it has not finished after this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<u64>,
+
+    /// Write the guest's whole kernel console to this file.
+    #[arg(long, value_name = "FILE")]
+    pub serial_log: Option<PathBuf>,
+
+    /// Directory in which dxvmm makes its private runtime directory (device
+    /// sockets) [default: $XDG_RUNTIME_DIR, else /tmp].
+    #[arg(long, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+
+    /// Also show the guest kernel's console on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// The command to run in the guest, after `--`; without one, a shell.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn parse_timeout(s: &str) -> Result<u64, String> {
+    let v: u64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number of seconds"))?;
+    if v == 0 {
+        return Err("the timeout must be at least 1 second".to_string());
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn command_after_double_dash() {
+        let cli =
+            Cli::try_parse_from(["dxvmm", "run", "--memory", "1G", "--", "ls", "-l", "/"]).unwrap();
+        let Command::Run(r) = cli.command;
+        assert_eq!(r.command, ["ls", "-l", "/"]);
+        assert_eq!(r.memory.mib(), 1024);
+        assert_eq!(r.accel, Accel::Auto);
+    }
+
+    #[test]
+    fn zero_timeout_is_rejected() {
+        assert!(Cli::try_parse_from(["dxvmm", "run", "--timeout", "0"]).is_err());
+        assert!(Cli::try_parse_from(["dxvmm", "run", "--timeout", "x"]).is_err());
+    }
+}
