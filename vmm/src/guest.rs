@@ -35,6 +35,8 @@ pub enum Event {
     Exited(std::process::ExitStatus),
     /// A signal asked dxvmm to stop.
     Signal(i32),
+    /// A vhost-user device's frontend connected.
+    DeviceConnected,
     /// A vhost-user device lost its frontend or failed.
     DeviceEnded(String, Option<String>),
 }

@@ -85,9 +85,15 @@ impl RuntimeDir {
     }
 }
 
+impl RuntimeDir {
+    fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for RuntimeDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.remove();
     }
 }
 
@@ -120,6 +126,7 @@ fn spawn_device(
                 &stop_for_thread,
                 || {
                     connected.fetch_add(1, Ordering::SeqCst);
+                    let _ = events.send(Event::DeviceConnected);
                 },
             );
             let _ = events.send(Event::DeviceEnded(
@@ -347,6 +354,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
         .map_err(|e| Error::Spawn(kernel.clone(), e))?;
     drop(command); // closes our copies of the console pipe's write end
     let pgid = child.id() as i32;
+    let _watchdog = spawn_group_watchdog(pgid)?;
     {
         let events = events_tx.clone();
         std::thread::Builder::new()
@@ -396,6 +404,14 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
             Ok(Event::Signal(sig)) => {
                 stopped_by.get_or_insert(Outcome::Interrupted(sig));
                 kill_group();
+            }
+            Ok(Event::DeviceConnected) => {
+                // Once every device is connected the sockets have done their
+                // job: remove them now, so that not even a SIGKILL of dxvmm
+                // can leave them behind.
+                if connected.load(Ordering::SeqCst) == ndevices {
+                    runtime.remove();
+                }
             }
             Ok(Event::DeviceEnded(name, err)) => match err {
                 Some(e) => tracing::warn!("device {name}: {e}"),
@@ -475,6 +491,40 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     Ok(Outcome::Lost(format!(
         "the guest stopped without reporting a status ({how})"
     )))
+}
+
+/// Forks a watchdog that kills UML's process group once dxvmm is gone, even
+/// when dxvmm itself is SIGKILLed: UML's helper and user processes do not die
+/// with their parent, and PR_SET_PDEATHSIG reaches only the UML main process.
+fn spawn_group_watchdog(pgid: i32) -> io::Result<OwnedFd> {
+    let (alive_r, alive_w) = pipe()?;
+    // SAFETY: fork in a threaded process; the child calls only
+    // async-signal-safe functions (close, read, kill, _exit) before it exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: in the forked child, on descriptors it inherited; `b` is a
+        // one-byte buffer that outlives the read.
+        unsafe {
+            // Hold nothing of dxvmm's but the pipe: no socket, no pipe end
+            // may outlive dxvmm through us.
+            let keep = alive_r.as_raw_fd() as libc::c_uint;
+            libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, keep - 1, 0 as libc::c_uint);
+            libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0 as libc::c_uint);
+            let mut b = 0u8;
+            // EOF comes when every copy of the write end (dxvmm's) is closed.
+            while libc::read(alive_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 0 {
+                if *libc::__errno_location() != libc::EINTR {
+                    break;
+                }
+            }
+            libc::kill(-pgid, libc::SIGKILL);
+            libc::_exit(0);
+        }
+    }
+    Ok(alive_w)
 }
 
 fn spawn_signal_forwarder(events: Sender<Event>) {
