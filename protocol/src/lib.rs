@@ -1,0 +1,1 @@
+//! GPU-PV wire format and /dev/dxg ABI (being written).
