@@ -3,6 +3,7 @@
 mod cli;
 mod guest;
 mod images;
+mod kvm;
 mod size;
 mod term;
 mod uml;
@@ -58,8 +59,8 @@ enum Error {
     MemoryTooSmall(MemorySize),
     #[error("guest memory of {0} is more than this host has ({1} MiB)")]
     MemoryTooLarge(MemorySize, u64),
-    #[error("the KVM engine is not part of this build yet; use --accel uml")]
-    KvmUnavailable,
+    #[error(transparent)]
+    Kvm(#[from] kvm::Error),
     #[error(transparent)]
     Uml(#[from] uml::Error),
 }
@@ -93,8 +94,15 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
         command: args.command,
     };
     match args.accel {
-        Accel::Kvm => Err(Error::KvmUnavailable),
-        Accel::Auto | Accel::Uml => Ok(uml::run(&cfg)?),
+        Accel::Kvm => Ok(kvm::run(&cfg)?),
+        Accel::Uml => Ok(uml::run(&cfg)?),
+        Accel::Auto => match kvm::detect::detect() {
+            kvm::detect::Support::Hardware => Ok(kvm::run(&cfg)?),
+            other => {
+                eprintln!("dxvmm: {other}: using the user-mode engine");
+                Ok(uml::run(&cfg)?)
+            }
+        },
     }
 }
 
