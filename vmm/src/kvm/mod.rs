@@ -273,6 +273,10 @@ fn vcpu_loop(
             break;
         }
     }
+    // Where the guest was, for diagnosing a guest that hung or died.
+    if let Ok(regs) = vcpu.get_regs() {
+        tracing::debug!("vCPU {index} stopped at rip {:#x}", regs.rip);
+    }
 }
 
 /// Serves queue notifications (ioeventfds) and host-side input of the
