@@ -38,3 +38,6 @@ pub mod vmbus;
 pub use error::DecodeError;
 pub use message::{HostEvent, Reply, Request};
 pub use ntstatus::NtStatus;
+
+#[cfg(test)]
+mod tests;

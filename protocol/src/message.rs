@@ -1038,10 +1038,12 @@ impl Reply {
             }
             Request::MakeResident { .. } => Reply::MakeResident(r.read()?),
             Request::Evict { .. } => Reply::Evict(r.read()?),
-            Request::QueryAllocationResidency { cmd, .. } => Reply::QueryAllocationResidency {
-                status: r.read()?,
-                residency_status: r.array(cmd.args.allocation_count as usize)?,
-            },
+            Request::QueryAllocationResidency { allocations, .. } => {
+                Reply::QueryAllocationResidency {
+                    status: r.read()?,
+                    residency_status: r.array(allocations.len())?,
+                }
+            }
             Request::GetAllocationPriority { allocations, .. } => Reply::GetAllocationPriority {
                 status: r.read()?,
                 priorities: r.array(allocations.len().max(1))?,
