@@ -120,6 +120,9 @@ impl Asm {
     pub fn in_al_dx(&mut self) {
         self.emit(&[0xec]);
     }
+    pub fn nop(&mut self) {
+        self.emit(&[0x90]);
+    }
     pub fn pause(&mut self) {
         self.emit(&[0xf3, 0x90]);
     }
