@@ -199,3 +199,116 @@ fn timeout_stops_a_spinning_guest() {
     assert!(started.elapsed().as_secs() < 10);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A flag word the guest's interrupt handler or second CPU sets.
+const FLAG: u64 = 0x3000;
+
+#[test]
+fn virtio_interrupt_reaches_the_guest_through_irqfd() {
+    require_kvm!();
+    let dir = scratch("kvm-irq");
+    let mut a = Asm::new();
+    let start = a.label();
+    let fail = a.label();
+    a.jmp(start);
+    // Vector 0x40: set the flag, end the interrupt at the LAPIC, return.
+    let handler = a.here();
+    a.save();
+    a.write32(FLAG, 1);
+    a.write32(0xfee0_00b0, 0); // LAPIC EOI
+    a.restore();
+    a.iretq();
+    a.bind(start);
+    // Mask the 8259s: the virtio GSI reaches the PIC too, unprogrammed.
+    a.outb(0x21, 0xff);
+    a.outb(0xa1, 0xff);
+    // IDT at 0x11000 with one 64-bit interrupt gate, for vector 0x40.
+    let idt = 0x1_1000u64;
+    let gate = idt + 0x40 * 16;
+    let mut g = Vec::new();
+    g.extend_from_slice(&(handler as u16).to_le_bytes());
+    g.extend_from_slice(&8u16.to_le_bytes()); // code selector
+    g.extend_from_slice(&[0, 0x8e]); // no IST; present, DPL 0, interrupt gate
+    g.extend_from_slice(&((handler >> 16) as u16).to_le_bytes());
+    g.extend_from_slice(&((handler >> 32) as u32).to_le_bytes());
+    g.extend_from_slice(&0u32.to_le_bytes());
+    a.poke(gate, &g);
+    let idtr = 0x1_2000u64;
+    let mut d = (0x41u16 * 16 - 1).to_le_bytes().to_vec();
+    d.extend_from_slice(&idt.to_le_bytes());
+    a.poke(idtr, &d);
+    a.mov_rax(idtr);
+    a.lidt_rax();
+    // LAPIC on; IOAPIC pin 5 (virtio device 0) -> vector 0x40, edge, CPU 0.
+    a.write32(0xfee0_00f0, 0x1ff);
+    a.write32(0xfec0_0000, 0x10 + 2 * 5);
+    a.write32(0xfec0_0010, 0x40);
+    a.write32(0xfec0_0000, 0x11 + 2 * 5);
+    a.write32(0xfec0_0010, 0);
+    a.sti();
+    a.virtio_console_init(0, fail);
+    a.virtio_console_init(2, fail);
+    a.virtio_console_send(0, 1, b"interrupt me\n", fail);
+    a.wait16(FLAG, 1);
+    a.cli();
+    a.print("irq delivered\n");
+    a.virtio_console_send(2, 1, b"exit 0\n", fail);
+    a.poweroff();
+    a.bind(fail);
+    a.print("FAIL\n");
+    a.poweroff();
+    let (kernel, initrd) = write_guest(&dir, "irq", a);
+    let log = dir.join("serial.log");
+    let out = dxvmm(&kernel, &initrd, &log, &["--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out, &log));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("irq delivered"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "interrupt me\n");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn secondary_cpu_starts_on_init_sipi() {
+    require_kvm!();
+    let dir = scratch("kvm-smp");
+    let mut a = Asm::new();
+    let fail = a.label();
+    // Real-mode code for the AP at 0x10000 (SIPI vector 0x10): print "AP",
+    // set the flag, halt.
+    let ap: &[u8] = &[
+        0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0xb0, b'A', 0xee, // mov al, 'A'; out dx, al
+        0xb0, b'P', 0xee, // mov al, 'P'; out dx, al
+        0xb0, b'\n', 0xee, // mov al, '\n'; out dx, al
+        0x31, 0xc0, // xor ax, ax
+        0x8e, 0xd8, // mov ds, ax
+        0xc6, 0x06, 0x00, 0x30, 0x01, // mov byte [0x3000], 1
+        0xfa, 0xf4, // cli; hlt
+        0xeb, 0xfd, // jmp hlt
+    ];
+    a.poke(0x1_0000, ap);
+    a.write32(0xfee0_00f0, 0x1ff); // LAPIC software-enabled
+    a.write32(0xfee0_0310, 1 << 24); // to APIC id 1
+    a.write32(0xfee0_0300, 0x0000_4500); // INIT
+    a.write32(0xfee0_0300, 0x0000_4610); // SIPI, vector 0x10
+    a.write32(0xfee0_0300, 0x0000_4610); // and again, as the MP spec says
+    a.wait16(FLAG, 1);
+    a.print("BSP saw the AP\n");
+    a.virtio_console_init(2, fail);
+    a.virtio_console_send(2, 1, b"exit 0\n", fail);
+    a.poweroff();
+    a.bind(fail);
+    a.print("FAIL\n");
+    a.poweroff();
+    let (kernel, initrd) = write_guest(&dir, "smp", a);
+    let log = dir.join("serial.log");
+    let out = dxvmm(&kernel, &initrd, &log, &["--cpus", "2", "--", "true"]);
+    let serial = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out, &log));
+    assert!(
+        serial.contains("AP\n") && serial.contains("BSP saw the AP"),
+        "{serial}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

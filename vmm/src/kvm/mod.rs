@@ -71,6 +71,8 @@ pub enum Error {
     SerialLog(PathBuf, io::Error),
     #[error("cannot write the ACPI tables: {0}")]
     Acpi(vm_memory::GuestMemoryError),
+    #[error("the ACPI tables take {0} bytes, more than the {max} reserved for them", max = layout::ACPI_MAX)]
+    AcpiTooLarge(usize),
     #[error("{0}")]
     Io(#[from] io::Error),
 }

@@ -120,6 +120,45 @@ impl Asm {
     pub fn in_al_dx(&mut self) {
         self.emit(&[0xec]);
     }
+    pub fn sti(&mut self) {
+        self.emit(&[0xfb]);
+    }
+    pub fn cli(&mut self) {
+        self.emit(&[0xfa]);
+    }
+    /// lidt [rax]
+    pub fn lidt_rax(&mut self) {
+        self.emit(&[0x0f, 0x01, 0x18]);
+    }
+    pub fn iretq(&mut self) {
+        self.emit(&[0x48, 0xcf]);
+    }
+    /// push rax; push rbx
+    pub fn save(&mut self) {
+        self.emit(&[0x50, 0x53]);
+    }
+    /// pop rbx; pop rax
+    pub fn restore(&mut self) {
+        self.emit(&[0x5b, 0x58]);
+    }
+    /// Guest address of the next instruction.
+    pub fn here(&self) -> u64 {
+        LOAD_ADDR + self.code.len() as u64
+    }
+    /// out imm8 to `port` (clobbers dx, al).
+    pub fn outb(&mut self, port: u16, v: u8) {
+        self.mov_dx(port);
+        self.mov_al(v);
+        self.out_dx_al();
+    }
+    /// Copies raw bytes to guest memory at run time (dword writes).
+    pub fn poke(&mut self, addr: u64, bytes: &[u8]) {
+        for (i, c) in bytes.chunks(4).enumerate() {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            self.write32(addr + i as u64 * 4, u32::from_le_bytes(w));
+        }
+    }
     pub fn nop(&mut self) {
         self.emit(&[0x90]);
     }
