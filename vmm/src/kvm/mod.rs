@@ -523,9 +523,7 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
 
     let tables = acpi::build(layout::ACPI_ADDR, cfg.cpus, &acpi_devices);
     if tables.bytes.len() > layout::ACPI_MAX {
-        return Err(Error::Acpi(
-            vm_memory::GuestMemoryError::InvalidBackendAddress,
-        ));
+        return Err(Error::AcpiTooLarge(tables.bytes.len()));
     }
     mem.write_slice(&tables.bytes, GuestAddress(layout::ACPI_ADDR))
         .map_err(Error::Acpi)?;
