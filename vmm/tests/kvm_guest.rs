@@ -312,3 +312,57 @@ fn secondary_cpu_starts_on_init_sipi() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn host_input_reaches_com1() {
+    require_kvm!();
+    let dir = scratch("kvm-com1-in");
+    let mut a = Asm::new();
+    a.print("type: ");
+    // Echo three received bytes back: poll LSR.DR, read RBR, write THR.
+    for _ in 0..3 {
+        let wait = a.label();
+        a.bind(wait);
+        a.pause();
+        a.mov_dx(0x3fd);
+        a.in_al_dx();
+        a.test_al(1);
+        a.jz(wait);
+        a.mov_dx(0x3f8);
+        a.in_al_dx();
+        a.out_dx_al();
+    }
+    a.poweroff();
+    let (kernel, initrd) = write_guest(&dir, "com1", a);
+    let log = dir.join("serial.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dxvmm"))
+        .args([
+            "run",
+            "--accel",
+            "kvm",
+            "--memory",
+            "64M",
+            "--timeout",
+            "15",
+        ])
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--initramfs")
+        .arg(&initrd)
+        .arg("--serial-log")
+        .arg(&log)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"ok\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out, &log));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "type: ok\n");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -195,6 +195,24 @@ impl Devices {
         }
     }
 
+    /// Host input for COM1: what fits in its receive FIFO. The rest is
+    /// dropped, as a UART without flow control does: a kernel reads COM1 only
+    /// while a process has ttyS0 open, and input must not wait on it.
+    pub fn feed_uart(&self, bytes: &[u8]) -> usize {
+        let mut uart = lock(&self.uart);
+        let n = uart.fifo_capacity().min(bytes.len());
+        if n == 0 {
+            return 0;
+        }
+        match uart.enqueue_raw_bytes(&bytes[..n]) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!("COM1 input: {e:?}");
+                0
+            }
+        }
+    }
+
     fn virtio_at(&self, addr: u64) -> Option<(&VirtioSlot, u64)> {
         self.virtio.iter().find_map(|s| {
             let off = addr.checked_sub(s.base)?;
@@ -244,6 +262,22 @@ mod tests {
         let mut lsr = [0u8];
         d.pio_read(0x3fd, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0);
+    }
+
+    #[test]
+    fn uart_input_fills_the_fifo_and_drops_the_rest() {
+        let (d, _, _) = devices();
+        assert_eq!(d.feed_uart(b"hi"), 2);
+        let mut lsr = [0u8];
+        d.pio_read(0x3fd, &mut lsr);
+        assert_eq!(lsr[0] & 1, 1, "data ready");
+        let mut b = [0u8];
+        d.pio_read(0x3f8, &mut b);
+        assert_eq!(b[0], b'h');
+        let big = [b'x'; 200];
+        let n = d.feed_uart(&big);
+        assert!(n < 200 && n > 0);
+        assert_eq!(d.feed_uart(&big), 0);
     }
 
     #[test]

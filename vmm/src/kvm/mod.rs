@@ -363,9 +363,17 @@ fn device_loop(transports: Vec<Arc<Mutex<MmioTransport>>>, stop: EventFd) -> io:
     }
 }
 
-/// Copies the host's stdin into the stdio console's input. On a terminal,
-/// Ctrl-] ends the VM (the terminal is raw, so Ctrl-C goes to the guest).
-fn spawn_stdin_forwarder(input: OwnedFd, tty: bool, events: Sender<VmEvent>) {
+/// Copies the host's stdin into the stdio console's input, and what fits
+/// into COM1's receive FIFO (for a guest whose console is ttyS0: the guest's
+/// /init falls back to /dev/console without virtio consoles). On a
+/// terminal, Ctrl-] ends the VM (the terminal is raw, so Ctrl-C goes to the
+/// guest).
+fn spawn_stdin_forwarder(
+    input: OwnedFd,
+    tty: bool,
+    events: Sender<VmEvent>,
+    devices: Arc<Devices>,
+) {
     let _ = std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
@@ -381,6 +389,7 @@ fn spawn_stdin_forwarder(input: OwnedFd, tty: bool, events: Sender<VmEvent>) {
                     let _ = events.send(VmEvent::Guest(Event::Signal(libc::SIGINT)));
                     break;
                 }
+                devices.feed_uart(&buf[..n]);
                 if out.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -637,7 +646,12 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     } else {
         None
     };
-    spawn_stdin_forwarder(stdin_w, raw_terminal.is_some(), events_tx.clone());
+    spawn_stdin_forwarder(
+        stdin_w,
+        raw_terminal.is_some(),
+        events_tx.clone(),
+        vm.devices.clone(),
+    );
     drop(events_tx);
 
     // Supervise.

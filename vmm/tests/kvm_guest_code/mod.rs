@@ -162,6 +162,13 @@ impl Asm {
     pub fn nop(&mut self) {
         self.emit(&[0x90]);
     }
+    /// test al, imm8
+    pub fn test_al(&mut self, v: u8) {
+        self.emit(&[0xa8, v]);
+    }
+    pub fn jz(&mut self, l: Label) {
+        self.rel32(&[0x0f, 0x84], l);
+    }
     pub fn pause(&mut self) {
         self.emit(&[0xf3, 0x90]);
     }
