@@ -366,3 +366,28 @@ fn host_input_reaches_com1() {
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "type: ok\n");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn kvm_internal_error_is_reported_with_its_cause() {
+    require_kvm!();
+    if !std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        eprintln!("skipped: only a software KVM fails on popcnt");
+        return;
+    }
+    let dir = scratch("kvm-internal");
+    let mut a = Asm::new();
+    a.print("before\n");
+    let at = a.here();
+    a.popcnt();
+    a.print("popcnt ran\n");
+    a.poweroff();
+    let (kernel, initrd) = write_guest(&dir, "popcnt", a);
+    let log = dir.join("serial.log");
+    let out = dxvmm(&kernel, &initrd, &log, &["--", "true"]);
+    assert_eq!(out.status.code(), Some(122), "{}", describe(&out, &log));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want =
+        format!("could not emulate an instruction (1) at rip {at:#x}; last console line: before");
+    assert!(err.contains(&want), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -205,6 +205,25 @@ fn install_kick_handler() -> io::Result<()> {
     Ok(())
 }
 
+/// Describes a KVM_EXIT_INTERNAL_ERROR: its suberror and where the guest was.
+fn internal_error(vcpu: &mut VcpuFd) -> String {
+    // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so `internal` is
+    // the union member KVM filled in; it is plain integers.
+    let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+    let what = match suberror {
+        1 => "the hypervisor could not emulate an instruction",
+        2 => "an exception while delivering another",
+        3 => "an event could not be delivered",
+        4 => "an unexpected exit",
+        _ => "unknown suberror",
+    };
+    let rip = vcpu
+        .get_regs()
+        .map(|r| format!(" at rip {:#x}", r.rip))
+        .unwrap_or_default();
+    format!("{what} ({suberror}){rip}")
+}
+
 /// Runs one vCPU until the guest stops or `stop` is set.
 fn vcpu_loop(
     index: usize,
@@ -250,7 +269,8 @@ fn vcpu_loop(
             }
             Ok(VcpuExit::Intr) => Access::Continue,
             Ok(VcpuExit::InternalError) => {
-                fail(format!("vCPU {index}: KVM internal error (the hypervisor could not emulate an instruction)"));
+                let why = internal_error(&mut vcpu);
+                fail(format!("vCPU {index}: KVM internal error: {why}"));
                 Access::Stop
             }
             Ok(VcpuExit::FailEntry(reason, _)) => {
@@ -708,9 +728,12 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+    let mut stuck = false;
     for t in threads {
         if t.is_finished() {
             let _ = t.join();
+        } else {
+            stuck = true;
         }
     }
     let _ = device_stop.write(1);
@@ -731,6 +754,12 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
         }
     }
     tracing::debug!(?stop_reason, "guest stopped after {:?}", started.elapsed());
+    if stuck {
+        // A vCPU thread still in KVM_RUN may touch guest memory: never
+        // unmap it under that thread; the process ends soon anyway.
+        tracing::warn!("a vCPU did not stop; leaving the VM to process exit");
+        std::mem::forget(vm);
+    }
 
     if let Some(outcome) = stopped_by {
         return Ok(outcome);

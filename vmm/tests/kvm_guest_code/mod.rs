@@ -175,6 +175,10 @@ impl Asm {
     pub fn hlt(&mut self) {
         self.emit(&[0xf4]);
     }
+    /// popcnt eax, ebx: an instruction KVM's emulator does not know.
+    pub fn popcnt(&mut self) {
+        self.emit(&[0xf3, 0x0f, 0xb8, 0xc3]);
+    }
     /// ud2: with no IDT, the #UD escalates to a triple fault.
     pub fn ud2(&mut self) {
         self.emit(&[0x0f, 0x0b]);
