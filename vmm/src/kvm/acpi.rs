@@ -429,6 +429,55 @@ mod tests {
         assert_eq!(&body[..1], &[0x10]);
     }
 
+    /// ACPICA's disassembler, where installed (acpica-tools), reads every
+    /// table back as the kernel's interpreter would see it.
+    #[test]
+    fn acpica_disassembles_the_tables() {
+        if std::process::Command::new("iasl")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: iasl (acpica-tools) is not installed");
+            return;
+        }
+        let t = build(layout::ACPI_ADDR, 2, &devices());
+        let dir = std::env::temp_dir().join(format!("dxvmm-acpi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = String::new();
+        for (sig, table) in walk(&t, layout::ACPI_ADDR) {
+            let f = dir.join(format!("{}.dat", sig.to_lowercase()));
+            std::fs::write(&f, &table).unwrap();
+            let out = std::process::Command::new("iasl")
+                .arg("-d")
+                .arg(&f)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "iasl -d {sig}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            text += &std::fs::read_to_string(f.with_extension("dsl")).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        for want in [
+            "Device (VR00)",
+            "Device (VR02)",
+            "Name (_HID, \"LNRO0005\")",
+            "Memory32Fixed (ReadWrite,\n                    0xD0001000,         // Address Base\n                    0x00001000,         // Address Length",
+            "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )\n                {\n                    0x00000007,",
+            "Name (_S5, Package (0x02)",
+            "Hardware Reduced (V5) : 1",
+            "Local Apic ID : 01",
+            "Address : FEC00000",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.to_lowercase().contains("invalid"), "{text}");
+    }
+
     #[test]
     fn pkg_length_encodings() {
         assert_eq!(aml::pkg_length(0), [1]);
