@@ -391,3 +391,45 @@ fn kvm_internal_error_is_reported_with_its_cause() {
     assert!(err.contains(&want), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn large_guest_sees_ram_above_4g_in_its_e820_map() {
+    require_kvm!();
+    let dir = scratch("kvm-bigmem");
+    let mut a = Asm::new();
+    let fail = a.label();
+    // The zero page (RSI at entry; at 0x7000): e820_entries at 0x1e8, the
+    // table at 0x2d0, 20 bytes an entry.
+    let zp = 0x7000u64;
+    a.expect32(zp + 0x1e8, 0xff, 4, fail);
+    let e3 = zp + 0x2d0 + 3 * 20;
+    a.expect32(e3, u32::MAX, 0, fail); // addr low
+    a.expect32(e3 + 4, u32::MAX, 1, fail); // addr high: 4 GiB
+    a.expect32(e3 + 8, u32::MAX, 0xb000_0000, fail); // size: 6 GiB - 3.25 GiB
+    a.expect32(e3 + 16, u32::MAX, 1, fail); // RAM
+    a.print("e820 ok\n");
+    a.poweroff();
+    a.bind(fail);
+    a.print("FAIL\n");
+    a.poweroff();
+    let (kernel, initrd) = write_guest(&dir, "bigmem", a);
+    let log = dir.join("serial.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_dxvmm"))
+        .args(["run", "--accel", "kvm", "--memory", "6G", "--timeout", "15"])
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--initramfs")
+        .arg(&initrd)
+        .arg("--serial-log")
+        .arg(&log)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&out.stderr).contains("more than this host has") {
+        eprintln!("skipped: this host has less than 6 GiB");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out, &log));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "e820 ok\n");
+    std::fs::remove_dir_all(dir).unwrap();
+}
