@@ -42,7 +42,29 @@ pub fn cpuid_for(base: &CpuId, id: u8, cpus: u8) -> CpuId {
                     e.edx |= 1 << 28; // HTT: ebx[23:16] is meaningful
                 }
             }
-            0xb | 0x1f => e.edx = id as u32, // x2APIC id
+            0xb | 0x1f => {
+                // Extended topology: one thread per core, `cpus` cores in
+                // one package, so that the guest's view agrees with the MADT.
+                let core_shift = u32::BITS - (cpus.max(1) as u32 - 1).leading_zeros();
+                match e.index {
+                    0 => {
+                        e.eax = 0;
+                        e.ebx = 1;
+                        e.ecx = 1 << 8; // level 0: SMT
+                    }
+                    1 => {
+                        e.eax = core_shift;
+                        e.ebx = cpus as u32;
+                        e.ecx = (2 << 8) | 1; // level 1: core
+                    }
+                    n => {
+                        e.eax = 0;
+                        e.ebx = 0;
+                        e.ecx = n; // invalid level: the end of the list
+                    }
+                }
+                e.edx = id as u32; // x2APIC id
+            }
             0xa => {
                 e.eax = 0;
                 e.ebx = 0;
@@ -279,6 +301,13 @@ mod tests {
             },
             kvm_cpuid_entry2 {
                 function: 0xb,
+                ebx: 2,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                index: 1,
+                ebx: 64,
                 ..Default::default()
             },
             kvm_cpuid_entry2 {
@@ -295,7 +324,8 @@ mod tests {
         assert_eq!(e[0].ebx & 0xffff, 0x0800);
         assert_ne!(e[0].ecx & (1 << 31), 0);
         assert_ne!(e[0].edx & (1 << 28), 0);
-        assert_eq!(e[1].edx, 3);
-        assert_eq!(e[2].eax, 0);
+        assert_eq!((e[1].edx, e[1].ebx, e[1].ecx), (3, 1, 0x100));
+        assert_eq!((e[2].edx, e[2].eax, e[2].ebx, e[2].ecx), (3, 2, 4, 0x201));
+        assert_eq!(e[3].eax, 0);
     }
 }

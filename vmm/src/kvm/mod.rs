@@ -356,7 +356,11 @@ fn device_loop(transports: Vec<Arc<Mutex<MmioTransport>>>, stop: EventFd) -> io:
                 host[d] = want;
             }
         }
-        let n = match epoll.wait(DEVICE_POLL_MS, &mut ready) {
+        // A device is activated by a vCPU's register write, which does not
+        // wake this thread: look again shortly until all are active.
+        let all_active = transports.iter().all(|t| lock(t).activated());
+        let timeout = if all_active { -1 } else { DEVICE_POLL_MS };
+        let n = match epoll.wait(timeout, &mut ready) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
