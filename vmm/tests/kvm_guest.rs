@@ -7,7 +7,7 @@ mod kvm_guest_code;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use kvm_guest_code::{scratch, write_guest, Asm};
+use kvm_guest_code::{scratch, write_guest, Asm, VIRTIO_BASE};
 
 fn dxvmm(kernel: &Path, initrd: &Path, log: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dxvmm"))
@@ -431,5 +431,73 @@ fn large_guest_sees_ram_above_4g_in_its_e820_map() {
     }
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out, &log));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "e820 ok\n");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_bad_descriptor_needs_a_reset_and_the_vm_runs_on() {
+    require_kvm!();
+    let dir = scratch("kvm-baddesc");
+    let mut a = Asm::new();
+    let fail = a.label();
+    a.virtio_console_init(0, fail);
+    // A buffer in the MMIO gap, where there is no guest memory.
+    a.virtio_console_post(0, 1, 0xe000_0000, 64);
+    // The device gives up on the queue: DEVICE_NEEDS_RESET, and a
+    // configuration-change interrupt.
+    a.wait32(VIRTIO_BASE + 0x70, 0x40, 0x40);
+    a.expect32(VIRTIO_BASE + 0x60, 2, 2, fail);
+    a.print("device needs reset\n");
+    // The driver resets it and starts over; the device works again.
+    a.virtio_console_init(0, fail);
+    a.virtio_console_send(0, 1, b"after the reset\n", fail);
+    a.virtio_console_init(2, fail);
+    a.virtio_console_send(2, 1, b"exit 0\n", fail);
+    a.poweroff();
+    a.bind(fail);
+    a.print("FAIL\n");
+    a.poweroff();
+    let (kernel, initrd) = write_guest(&dir, "baddesc", a);
+    let log = dir.join("serial.log");
+    let out = dxvmm(&kernel, &initrd, &log, &["--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out, &log));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "after the reset\n");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("device needs reset"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn keyboard_controller_reset_ends_the_run() {
+    require_kvm!();
+    let dir = scratch("kvm-i8042");
+    let mut a = Asm::new();
+    a.outb(0x64, 0xfe);
+    a.hlt();
+    let (kernel, initrd) = write_guest(&dir, "i8042", a);
+    let log = dir.join("serial.log");
+    // Without a command, a reboot is the end of the session: status 0.
+    let out = dxvmm(&kernel, &initrd, &log, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out, &log));
+    let out = dxvmm(&kernel, &initrd, &log, &["--", "true"]);
+    assert_eq!(out.status.code(), Some(122), "{}", describe(&out, &log));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keyboard controller"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn verbose_shows_the_kernel_console_on_stderr() {
+    require_kvm!();
+    let dir = scratch("kvm-verbose");
+    let mut a = Asm::new();
+    a.print("console line\n");
+    a.poweroff();
+    let (kernel, initrd) = write_guest(&dir, "verbose", a);
+    let log = dir.join("serial.log");
+    let out = dxvmm(&kernel, &initrd, &log, &["-v"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out, &log));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("console line\n"));
+    assert!(out.stdout.is_empty());
     std::fs::remove_dir_all(dir).unwrap();
 }

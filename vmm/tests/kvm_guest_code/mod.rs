@@ -221,6 +221,18 @@ impl Asm {
         self.jne(top);
     }
 
+    /// Spins until the 32-bit value at `addr`, masked, is `v`.
+    pub fn wait32(&mut self, addr: u64, mask: u32, v: u32) {
+        let top = self.label();
+        self.bind(top);
+        self.pause();
+        self.mov_rax(addr);
+        self.load_ebx();
+        self.and_ebx(mask);
+        self.cmp_ebx(v);
+        self.jne(top);
+    }
+
     /// Writes `text` to COM1.
     pub fn print(&mut self, text: &str) {
         self.mov_dx(0x3f8);
@@ -270,23 +282,31 @@ impl Asm {
     /// Sends `text` on device `dev`'s transmit queue as the `n`th buffer
     /// (from 1) and waits for the device to use it.
     pub fn virtio_console_send(&mut self, dev: u64, n: u16, text: &[u8], fail: Label) {
+        let buf = self.data(text);
+        self.virtio_console_post(dev, n, buf, text.len() as u32);
         let r = VIRTIO_BASE + dev * 0x1000;
         let base = RING_BASE + dev * 0x1_0000;
-        let buf = self.data(text);
+        self.wait16(base + 0x2000 + 2, n); // used.idx
+        self.expect32(r + 0x60, 1, 1, fail); // InterruptStatus: used buffer
+        self.write32(r + 0x64, 1); // InterruptACK
+    }
+
+    /// Publishes buffer `buf` of `len` bytes as the `n`th (from 1) on device
+    /// `dev`'s transmit queue and notifies the device.
+    pub fn virtio_console_post(&mut self, dev: u64, n: u16, buf: u64, len: u32) {
+        let r = VIRTIO_BASE + dev * 0x1000;
+        let base = RING_BASE + dev * 0x1_0000;
         let slot = (n - 1) as u64 % QUEUE_SIZE as u64;
         // Descriptor: addr, len, flags 0 (device-readable), next 0.
         let desc = base + slot * 16;
         self.write32(desc, buf as u32);
-        self.write32(desc + 4, 0);
-        self.write32(desc + 8, text.len() as u32);
+        self.write32(desc + 4, (buf >> 32) as u32);
+        self.write32(desc + 8, len);
         self.write32(desc + 12, 0);
         // avail.ring[slot] = slot; avail.idx = n (flags and idx share a dword).
         self.write32(base + 0x1000 + 4 + slot * 2, slot as u32);
         self.write32(base + 0x1000, (n as u32) << 16);
         self.write32(r + 0x50, 1); // QueueNotify(1)
-        self.wait16(base + 0x2000 + 2, n); // used.idx
-        self.expect32(r + 0x60, 1, 1, fail); // InterruptStatus: used buffer
-        self.write32(r + 0x64, 1); // InterruptACK
     }
 
     /// Machine code and data as one segment image.
