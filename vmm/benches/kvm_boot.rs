@@ -19,11 +19,15 @@ use std::time::{Duration, Instant};
 
 use kvm_guest_code::{scratch, write_guest, Asm, VIRTIO_BASE};
 
-const DXVMM: &str = env!("CARGO_BIN_EXE_dxvmm");
+/// The dxvmm binary: cargo's, or $DXVMM_BIN (to run the bench binary on a
+/// machine without the build tree).
+fn dxvmm_bin() -> String {
+    std::env::var("DXVMM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_dxvmm").to_string())
+}
 
 fn run(kernel: &Path, initrd: &Path, memory: &str, debug: bool) -> (Duration, String) {
     let started = Instant::now();
-    let out = Command::new(DXVMM)
+    let out = Command::new(dxvmm_bin())
         .args([
             "run",
             "--accel",
@@ -200,7 +204,7 @@ fn main() {
     spin.jmp(top);
     let (k, i) = write_guest(&dir, "spin", spin);
     let guest_mib = 512u64;
-    let mut child = Command::new(DXVMM)
+    let mut child = Command::new(dxvmm_bin())
         .args([
             "run",
             "--accel",
