@@ -13,12 +13,20 @@
 //! docs/host-backend.md describes the design and the coherency rules.
 
 mod backend;
+mod core;
+mod engine;
 mod error;
+mod gpu;
 mod memory;
+mod shader;
+mod soft;
 
+pub use self::core::MAX_FENCES_PER_CALL;
 pub use backend::*;
 pub use error::{BackendError, ObjectKind, Result};
+pub use gpu::{host_adapters, WgpuBackend, MEMORY_BUDGET_ENV};
 pub use memory::{GuestRanges, HostVisibleMemory, VecMemory, GUEST_PAGE_SIZE};
+pub use soft::SoftBackend;
 
 pub use dxvmm_protocol::abi::WinLuid;
 

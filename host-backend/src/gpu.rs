@@ -1,0 +1,622 @@
+//! [`WgpuBackend`]: the object model on real host adapters through wgpu's
+//! Vulkan backend.
+//!
+//! One wgpu device and queue per host adapter, opened on first use and
+//! shared by every guest device on it (as a kernel-mode driver shares the
+//! hardware). Each allocation is one storage buffer. A piece of work is one
+//! command encoder and one `queue.submit`; wgpu tracks buffer use across
+//! submissions and inserts the barriers, so later work sees earlier writes.
+//! A completion thread per adapter waits for submissions that carry fence
+//! signals (`device.poll(Wait)` on their index) and runs their completions:
+//! nobody polls in a loop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use dxvmm_protocol::escape::{CreatePipeline, ShaderLanguage};
+
+use crate::backend::*;
+use crate::core::Core;
+use crate::engine::{Completion, Engine, Op, Range};
+use crate::error::{BackendError, Result};
+use crate::shader::{self, ShaderBinding};
+
+/// Bind groups kept per pipeline before the cache is emptied. A guest that
+/// dispatches the same pipeline over the same ranges (the common case)
+/// builds its bind group once.
+const BIND_GROUP_CACHE: usize = 256;
+
+/// Submissions without a completion between two that carry one: wgpu frees
+/// finished command buffers when the device is polled, so the completion
+/// thread must look in now and then even if nobody waits.
+const POLL_EVERY: u64 = 64;
+
+/// Chunk of an upload staged through the CPU cache.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// Largest pattern buffer of a non-zero FILL; bigger fills copy it again.
+const FILL_CHUNK: u64 = 1 << 20;
+
+/// Environment variable that overrides every adapter's memory budget (MiB).
+pub const MEMORY_BUDGET_ENV: &str = "DXVMM_GPU_MEMORY_MIB";
+
+struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    /// Timestamp queries inside encoders are available.
+    timestamps: Option<Timestamps>,
+    completions: Mutex<Sender<(wgpu::SubmissionIndex, Completion)>>,
+    submits: AtomicU64,
+    /// Reused download staging (MAP_READ) buffer.
+    staging: Mutex<Option<wgpu::Buffer>>,
+    /// Reused bounce buffer for copies within one buffer.
+    bounce: Mutex<Option<wgpu::Buffer>>,
+}
+
+struct Timestamps {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+}
+
+/// An allocation's buffer.
+pub(crate) struct GpuBuffer {
+    buffer: wgpu::Buffer,
+    live: Arc<AtomicU64>,
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        // Frees the memory now; work already submitted keeps what it needs.
+        self.buffer.destroy();
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type BindKey = Vec<(u32, u64, u64, u64)>;
+
+pub(crate) struct GpuPipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+}
+
+pub(crate) struct WgpuEngine {
+    adapters: Vec<wgpu::Adapter>,
+    infos: Vec<AdapterInfo>,
+    gpus: Vec<OnceLock<std::result::Result<Arc<Gpu>, String>>>,
+    live: Arc<AtomicU64>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(e.to_string())
+}
+
+fn host_memory_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The budget the backend grants an adapter. wgpu does not report how much
+/// memory a GPU has, so this is an accounting limit: `DXVMM_GPU_MEMORY_MIB`
+/// if set, else half of the host's RAM (for lavapipe that is the memory it
+/// allocates from; for a GPU it errs low rather than promise what the
+/// driver may refuse).
+fn memory_budget() -> u64 {
+    if let Some(mib) = std::env::var(MEMORY_BUDGET_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return mib.saturating_mul(1 << 20);
+    }
+    host_memory_bytes().map_or(4 << 30, |b| b / 2)
+}
+
+fn kind_of(t: wgpu::DeviceType) -> DeviceKind {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu,
+        wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu,
+        wgpu::DeviceType::VirtualGpu => DeviceKind::VirtualGpu,
+        wgpu::DeviceType::Cpu => DeviceKind::Cpu,
+        wgpu::DeviceType::Other => DeviceKind::Other,
+    }
+}
+
+/// Every Vulkan adapter of the host, hardware first (so the default, the
+/// first, is a GPU when there is one and lavapipe otherwise).
+fn enumerate() -> Vec<(wgpu::Adapter, AdapterInfo)> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::VULKAN,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
+    adapters.sort_by_key(|a| match a.get_info().device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    });
+    let budget = memory_budget();
+    let mut seen: HashMap<(u32, u32, String, String), u32> = HashMap::new();
+    adapters
+        .into_iter()
+        .map(|a| {
+            let i = a.get_info();
+            let l = a.limits();
+            let ordinal = seen
+                .entry((i.vendor, i.device, i.name.clone(), i.driver.clone()))
+                .or_insert(0);
+            let backend = i.backend.to_str().to_owned();
+            let luid =
+                crate::stable_luid(i.vendor, i.device, &i.name, &i.driver, &backend, *ordinal);
+            *ordinal += 1;
+            let kind = kind_of(i.device_type);
+            let info = AdapterInfo {
+                luid,
+                name: i.name.clone(),
+                vendor_id: i.vendor,
+                device_id: i.device,
+                kind,
+                software: kind == DeviceKind::Cpu,
+                backend,
+                driver: i.driver.clone(),
+                driver_info: i.driver_info.clone(),
+                memory_budget: budget,
+                segments: vec![SegmentInfo {
+                    id: 1,
+                    group: SegmentGroup::Local,
+                    size: budget,
+                    cpu_visible: kind == DeviceKind::Cpu,
+                }],
+                limits: AdapterLimits {
+                    max_buffer_size: l.max_buffer_size,
+                    max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+                    max_bindings: l
+                        .max_storage_buffers_per_shader_stage
+                        .min(dxvmm_protocol::cmdstream::MAX_BINDINGS),
+                    max_workgroups_per_dimension: l
+                        .max_compute_workgroups_per_dimension
+                        .min(dxvmm_protocol::cmdstream::MAX_WORKGROUPS_PER_DIMENSION),
+                    max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+                    min_storage_buffer_offset_alignment: l.min_storage_buffer_offset_alignment,
+                },
+            };
+            (a, info)
+        })
+        .collect()
+}
+
+/// The host's adapters as the guest will see them, without opening any.
+pub fn host_adapters() -> Vec<AdapterInfo> {
+    enumerate().into_iter().map(|(_, i)| i).collect()
+}
+
+impl WgpuEngine {
+    fn new() -> Result<Self> {
+        let (adapters, infos): (Vec<_>, Vec<_>) = enumerate().into_iter().unzip();
+        if adapters.is_empty() {
+            return Err(BackendError::Unavailable(
+                "no Vulkan adapter (install a GPU driver, or Mesa's lavapipe: mesa-vulkan-drivers)"
+                    .into(),
+            ));
+        }
+        Ok(WgpuEngine {
+            gpus: adapters.iter().map(|_| OnceLock::new()).collect(),
+            adapters,
+            infos,
+            live: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The adapter's device, opened on first use.
+    fn gpu(&self, adapter: usize) -> Result<&Arc<Gpu>> {
+        let slot = self.gpus.get(adapter).ok_or(BackendError::range(
+            "adapter index",
+            adapter as u64,
+            self.gpus.len() as u64,
+        ))?;
+        slot.get_or_init(|| open(&self.adapters[adapter]).map(Arc::new))
+            .as_ref()
+            .map_err(|e| BackendError::Unavailable(e.clone()))
+    }
+}
+
+fn open(adapter: &wgpu::Adapter) -> std::result::Result<Gpu, String> {
+    let want = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+    let features = adapter.features() & want;
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("dxvmm"),
+        required_features: features,
+        // Everything the adapter can do: the guest sees these limits.
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .map_err(|e| format!("opening {}: {e}", adapter.get_info().name))?;
+    // Every command is checked before it reaches wgpu, so an error here is
+    // a bug or a lost device: log it rather than let wgpu's default
+    // handler panic the host.
+    device.on_uncaptured_error(Arc::new(|e| tracing::error!("wgpu: {e}")));
+    let timestamps = (features == want).then(|| Timestamps {
+        queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("dxvmm timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 1,
+        }),
+        resolve: device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dxvmm timestamp resolve"),
+            size: 256,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }),
+    });
+    let (tx, rx) = channel::<(wgpu::SubmissionIndex, Completion)>();
+    let poll_device = device.clone();
+    std::thread::Builder::new()
+        .name("dxvmm-gpu-completion".into())
+        .spawn(move || {
+            for (index, done) in rx {
+                if let Err(e) = poll_device.poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                }) {
+                    tracing::error!("waiting for GPU work: {e}");
+                }
+                done();
+            }
+        })
+        .map_err(|e| format!("starting the completion thread: {e}"))?;
+    Ok(Gpu {
+        device,
+        queue,
+        timestamps,
+        completions: Mutex::new(tx),
+        submits: AtomicU64::new(0),
+        staging: Mutex::new(None),
+        bounce: Mutex::new(None),
+    })
+}
+
+/// A buffer of at least `size` from `slot`, made anew when too small.
+fn reusable<'a>(
+    device: &wgpu::Device,
+    slot: &'a mut Option<wgpu::Buffer>,
+    size: u64,
+    usage: wgpu::BufferUsages,
+) -> &'a wgpu::Buffer {
+    if slot.as_ref().is_none_or(|b| b.size() < size) {
+        *slot = Some(device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dxvmm staging"),
+            size: size.next_power_of_two(),
+            usage,
+            mapped_at_creation: false,
+        }));
+    }
+    slot.as_ref().expect("just filled")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Gpu {
+    fn bind_group(
+        &self,
+        p: &GpuPipeline,
+        bindings: &[(u32, Range<WgpuEngine>)],
+    ) -> Result<wgpu::BindGroup> {
+        let key: BindKey = bindings
+            .iter()
+            .map(|(slot, r)| (*slot, r.buffer_id, r.offset, r.size))
+            .collect();
+        let mut cache = lock(&p.bind_groups);
+        if let Some(bg) = cache.get(&key) {
+            return Ok(bg.clone());
+        }
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
+            .iter()
+            .map(|(slot, r)| wgpu::BindGroupEntry {
+                binding: *slot,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &r.buffer.buffer,
+                    offset: r.offset,
+                    size: wgpu::BufferSize::new(r.size),
+                }),
+            })
+            .collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &p.layout,
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            tracing::error!("bind group: {e}");
+            return Err(BackendError::param(
+                "dispatch bindings",
+                bindings.len() as u64,
+            ));
+        }
+        if cache.len() >= BIND_GROUP_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, bg.clone());
+        Ok(bg)
+    }
+
+    fn record(&self, enc: &mut wgpu::CommandEncoder, op: &Op<WgpuEngine>) -> Result<()> {
+        match op {
+            Op::Copy { src, dst } => {
+                if src.buffer_id == dst.buffer_id {
+                    // wgpu copies between distinct buffers only.
+                    let mut slot = lock(&self.bounce);
+                    let bounce = reusable(
+                        &self.device,
+                        &mut slot,
+                        src.size,
+                        wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    );
+                    enc.copy_buffer_to_buffer(&src.buffer.buffer, src.offset, bounce, 0, src.size);
+                    enc.copy_buffer_to_buffer(bounce, 0, &dst.buffer.buffer, dst.offset, src.size);
+                } else {
+                    enc.copy_buffer_to_buffer(
+                        &src.buffer.buffer,
+                        src.offset,
+                        &dst.buffer.buffer,
+                        dst.offset,
+                        src.size,
+                    );
+                }
+            }
+            Op::Fill { dst, value } => {
+                if *value == 0 {
+                    enc.clear_buffer(&dst.buffer.buffer, dst.offset, Some(dst.size));
+                } else {
+                    let n = dst.size.min(FILL_CHUNK);
+                    let pattern: Vec<u8> = value.to_le_bytes().repeat((n / 4) as usize);
+                    let src = self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("dxvmm fill pattern"),
+                        size: n,
+                        usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    });
+                    self.queue.write_buffer(&src, 0, &pattern);
+                    let mut at = 0;
+                    while at < dst.size {
+                        let len = n.min(dst.size - at);
+                        enc.copy_buffer_to_buffer(
+                            &src,
+                            0,
+                            &dst.buffer.buffer,
+                            dst.offset + at,
+                            len,
+                        );
+                        at += len;
+                    }
+                }
+            }
+            Op::Dispatch {
+                pipeline,
+                groups,
+                bindings,
+            } => {
+                let bg = self.bind_group(pipeline, bindings)?;
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                pass.set_pipeline(&pipeline.pipeline);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            }
+            Op::Timestamp { dst } => {
+                let ts = self
+                    .timestamps
+                    .as_ref()
+                    .ok_or(BackendError::NotSupported("timestamps on this adapter"))?;
+                enc.write_timestamp(&ts.queries, 0);
+                enc.resolve_query_set(&ts.queries, 0..1, &ts.resolve, 0);
+                enc.copy_buffer_to_buffer(&ts.resolve, 0, &dst.buffer.buffer, dst.offset, 8);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Engine for WgpuEngine {
+    type Buffer = GpuBuffer;
+    type Pipeline = GpuPipeline;
+
+    fn adapters(&self) -> &[AdapterInfo] {
+        &self.infos
+    }
+
+    fn create_buffer(&self, adapter: usize, size: u64) -> Result<GpuBuffer> {
+        let gpu = self.gpu(adapter)?;
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if pollster::block_on(scope.pop()).is_some() {
+            return Err(BackendError::OutOfMemory {
+                what: "GPU buffer",
+                size,
+            });
+        }
+        self.live.fetch_add(1, Ordering::Relaxed);
+        Ok(GpuBuffer {
+            buffer,
+            live: self.live.clone(),
+        })
+    }
+
+    fn live_buffers(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    fn write_buffer(
+        &self,
+        adapter: usize,
+        buffer: &GpuBuffer,
+        offset: u64,
+        len: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let gpu = self.gpu(adapter)?;
+        let Some(size) = wgpu::BufferSize::new(len) else {
+            return Ok(());
+        };
+        let mut view = gpu
+            .queue
+            .write_buffer_with(&buffer.buffer, offset, size)
+            .ok_or_else(|| unavailable("staging an upload"))?;
+        // wgpu's staging view is write-only: go through a chunk that stays
+        // in the CPU cache, so the second copy costs little.
+        let mut chunk = vec![0u8; UPLOAD_CHUNK.min(len as usize)];
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(chunk.len() as u64) as usize;
+            read(at, &mut chunk[..n])?;
+            view.slice(at as usize..at as usize + n)
+                .copy_from_slice(&chunk[..n]);
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn read_buffer(
+        &self,
+        adapter: usize,
+        buffer: &GpuBuffer,
+        offset: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let gpu = self.gpu(adapter)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let mut slot = lock(&gpu.staging);
+        let staging = reusable(
+            &gpu.device,
+            &mut slot,
+            len,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&buffer.buffer, offset, staging, 0, len);
+        let index = gpu.queue.submit([enc.finish()]);
+        let (tx, rx) = channel();
+        staging.map_async(wgpu::MapMode::Read, 0..len, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(unavailable)?;
+        rx.recv().map_err(unavailable)?.map_err(unavailable)?;
+        let result = {
+            let view = staging.get_mapped_range(0..len).map_err(unavailable)?;
+            sink(&view)
+        };
+        staging.unmap();
+        result
+    }
+
+    fn create_pipeline(
+        &self,
+        adapter: usize,
+        req: &CreatePipeline,
+    ) -> Result<(GpuPipeline, Vec<ShaderBinding>)> {
+        let gpu = self.gpu(adapter)?;
+        let s = shader::parse(req)?;
+        let source = match req.language {
+            ShaderLanguage::Wgsl => {
+                // `shader::parse` checked it is UTF-8.
+                let text = String::from_utf8_lossy(&req.source).into_owned();
+                wgpu::ShaderSource::Wgsl(text.into())
+            }
+            ShaderLanguage::SpirV => {
+                let words: Vec<u32> = req
+                    .source
+                    .chunks_exact(4)
+                    .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                    .collect();
+                wgpu::ShaderSource::SpirV(words.into())
+            }
+        };
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = gpu
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: None,
+                source,
+            });
+        let pipeline = gpu
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: None,
+                layout: None,
+                module: &module,
+                entry_point: Some(&req.entry_point),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        // Only ask for the layout of a pipeline that exists.
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(BackendError::ShaderCompile {
+                message: e.to_string(),
+            });
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        Ok((
+            GpuPipeline {
+                pipeline,
+                layout,
+                bind_groups: Mutex::new(HashMap::new()),
+            },
+            s.bindings,
+        ))
+    }
+
+    fn execute(&self, adapter: usize, ops: &[Op<Self>], done: Option<Completion>) -> Result<()> {
+        let gpu = self.gpu(adapter)?;
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        for op in ops {
+            gpu.record(&mut enc, op)?;
+        }
+        let index = gpu.queue.submit([enc.finish()]);
+        let n = gpu.submits.fetch_add(1, Ordering::Relaxed);
+        let done = done.or_else(|| (n % POLL_EVERY == 0).then(|| Box::new(|| {}) as Completion));
+        if let Some(done) = done {
+            lock(&gpu.completions)
+                .send((index, done))
+                .map_err(|_| unavailable("GPU completion thread ended"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The backend on the host's real adapters (see the module documentation).
+pub struct WgpuBackend {
+    core: Core<WgpuEngine>,
+}
+
+impl WgpuBackend {
+    /// Every Vulkan adapter of the host; [`BackendError::Unavailable`] if
+    /// there is none.
+    pub fn new() -> Result<Self> {
+        Ok(WgpuBackend {
+            core: Core::new(WgpuEngine::new()?),
+        })
+    }
+}
+
+crate::core::delegate_backend!(WgpuBackend);
