@@ -9,6 +9,7 @@
 //! released.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,8 @@ use crate::shader::ShaderBinding;
 /// Most fences one signal or wait call names.
 pub const MAX_FENCES_PER_CALL: usize = 64;
 
-/// Most objects of all kinds one process may hold (handles are never
-/// reused, so this also bounds a process's lifetime count).
+/// Most handles the backend makes in its life (they are never reused, so
+/// a stale one is always caught): 16.7 million.
 const MAX_HANDLES: u32 = 0x00ff_ffff;
 
 struct OpenAdapter {
@@ -111,7 +112,9 @@ struct Waiter {
 }
 
 struct Process<E: Engine> {
-    next_handle: u32,
+    /// Shared by all processes: handles are unique backend-wide, so one
+    /// process's handle used in another is caught, not aliased.
+    next_handle: Arc<AtomicU32>,
     adapters: HashMap<Handle, OpenAdapter>,
     devices: HashMap<Handle, Device>,
     allocations: HashMap<Handle, Allocation<E>>,
@@ -123,9 +126,9 @@ struct Process<E: Engine> {
 }
 
 impl<E: Engine> Process<E> {
-    fn new() -> Self {
+    fn new(next_handle: Arc<AtomicU32>) -> Self {
         Process {
-            next_handle: 1,
+            next_handle,
             adapters: HashMap::new(),
             devices: HashMap::new(),
             allocations: HashMap::new(),
@@ -138,15 +141,17 @@ impl<E: Engine> Process<E> {
     }
 
     fn new_handle(&mut self) -> Result<Handle> {
-        if self.next_handle > MAX_HANDLES {
-            return Err(BackendError::OutOfMemory {
+        // Never wraps: once exhausted it stays exhausted.
+        let n = self
+            .next_handle
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n <= MAX_HANDLES).then_some(n + 1)
+            })
+            .map_err(|_| BackendError::OutOfMemory {
                 what: "handles",
                 size: MAX_HANDLES.into(),
-            });
-        }
-        let h = Handle::from_parts(0, self.next_handle, 1);
-        self.next_handle += 1;
-        Ok(h)
+            })?;
+        Ok(Handle::from_parts(0, n, 1))
     }
 
     fn device(&self, h: Handle) -> Result<&Device> {
@@ -193,6 +198,7 @@ impl<E: Engine> Process<E> {
 struct State<E: Engine> {
     processes: HashMap<Handle, Process<E>>,
     next_process: u32,
+    next_handle: Arc<AtomicU32>,
     next_buffer_id: u64,
     /// Bytes allocated per adapter, all processes.
     usage: Vec<u64>,
@@ -460,6 +466,7 @@ impl<E: Engine> Core<E> {
                 state: Mutex::new(State {
                     processes: HashMap::new(),
                     next_process: 1,
+                    next_handle: Arc::new(AtomicU32::new(1)),
                     next_buffer_id: 1,
                     usage: vec![0; n],
                 }),
@@ -910,7 +917,8 @@ impl<E: Engine> Backend for Core<E> {
         // Unique bits 2 mark process handles apart from per-process ones.
         let h = Handle::from_parts(0, st.next_process, 2);
         st.next_process += 1;
-        st.processes.insert(h, Process::new());
+        let counter = st.next_handle.clone();
+        st.processes.insert(h, Process::new(counter));
         Ok(h)
     }
 
