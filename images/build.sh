@@ -54,8 +54,10 @@ src_tar=/usr/src/linux-source-6.1.tar.xz
 src_ver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
 # Bump uml_recipe when the build steps below change what they produce.
 uml_recipe=1
-uml_key=$(key_of "$here/uml.config" "linux-source-6.1=$src_ver" "uml-recipe=$uml_recipe")
-src_dir=$cache/src/linux-source-6.1-$src_ver
+patches=("$here"/uml-patches/*.patch)
+patch_key=$(key_of "${patches[@]}")
+uml_key=$(key_of "$here/uml.config" "linux-source-6.1=$src_ver" "uml-recipe=$uml_recipe" "patches=$patch_key")
+src_dir=$cache/src/linux-source-6.1-$src_ver-$patch_key
 uml_build=$cache/uml-build-$uml_key
 if [ -x "$uml_build/linux" ] && [ -f "$uml_build/.dxvmm-done" ]; then
 	note "cached: $uml_build"
@@ -64,6 +66,10 @@ else
 		note "unpacking $src_tar"
 		rm -rf "$src_dir" && mkdir -p "$src_dir"
 		tar -xJf "$src_tar" -C "$src_dir" --strip-components=1
+		for p in "${patches[@]}"; do
+			note "applying $(basename "$p")"
+			patch -s -p1 -d "$src_dir" <"$p" || die "$(basename "$p") does not apply to linux-source-6.1 $src_ver"
+		done
 		touch "$src_dir/.dxvmm-unpacked"
 	fi
 	rm -rf "$uml_build" && mkdir -p "$uml_build"
@@ -75,6 +81,8 @@ else
 	for opt in VIRTIO_UML VIRTIO_CONSOLE BLK_DEV_INITRD MODULES HOSTFS MAGIC_SYSRQ; do
 		grep -q "^CONFIG_$opt=y" "$uml_build/.config" || die "CONFIG_$opt did not survive olddefconfig"
 	done
+	# The AMX patch puts 12 KiB of FP state in thread_info, at the stack's base.
+	grep -q "^CONFIG_KERNEL_STACK_ORDER=3" "$uml_build/.config" || die "CONFIG_KERNEL_STACK_ORDER=3 did not survive olddefconfig"
 	note "building with $jobs jobs (a few minutes on two cores; log: $uml_build/build.log)"
 	start=$(date +%s)
 	if ! make -C "$src_dir" O="$uml_build" ARCH=um -j"$jobs" linux modules >"$uml_build/build.log" 2>&1; then
@@ -83,6 +91,10 @@ else
 	fi
 	note "built in $(( $(date +%s) - start )) s"
 	touch "$uml_build/.dxvmm-done"
+	# Earlier builds and sources (other inputs) are about 1.5 GiB each.
+	for d in "$cache"/uml-build-* "$cache"/src/linux-source-6.1-*; do
+		[ "$d" = "$uml_build" ] || [ "$d" = "$src_dir" ] || rm -rf "$d"
+	done
 fi
 mkdir -p "$out/uml"
 ln -sfn "$uml_build" "$out/uml/build"

@@ -32,6 +32,7 @@ pub enum Command {
 pub const EXIT_HELP: &str = "\
 Exit status:
   0-255  the guest command's own exit status (a shell's, without a command)
+  2      bad command-line usage
   122    the guest stopped without reporting a status (killed, or it crashed)
   123    the guest kernel panicked (the panic text is printed)
   124    --timeout expired and the guest was killed

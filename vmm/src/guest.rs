@@ -1,9 +1,17 @@
 //! What dxvmm and the guest's /init agree on, whatever the engine: how the
-//! command reaches the guest, how its status comes back, and how a kernel
-//! panic is recognised on the console.
+//! command reaches the guest, when it may be given input, how its status
+//! comes back, and how a kernel panic is recognised on the console.
+//!
+//! The control console (hvc2) carries lines from /init: `ready` once the
+//! command's terminal is set up (host input is held back until then: a tty
+//! that is not yet open or still echoing would lose or reflect it), then
+//! `exit N` with the command's status.
 
-use std::io::{self, Write};
-use std::sync::mpsc::Sender;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex};
 
 use base64::Engine as _;
 
@@ -41,24 +49,55 @@ pub enum Event {
     DeviceEnded(String, Option<String>),
 }
 
-/// Output sink of the control console: parses `exit N` lines from the
-/// guest's init and forwards them as events.
+/// Opens once the guest is ready for host input.
+#[derive(Clone, Default)]
+pub struct InputGate(Arc<(Mutex<bool>, Condvar)>);
+
+impl InputGate {
+    pub fn open(&self) {
+        let (lock, cond) = &*self.0;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cond.notify_all();
+    }
+
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
+        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait(&self) {
+        let (lock, cond) = &*self.0;
+        let mut open = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            open = cond.wait(open).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Output sink of the control console: parses the lines of the guest's
+/// init (`ready`, `exit N`) and acts on them.
 pub struct ControlChannel {
     line: Vec<u8>,
     events: Sender<Event>,
+    gate: InputGate,
 }
 
 impl ControlChannel {
-    pub fn new(events: Sender<Event>) -> Self {
+    pub fn new(events: Sender<Event>, gate: InputGate) -> Self {
         ControlChannel {
             line: Vec::new(),
             events,
+            gate,
         }
     }
 
     fn take_line(&mut self) {
         let line = String::from_utf8_lossy(&self.line).trim().to_string();
         self.line.clear();
+        if line == "ready" {
+            self.gate.open();
+            return;
+        }
         if let Some(rest) = line.strip_prefix("exit ") {
             if let Ok(status) = rest.trim().parse::<i32>() {
                 let _ = self.events.send(Event::GuestStatus(status));
@@ -86,6 +125,52 @@ impl Write for ControlChannel {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Copies the host's stdin to `input` (the stdio console's input pipe) once
+/// `gate` opens, holding what arrives earlier. `also` sees every chunk at
+/// once (the KVM engine's COM1). On a terminal (`tty`), Ctrl-] calls
+/// `interrupt` and stops forwarding: the terminal is raw, so Ctrl-C belongs
+/// to the guest.
+pub fn spawn_stdin_forwarder(
+    input: OwnedFd,
+    tty: bool,
+    gate: InputGate,
+    interrupt: impl FnOnce() + Send + 'static,
+    mut also: impl FnMut(&[u8]) + Send + 'static,
+) {
+    let (tx, rx) = channel::<Vec<u8>>();
+    let _ = std::thread::Builder::new()
+        .name("stdin-writer".into())
+        .spawn(move || {
+            gate.wait();
+            let mut out = File::from(input);
+            for chunk in rx {
+                if out.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+    let _ = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = io::stdin().lock();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if tty && buf[..n].contains(&0x1d) {
+                    interrupt();
+                    break;
+                }
+                also(&buf[..n]);
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
 }
 
 /// Watches the kernel console line by line for a panic.
@@ -164,7 +249,12 @@ mod tests {
     #[test]
     fn control_channel_reports_status() {
         let (tx, rx) = channel();
-        let mut c = ControlChannel::new(tx);
+        let gate = InputGate::default();
+        let mut c = ControlChannel::new(tx, gate.clone());
+        c.write_all(b"rea").unwrap();
+        assert!(!gate.is_open());
+        c.write_all(b"dy\n").unwrap();
+        assert!(gate.is_open());
         c.write_all(b"exi").unwrap();
         c.write_all(b"t 42\nnoise\n").unwrap();
         match rx.try_recv().unwrap() {

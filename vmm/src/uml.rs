@@ -28,7 +28,7 @@ use virtio_devices::console::{Console, VIRTIO_ID_CONSOLE};
 use virtio_devices::VirtioDevice;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::guest::{self, ControlChannel, Event, PanicScanner};
+use crate::guest::{self, ControlChannel, Event, InputGate, PanicScanner};
 use crate::term;
 use crate::{Outcome, RunConfig};
 
@@ -156,32 +156,6 @@ fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
-/// Copies the host's stdin into the stdio console's input pipe. On a
-/// terminal, Ctrl-] ends the VM (the terminal is raw, so Ctrl-C goes to the
-/// guest).
-fn spawn_stdin_forwarder(input: OwnedFd, tty: bool, events: Sender<Event>) {
-    let _ = std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut out = File::from(input);
-            let mut stdin = io::stdin().lock();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if tty && buf[..n].contains(&0x1d) {
-                    let _ = events.send(Event::Signal(libc::SIGINT));
-                    break;
-                }
-                if out.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        });
-}
-
 /// Reads the UML kernel's console: serial log, --verbose echo, panic text.
 fn spawn_console_reader(
     console: OwnedFd,
@@ -266,6 +240,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     let stdout_tty = term::is_tty(1);
     let (stdin_r, stdin_w) = pipe()?;
     set_nonblocking(&stdin_r);
+    let gate = InputGate::default();
     let devices: Vec<(&'static str, Box<dyn VirtioDevice>)> = vec![
         (
             "stdio",
@@ -279,7 +254,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
             "control",
             Box::new(Console::new(
                 "control",
-                Box::new(ControlChannel::new(events_tx.clone())),
+                Box::new(ControlChannel::new(events_tx.clone(), gate.clone())),
                 None,
             )),
         ),
@@ -371,7 +346,16 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     } else {
         None
     };
-    spawn_stdin_forwarder(stdin_w, raw_terminal.is_some(), events_tx.clone());
+    let interrupt = events_tx.clone();
+    guest::spawn_stdin_forwarder(
+        stdin_w,
+        raw_terminal.is_some(),
+        gate,
+        move || {
+            let _ = interrupt.send(Event::Signal(libc::SIGINT));
+        },
+        |_| {},
+    );
     drop(events_tx);
 
     // Supervise.
@@ -511,8 +495,18 @@ fn spawn_group_watchdog(pgid: i32) -> io::Result<OwnedFd> {
             // Hold nothing of dxvmm's but the pipe: no socket, no pipe end
             // may outlive dxvmm through us.
             let keep = alive_r.as_raw_fd() as libc::c_uint;
-            libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, keep - 1, 0 as libc::c_uint);
-            libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0 as libc::c_uint);
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                keep - 1,
+                0 as libc::c_uint,
+            );
+            libc::syscall(
+                libc::SYS_close_range,
+                keep + 1,
+                libc::c_uint::MAX,
+                0 as libc::c_uint,
+            );
             let mut b = 0u8;
             // EOF comes when every copy of the write end (dxvmm's) is closed.
             while libc::read(alive_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 0 {

@@ -21,7 +21,7 @@ pub mod layout;
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
@@ -41,7 +41,7 @@ use vm_superio::Serial;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::guest::{self, ControlChannel, Event};
+use crate::guest::{self, ControlChannel, Event, InputGate};
 use crate::term;
 use crate::{Outcome, RunConfig};
 use devices::{Access, Devices, IrqFd, KernelConsole, VirtioSlot};
@@ -387,40 +387,6 @@ fn device_loop(transports: Vec<Arc<Mutex<MmioTransport>>>, stop: EventFd) -> io:
     }
 }
 
-/// Copies the host's stdin into the stdio console's input, and what fits
-/// into COM1's receive FIFO (for a guest whose console is ttyS0: the guest's
-/// /init falls back to /dev/console without virtio consoles). On a
-/// terminal, Ctrl-] ends the VM (the terminal is raw, so Ctrl-C goes to the
-/// guest).
-fn spawn_stdin_forwarder(
-    input: OwnedFd,
-    tty: bool,
-    events: Sender<VmEvent>,
-    devices: Arc<Devices>,
-) {
-    let _ = std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut out = File::from(input);
-            let mut stdin = io::stdin().lock();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if tty && buf[..n].contains(&0x1d) {
-                    let _ = events.send(VmEvent::Guest(Event::Signal(libc::SIGINT)));
-                    break;
-                }
-                devices.feed_uart(&buf[..n]);
-                if out.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        });
-}
-
 fn spawn_signal_forwarder(events: Sender<VmEvent>) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
@@ -525,7 +491,7 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
         Box::new(Console::new("stderr", Box::new(io::stderr()), None)),
         Box::new(Console::new(
             "control",
-            Box::new(ControlChannel::new(io.control)),
+            Box::new(ControlChannel::new(io.control, io.gate.clone())),
             None,
         )),
     ];
@@ -600,6 +566,7 @@ struct VmIo {
     tail: Arc<Mutex<VecDeque<String>>>,
     stdin: OwnedFd,
     control: Sender<Event>,
+    gate: InputGate,
     tty: bool,
 }
 
@@ -630,11 +597,13 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     let (stdin_r, stdin_w) = pipe()?;
     set_nonblocking(&stdin_r)?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let gate = InputGate::default();
     let io = VmIo {
         serial_log,
         tail: tail.clone(),
         stdin: stdin_r,
         control: control_tx,
+        gate: gate.clone(),
         tty,
     };
     let mut vm = build_vm(cfg, &events_tx, io)?;
@@ -670,11 +639,20 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     } else {
         None
     };
-    spawn_stdin_forwarder(
+    // COM1 gets input at once: a guest on ttyS0 (no virtio consoles, or a
+    // test guest) never says `ready`.
+    let interrupt = events_tx.clone();
+    let devices = vm.devices.clone();
+    guest::spawn_stdin_forwarder(
         stdin_w,
         raw_terminal.is_some(),
-        events_tx.clone(),
-        vm.devices.clone(),
+        gate,
+        move || {
+            let _ = interrupt.send(VmEvent::Guest(Event::Signal(libc::SIGINT)));
+        },
+        move |chunk| {
+            devices.feed_uart(chunk);
+        },
     );
     drop(events_tx);
 

@@ -1,0 +1,439 @@
+//! Integration tests of the user-mode engine: each boots a real UML guest
+//! (images/build.sh's kernel and initramfs) through `dxvmm run --accel uml`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn dxvmm() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dxvmm"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn images_present() {
+    let cache = std::env::var_os("DXVMM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/dxvmm"));
+    for f in ["images/uml/linux", "images/initramfs.cpio.gz"] {
+        assert!(
+            cache.join(f).exists(),
+            "{} missing: run images/build.sh first (ci/test.sh does)",
+            cache.join(f).display()
+        );
+    }
+}
+
+/// A private parent for the runtime directory, so a test can check that
+/// nothing is left in it.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dxvmm-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run_guest(args: &[&str]) -> Output {
+    images_present();
+    dxvmm()
+        .args(["run", "--accel", "uml", "--timeout", "60"])
+        .args(args)
+        .output()
+        .expect("spawn dxvmm")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Processes whose command line mentions `needle` (other than ourselves).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = text(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(format!("{pid}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+#[test]
+fn command_output_and_exit_status() {
+    let out = run_guest(&[
+        "--",
+        "sh",
+        "-c",
+        "echo hello from the guest; echo oops >&2; exit 7",
+    ]);
+    assert_eq!(text(&out.stdout), "hello from the guest\n");
+    assert_eq!(text(&out.stderr), "oops\n");
+    assert_eq!(out.status.code(), Some(7));
+}
+
+#[test]
+fn arguments_keep_spaces_and_quotes() {
+    let out = run_guest(&["--", "printf", "[%s]\\n", "a b", "'q'", ""]);
+    assert_eq!(text(&out.stdout), "[a b]\n['q']\n[]\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn guest_is_a_real_linux_with_virtio_consoles() {
+    let out = run_guest(&[
+        "--",
+        "sh",
+        "-c",
+        "uname -sr; cat /sys/bus/virtio/devices/*/device; ls /dev/hvc0 /dev/hvc1 /dev/hvc2",
+    ]);
+    let s = text(&out.stdout);
+    assert!(s.starts_with("Linux 6.1."), "{s}");
+    // Three virtio-console devices (id 3) served over vhost-user.
+    assert_eq!(s.matches("0x0003").count(), 3, "{s}");
+    assert!(s.contains("/dev/hvc2"), "{s}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn host_stdin_reaches_the_guest() {
+    images_present();
+    let mut child = dxvmm()
+        .args([
+            "run",
+            "--accel",
+            "uml",
+            "--timeout",
+            "60",
+            "--",
+            "head",
+            "-c",
+            "11",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "from stdin\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn large_output_arrives_whole() {
+    let out = run_guest(&["--", "sh", "-c", "seq 1 20000"]);
+    let s = text(&out.stdout);
+    assert_eq!(s.lines().count(), 20000);
+    assert_eq!(s.lines().last(), Some("20000"));
+}
+
+#[test]
+fn guest_panic_is_reported() {
+    let out = run_guest(&["--", "sh", "-c", "echo c > /proc/sysrq-trigger"]);
+    assert_eq!(out.status.code(), Some(123));
+    let e = text(&out.stderr);
+    assert!(e.contains("guest kernel panic"), "{e}");
+    assert!(
+        e.contains("Kernel panic - not syncing: sysrq triggered crash"),
+        "{e}"
+    );
+}
+
+#[test]
+fn serial_log_keeps_the_kernel_console() {
+    let dir = scratch("serial");
+    let log = dir.join("console.log");
+    let out = run_guest(&["--serial-log", log.to_str().unwrap(), "--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    let console = std::fs::read_to_string(&log).unwrap();
+    assert!(console.contains("Linux version 6.1"), "{console}");
+    assert!(console.contains("virtio_uml.device="), "{console}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn timeout_kills_a_hung_guest() {
+    images_present();
+    let out = dxvmm()
+        .args([
+            "run",
+            "--accel",
+            "uml",
+            "--timeout",
+            "2",
+            "--",
+            "sleep",
+            "600",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124));
+    assert!(text(&out.stderr).contains("did not finish within 2 s"));
+}
+
+#[test]
+fn guest_killed_from_outside_leaves_nothing_behind() {
+    images_present();
+    let parent = scratch("killed");
+    let child = dxvmm()
+        .args(["run", "--accel", "uml", "--timeout", "120", "--runtime-dir"])
+        .arg(&parent)
+        .args(["--", "sleep", "600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the guest (a process whose arguments name our runtime dir).
+    let needle = parent.to_str().unwrap().to_string();
+    let mut uml_pid = None;
+    for _ in 0..200 {
+        if let Some(p) = processes_mentioning(&needle)
+            .iter()
+            .find(|p| p.contains("virtio_uml.device="))
+        {
+            uml_pid = p.split(':').next().map(|s| s.parse::<i32>().unwrap());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let uml_pid = uml_pid.expect("the UML guest never started");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(Command::new("kill")
+        .args(["-9", &uml_pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(122), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("killed by signal 9"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(processes_mentioning(&needle), Vec::<String>::new());
+    assert!(
+        is_empty_dir(&parent),
+        "sockets left in {}",
+        parent.display()
+    );
+    std::fs::remove_dir_all(&parent).unwrap();
+}
+
+#[test]
+fn dxvmm_killed_takes_its_guest_along() {
+    images_present();
+    let parent = scratch("sigkill");
+    let mut child = dxvmm()
+        .args(["run", "--accel", "uml", "--timeout", "120", "--runtime-dir"])
+        .arg(&parent)
+        .args(["--", "sleep", "600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let needle = parent.to_str().unwrap().to_string();
+    for _ in 0..200 {
+        if !processes_mentioning(&needle).is_empty() && is_empty_dir(&parent) {
+            break; // booted and connected: the sockets are already gone
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut left = processes_mentioning(&needle);
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        left = processes_mentioning(&needle);
+    }
+    assert_eq!(left, Vec::<String>::new());
+    assert!(is_empty_dir(&parent));
+    std::fs::remove_dir_all(&parent).unwrap();
+}
+
+#[test]
+fn sigterm_tears_the_guest_down() {
+    images_present();
+    let parent = scratch("sigterm");
+    let child = dxvmm()
+        .args(["run", "--accel", "uml", "--timeout", "120", "--runtime-dir"])
+        .arg(&parent)
+        .args(["--", "sleep", "600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let needle = parent.to_str().unwrap().to_string();
+    for _ in 0..200 {
+        if processes_mentioning(&needle)
+            .iter()
+            .any(|p| p.contains("virtio_uml"))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert_eq!(processes_mentioning(&needle), Vec::<String>::new());
+    assert!(is_empty_dir(&parent));
+    std::fs::remove_dir_all(&parent).unwrap();
+}
+
+// Bad input: one clear line and a non-zero exit each.
+
+fn one_line_error(out: &Output) -> String {
+    let e = text(&out.stderr);
+    assert_eq!(e.lines().count(), 1, "not one line: {e:?}");
+    assert!(e.starts_with("dxvmm: "), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
+#[test]
+fn missing_uml_kernel() {
+    let out = dxvmm()
+        .args([
+            "run",
+            "--accel",
+            "uml",
+            "--kernel",
+            "/nonexistent/linux",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(one_line_error(&out).contains("UML kernel not found at /nonexistent/linux"));
+}
+
+#[test]
+fn missing_initramfs() {
+    images_present();
+    let out = dxvmm()
+        .args([
+            "run",
+            "--accel",
+            "uml",
+            "--initramfs",
+            "/nonexistent/initrd",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(one_line_error(&out).contains("initramfs not found at /nonexistent/initrd"));
+}
+
+#[test]
+fn runtime_dir_that_is_not_writable() {
+    images_present();
+    let dir = scratch("notdir");
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    // A regular file cannot hold the socket directory (and /proc refuses
+    // new entries even to root, whom permission bits do not stop).
+    for parent in [file.to_str().unwrap(), "/proc/self"] {
+        let out = dxvmm()
+            .args([
+                "run",
+                "--accel",
+                "uml",
+                "--runtime-dir",
+                parent,
+                "--",
+                "true",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125));
+        assert!(one_line_error(&out).contains("cannot create a runtime directory in"));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn guest_that_dies_before_connecting() {
+    images_present();
+    let out = dxvmm()
+        .args([
+            "run",
+            "--accel",
+            "uml",
+            "--kernel",
+            "/bin/false",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(one_line_error(&out)
+        .contains("the guest exited before connecting its devices (exit status 1)"));
+}
+
+#[test]
+fn bad_memory_sizes() {
+    for (size, msg) in [("16M", "too small"), ("100000G", "more than this host has")] {
+        let out = dxvmm()
+            .args(["run", "--accel", "uml", "--memory", size, "--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125));
+        assert!(one_line_error(&out).contains(msg));
+    }
+    let out = dxvmm()
+        .args(["run", "--memory", "12Q", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("'12Q' is not a memory size"));
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = dxvmm().args(["run", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let h = text(&out.stdout);
+    for flag in [
+        "--accel",
+        "--kernel",
+        "--initramfs",
+        "--cmdline",
+        "--cpus",
+        "--memory",
+        "--timeout",
+        "--serial-log",
+        "--runtime-dir",
+        "Exit status",
+    ] {
+        assert!(h.contains(flag), "--help lacks {flag}");
+    }
+}
