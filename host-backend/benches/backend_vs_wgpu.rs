@@ -1,1 +1,402 @@
-fn main() {}
+//! The same workloads through the backend (command stream, GPU VAs, fences,
+//! guest-style memory) and directly through wgpu on the same adapter, in one
+//! run, with the ratio backend / direct.
+//!
+//! Sizes (environment):
+//!   DXVMM_BENCH_N      matrix size of the large multiply (default 1024)
+//!   DXVMM_BENCH_REPS   repetitions of the multiply and transfers (default 5)
+//!   DXVMM_BENCH_TINY   tiny dispatches, one submit each (default 10000)
+//!   DXVMM_BENCH_MIB    transfer size in MiB (default 64)
+//!
+//! `cargo bench -p dxvmm-host-backend` runs it; `DXVMM_BENCH_N=256
+//! DXVMM_BENCH_TINY=1000 DXVMM_BENCH_MIB=8` makes it quick.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use dxvmm_host_backend::*;
+use dxvmm_protocol::cmdstream::Command;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The direct path: our own wgpu device on the backend's default adapter.
+struct Direct {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+}
+
+impl Direct {
+    fn new(name: &str) -> Direct {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::VULKAN,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
+        let adapter = adapters
+            .into_iter()
+            .find(|a| a.get_info().name == name)
+            .expect("the backend's adapter");
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .expect("device");
+        Direct { device, queue }
+    }
+
+    fn buffer(&self, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn pipeline(&self, src: &str) -> wgpu::ComputePipeline {
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: None,
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        self.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: None,
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+    }
+
+    fn bind(&self, p: &wgpu::ComputePipeline, bufs: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<_> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &p.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    }
+
+    fn dispatch(&self, p: &wgpu::ComputePipeline, bg: &wgpu::BindGroup, groups: [u32; 3]) {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(p);
+            pass.set_bind_group(0, bg, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
+    fn wait(&self) {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
+            .expect("poll");
+    }
+}
+
+/// Backend-side helper: signal a fence after the work so far and wait.
+struct Waiter<'a> {
+    fx: &'a Fx<'a>,
+    fence: Handle,
+    value: u64,
+}
+
+impl Waiter<'_> {
+    fn wait(&mut self) {
+        self.value += 1;
+        self.fx
+            .submit(
+                self.fx.context,
+                vec![Command::FenceSignal {
+                    sync_object: self.fence,
+                    value: self.value,
+                }],
+            )
+            .unwrap();
+        self.fx
+            .b
+            .wait_from_cpu(
+                self.fx.process,
+                &[FenceValue {
+                    fence: self.fence,
+                    value: self.value,
+                }],
+                WaitMode::All,
+                None,
+            )
+            .unwrap();
+    }
+}
+
+struct Row {
+    name: String,
+    unit: &'static str,
+    backend: f64,
+    direct: f64,
+}
+
+fn time(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn main() {
+    let n = env("DXVMM_BENCH_N", 1024) as u32;
+    let reps = env("DXVMM_BENCH_REPS", 5).max(1);
+    let tiny = env("DXVMM_BENCH_TINY", 10_000).max(1);
+    let mib = env("DXVMM_BENCH_MIB", 64).max(1);
+    let bytes = mib << 20;
+
+    let b = WgpuBackend::new().expect("a Vulkan adapter");
+    let info = b.adapters()[0].clone();
+    println!(
+        "adapter: {} ({}, driver {} {})",
+        info.name, info.backend, info.driver, info.driver_info
+    );
+    let fx = Fx::new(&b);
+    let mut w = Waiter {
+        fx: &fx,
+        fence: fx.fence(0),
+        value: 0,
+    };
+    let d = Direct::new(&info.name);
+    let mut rows = Vec::new();
+
+    // --- Large matrix multiply -------------------------------------------
+    {
+        let elems = (n * n) as usize;
+        let a = matrix(n as usize, 1);
+        let bm = matrix(n as usize, 2);
+        let groups = matmul_groups(n);
+        let flops = 2.0 * f64::from(n).powi(3) * reps as f64;
+
+        let ba = fx.buffer_with(&bytes_of(&a));
+        let bb = fx.buffer_with(&bytes_of(&bm));
+        let bc = fx.buffer(elems as u64 * 4);
+        let dims = fx.buffer_with(&u32_bytes(&[n, 0, 0, 0]));
+        let p = fx.pipeline(MATMUL);
+        let cmd = Command::Dispatch {
+            pipeline: p,
+            group_counts: groups,
+            bindings: vec![ba.binding(0), bb.binding(1), bc.binding(2), dims.binding(3)],
+        };
+        // Warm-up: uploads, pipeline compilation in the driver.
+        fx.submit(fx.context, vec![cmd.clone()]).unwrap();
+        w.wait();
+        let tb = time(|| {
+            for _ in 0..reps {
+                fx.submit(fx.context, vec![cmd.clone()]).unwrap();
+            }
+            w.wait();
+        });
+
+        let da = d.buffer(elems as u64 * 4);
+        let db = d.buffer(elems as u64 * 4);
+        let dc = d.buffer(elems as u64 * 4);
+        let dd = d.buffer(16);
+        d.queue.write_buffer(&da, 0, &bytes_of(&a));
+        d.queue.write_buffer(&db, 0, &bytes_of(&bm));
+        d.queue.write_buffer(&dd, 0, &u32_bytes(&[n, 0, 0, 0]));
+        let dp = d.pipeline(MATMUL);
+        let bg = d.bind(&dp, &[&da, &db, &dc, &dd]);
+        d.dispatch(&dp, &bg, groups);
+        d.wait();
+        let td = time(|| {
+            for _ in 0..reps {
+                d.dispatch(&dp, &bg, groups);
+            }
+            d.wait();
+        });
+        rows.push(Row {
+            name: format!("matmul {n}x{n} x{reps}"),
+            unit: "GFLOP/s",
+            backend: flops / tb.as_secs_f64() / 1e9,
+            direct: flops / td.as_secs_f64() / 1e9,
+        });
+    }
+
+    // --- Tiny dispatches, one submit each ----------------------------------
+    {
+        let x = fx.buffer(256);
+        let p = fx.pipeline(TINY);
+        let cmd = Command::Dispatch {
+            pipeline: p,
+            group_counts: [1, 1, 1],
+            bindings: vec![x.binding(0)],
+        };
+        let stream = dxvmm_protocol::cmdstream::CommandStream {
+            commands: vec![cmd],
+        }
+        .encode();
+        let submit = || {
+            b.submit(fx.process, fx.context, CommandBuffer::Bytes(&stream))
+                .unwrap()
+        };
+        submit();
+        w.wait();
+        let tb = time(|| {
+            for _ in 0..tiny {
+                submit();
+            }
+            w.wait();
+        });
+        // The guest's counter proves every dispatch ran.
+        let count = u32::from_le_bytes(fx.read(&x)[..4].try_into().unwrap());
+        assert_eq!(u64::from(count), tiny + 1, "every tiny dispatch ran");
+
+        let dx = d.buffer(256);
+        let dp = d.pipeline(TINY);
+        let bg = d.bind(&dp, &[&dx]);
+        d.dispatch(&dp, &bg, [1, 1, 1]);
+        d.wait();
+        let td = time(|| {
+            for _ in 0..tiny {
+                d.dispatch(&dp, &bg, [1, 1, 1]);
+            }
+            d.wait();
+        });
+        rows.push(Row {
+            name: format!("{tiny} tiny dispatches"),
+            unit: "submits/s",
+            backend: tiny as f64 / tb.as_secs_f64(),
+            direct: tiny as f64 / td.as_secs_f64(),
+        });
+    }
+
+    // --- Upload and download ----------------------------------------------
+    {
+        let gb = (bytes * reps) as f64 / 1e9;
+        let big = fx.buffer(bytes);
+        let sink = fx.buffer(4096);
+        let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+        big.mem.write_at(0, &data).unwrap();
+        // Upload: UNLOCK2 makes the pages the truth; the next use uploads.
+        let use_big = Command::Copy {
+            src_va: big.va,
+            dst_va: sink.va,
+            size: 4,
+        };
+        fx.submit(fx.context, vec![use_big.clone()]).unwrap();
+        w.wait();
+        let tb_up = time(|| {
+            for _ in 0..reps {
+                b.lock(fx.process, big.alloc).unwrap();
+                b.unlock(fx.process, big.alloc).unwrap();
+                fx.submit(fx.context, vec![use_big.clone()]).unwrap();
+                w.wait();
+            }
+        });
+        // Download: the GPU writes, LOCK2 brings it back. Only the lock is
+        // timed; the GPU fill is the same on both sides and not counted.
+        let mut tb_down = Duration::ZERO;
+        for _ in 0..reps {
+            fx.submit(
+                fx.context,
+                vec![Command::Fill {
+                    dst_va: big.va,
+                    size: bytes,
+                    value: 0,
+                }],
+            )
+            .unwrap();
+            w.wait();
+            tb_down += time(|| b.lock(fx.process, big.alloc).unwrap());
+            b.unlock(fx.process, big.alloc).unwrap();
+        }
+
+        let dbig = d.buffer(bytes);
+        let dsink = d.buffer(4096);
+        let staging = d.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let copy_small = |d: &Direct| {
+            let mut enc = d.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&dbig, 0, &dsink, 0, 4);
+            d.queue.submit([enc.finish()]);
+        };
+        d.queue.write_buffer(&dbig, 0, &data);
+        copy_small(&d);
+        d.wait();
+        let td_up = time(|| {
+            for _ in 0..reps {
+                d.queue.write_buffer(&dbig, 0, &data);
+                copy_small(&d);
+                d.wait();
+            }
+        });
+        let mut out = vec![0u8; bytes as usize];
+        let mut td_down = Duration::ZERO;
+        for _ in 0..reps {
+            let mut enc = d.device.create_command_encoder(&Default::default());
+            enc.clear_buffer(&dbig, 0, None);
+            d.queue.submit([enc.finish()]);
+            d.wait();
+            td_down += time(|| {
+                let mut enc = d.device.create_command_encoder(&Default::default());
+                enc.copy_buffer_to_buffer(&dbig, 0, &staging, 0, bytes);
+                d.queue.submit([enc.finish()]);
+                staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("map"));
+                d.wait();
+                out.copy_from_slice(&staging.get_mapped_range(..).expect("mapped"));
+                staging.unmap();
+            });
+        }
+        rows.push(Row {
+            name: format!("upload {mib} MiB x{reps}"),
+            unit: "GB/s",
+            backend: gb / tb_up.as_secs_f64(),
+            direct: gb / td_up.as_secs_f64(),
+        });
+        rows.push(Row {
+            name: format!("download {mib} MiB x{reps}"),
+            unit: "GB/s",
+            backend: gb / tb_down.as_secs_f64(),
+            direct: gb / td_down.as_secs_f64(),
+        });
+    }
+
+    println!();
+    println!(
+        "{:<28} {:>14} {:>14} {:>10}  unit",
+        "workload", "backend", "direct wgpu", "ratio"
+    );
+    for r in &rows {
+        println!(
+            "{:<28} {:>14.2} {:>14.2} {:>9.1}%  {}",
+            r.name,
+            r.backend,
+            r.direct,
+            100.0 * r.backend / r.direct,
+            r.unit
+        );
+    }
+    b.destroy_process(fx.process).unwrap();
+}

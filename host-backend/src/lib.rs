@@ -18,6 +18,7 @@ mod engine;
 mod error;
 mod gpu;
 mod memory;
+mod report;
 mod shader;
 mod soft;
 
@@ -26,6 +27,7 @@ pub use backend::*;
 pub use error::{BackendError, ObjectKind, Result};
 pub use gpu::{host_adapters, WgpuBackend, MEMORY_BUDGET_ENV};
 pub use memory::{GuestRanges, HostVisibleMemory, VecMemory, GUEST_PAGE_SIZE};
+pub use report::{adapter_report, adapters_json, adapters_table, AdapterReport};
 pub use soft::SoftBackend;
 
 pub use dxvmm_protocol::abi::WinLuid;

@@ -27,6 +27,13 @@ pub enum Command {
     /// Boot a guest, run a command in it (or a shell), and exit with its status.
     #[command(after_help = EXIT_HELP)]
     Run(RunArgs),
+    /// List the host GPUs the guest will see: name, LUID, graphics backend,
+    /// driver and memory, the default adapter first.
+    Gpus {
+        /// Print a JSON array (one object per adapter) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub const EXIT_HELP: &str = "\
@@ -125,7 +132,9 @@ mod tests {
     fn command_after_double_dash() {
         let cli =
             Cli::try_parse_from(["dxvmm", "run", "--memory", "1G", "--", "ls", "-l", "/"]).unwrap();
-        let Command::Run(r) = cli.command;
+        let Command::Run(r) = cli.command else {
+            panic!("parsed as another command");
+        };
         assert_eq!(r.command, ["ls", "-l", "/"]);
         assert_eq!(r.memory.mib(), 1024);
         assert_eq!(r.accel, Accel::Auto);

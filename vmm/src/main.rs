@@ -1,6 +1,7 @@
 //! `dxvmm`: boots a Linux guest with dxvmm's virtual devices.
 
 mod cli;
+mod gpus;
 mod guest;
 mod images;
 mod kvm;
@@ -118,6 +119,7 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     match cli.command {
+        Command::Gpus { json } => gpus::run(json),
         Command::Run(args) => match run(args) {
             Ok(Outcome::Status(s)) => ExitCode::from((s & 0xff) as u8),
             Ok(Outcome::Panic(text)) => {
