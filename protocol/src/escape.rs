@@ -425,3 +425,187 @@ impl DxgvUmdAdapterInfo {
         Ok(info)
     }
 }
+
+/// dxvmm's own QUERYADAPTERINFO types, far above d3dkmthk's
+/// `KMTQUERYADAPTERINFOTYPE` values so they never meet a real one. The
+/// guest driver forwards them like any other type.
+pub mod qai_type {
+    /// [`super::DxgvHostAdapterInfo`]: the host adapter as `dxvmm gpus`
+    /// describes it.
+    pub const HOST_ADAPTER: u32 = 0x4458_0001;
+    /// [`super::DxgvHostObjects`]: how many host objects this VM owns now
+    /// (for tests and tracing: a process that died must leave none).
+    pub const HOST_OBJECTS: u32 = 0x4458_0002;
+}
+
+/// "DXHA" in little-endian byte order.
+pub const DXGV_HOST_ADAPTER_MAGIC: u32 = u32::from_le_bytes(*b"DXHA");
+pub const DXGV_HOST_ADAPTER_VERSION: u32 = 1;
+/// "DXHO" in little-endian byte order.
+pub const DXGV_HOST_OBJECTS_MAGIC: u32 = u32::from_le_bytes(*b"DXHO");
+pub const DXGV_HOST_OBJECTS_VERSION: u32 = 1;
+
+wire_struct! {
+    /// Answer to QUERYADAPTERINFO with [`qai_type::HOST_ADAPTER`]. Strings
+    /// are UTF-8, NUL-padded, cut at a character boundary to fit.
+    #[repr(C)]
+    pub struct DxgvHostAdapterInfo [456] {
+        /// [`DXGV_HOST_ADAPTER_MAGIC`].
+        pub magic: u32 => 0,
+        pub version: u32 => 4,
+        pub luid: crate::abi::WinLuid => 8,
+        pub vendor_id: u32 => 16,
+        pub device_id: u32 => 20,
+        /// [`device_type`].
+        pub device_type: u32 => 24,
+        /// 1 for a software adapter (lavapipe).
+        pub software: u32 => 28,
+        /// Bytes of allocations the guest may make on it (all processes).
+        pub memory_bytes: u64 => 32,
+        /// Graphics API on the host ("vulkan").
+        pub backend: [u8; 32] => 40,
+        #[serde(with = "crate::layout::big_array")]
+        pub driver: [u8; 128] => 72,
+        #[serde(with = "crate::layout::big_array")]
+        pub driver_info: [u8; 128] => 200,
+        #[serde(with = "crate::layout::big_array")]
+        pub name: [u8; 128] => 328,
+    }
+}
+
+wire_struct! {
+    /// Answer to QUERYADAPTERINFO with [`qai_type::HOST_OBJECTS`]: live host
+    /// objects of the whole VM, all adapters together.
+    #[repr(C)]
+    pub struct DxgvHostObjects [48] {
+        /// [`DXGV_HOST_OBJECTS_MAGIC`].
+        pub magic: u32 => 0,
+        pub version: u32 => 4,
+        pub processes: u32 => 8,
+        pub adapters: u32 => 12,
+        pub devices: u32 => 16,
+        pub contexts: u32 => 20,
+        pub allocations: u32 => 24,
+        pub sync_objects: u32 => 28,
+        pub paging_queues: u32 => 32,
+        pub hw_queues: u32 => 36,
+        pub pipelines: u32 => 40,
+        pub _pad0: u32 => 44,
+    }
+}
+
+/// Copies `s` into a NUL-padded field, cut at a character boundary so that
+/// at least one NUL remains.
+pub fn put_str(field: &mut [u8], s: &str) {
+    field.fill(0);
+    let mut cut = s.len().min(field.len().saturating_sub(1));
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    field[..cut].copy_from_slice(&s.as_bytes()[..cut]);
+}
+
+/// The string in a NUL-padded field, up to its first NUL.
+pub fn get_str(field: &[u8]) -> String {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
+
+impl DxgvHostAdapterInfo {
+    /// Reads and checks the info from QUERYADAPTERINFO's answer.
+    pub fn decode(bytes: &[u8]) -> Result<DxgvHostAdapterInfo, DecodeError> {
+        let (info, _) =
+            DxgvHostAdapterInfo::read_from_prefix(bytes).map_err(|_| DecodeError::Truncated {
+                what: "host adapter info",
+                need: DxgvHostAdapterInfo::SIZE,
+                have: bytes.len(),
+            })?;
+        if info.magic != DXGV_HOST_ADAPTER_MAGIC {
+            return Err(DecodeError::BadMagic {
+                what: "host adapter info",
+                found: info.magic,
+            });
+        }
+        if info.version != DXGV_HOST_ADAPTER_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                what: "host adapter info",
+                found: info.version,
+                supported: DXGV_HOST_ADAPTER_VERSION,
+            });
+        }
+        Ok(info)
+    }
+}
+
+impl DxgvHostObjects {
+    /// Reads and checks the counts from QUERYADAPTERINFO's answer.
+    pub fn decode(bytes: &[u8]) -> Result<DxgvHostObjects, DecodeError> {
+        let (info, _) =
+            DxgvHostObjects::read_from_prefix(bytes).map_err(|_| DecodeError::Truncated {
+                what: "host object counts",
+                need: DxgvHostObjects::SIZE,
+                have: bytes.len(),
+            })?;
+        if info.magic != DXGV_HOST_OBJECTS_MAGIC {
+            return Err(DecodeError::BadMagic {
+                what: "host object counts",
+                found: info.magic,
+            });
+        }
+        if info.version != DXGV_HOST_OBJECTS_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                what: "host object counts",
+                found: info.version,
+                supported: DXGV_HOST_OBJECTS_VERSION,
+            });
+        }
+        Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod host_info_tests {
+    use super::*;
+    use zerocopy::IntoBytes;
+
+    #[test]
+    fn host_adapter_info_round_trips_and_strings_fit() {
+        let mut info = DxgvHostAdapterInfo {
+            magic: DXGV_HOST_ADAPTER_MAGIC,
+            version: DXGV_HOST_ADAPTER_VERSION,
+            luid: crate::abi::WinLuid { a: 7, b: 9 },
+            vendor_id: 0x10de,
+            device_id: 0x2330,
+            device_type: device_type::DISCRETE_GPU,
+            software: 0,
+            memory_bytes: 80 << 30,
+            backend: [0; 32],
+            driver: [0; 128],
+            driver_info: [0; 128],
+            name: [0; 128],
+        };
+        put_str(&mut info.backend, "vulkan");
+        put_str(&mut info.name, &"é".repeat(100));
+        let bytes = info.as_bytes().to_vec();
+        let back = DxgvHostAdapterInfo::decode(&bytes).unwrap();
+        assert_eq!(get_str(&back.backend), "vulkan");
+        // 127 bytes of room: 63 two-byte characters.
+        assert_eq!(get_str(&back.name), "é".repeat(63));
+        assert!(DxgvHostAdapterInfo::decode(&bytes[..100]).is_err());
+        let mut bad = bytes.clone();
+        bad[0] = 0;
+        assert!(DxgvHostAdapterInfo::decode(&bad).is_err());
+        let counts = DxgvHostObjects {
+            magic: DXGV_HOST_OBJECTS_MAGIC,
+            version: DXGV_HOST_OBJECTS_VERSION,
+            processes: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            DxgvHostObjects::decode(counts.as_bytes())
+                .unwrap()
+                .processes,
+            3
+        );
+    }
+}

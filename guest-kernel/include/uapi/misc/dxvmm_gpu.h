@@ -162,6 +162,47 @@ struct dxgv_umd_adapter_info {
 	char	name[128];	/* UTF-8, NUL-padded */
 };
 
+/* dxvmm's own QUERYADAPTERINFO types (forwarded to the host like any other) */
+#define DXGV_QAITYPE_HOST_ADAPTER	0x44580001u
+#define DXGV_QAITYPE_HOST_OBJECTS	0x44580002u
+
+#define DXGV_HOST_ADAPTER_MAGIC		0x41485844u	/* "DXHA" */
+#define DXGV_HOST_ADAPTER_VERSION	1
+
+struct dxgv_host_adapter_info {
+	__u32	magic;
+	__u32	version;
+	__u32	luid_low;	/* struct winluid: a */
+	__u32	luid_high;	/* b */
+	__u32	vendor_id;
+	__u32	device_id;
+	__u32	device_type;	/* as in dxgv_umd_adapter_info */
+	__u32	software;
+	__u64	memory_bytes;
+	char	backend[32];
+	char	driver[128];
+	char	driver_info[128];
+	char	name[128];
+};
+
+#define DXGV_HOST_OBJECTS_MAGIC		0x4f485844u	/* "DXHO" */
+#define DXGV_HOST_OBJECTS_VERSION	1
+
+struct dxgv_host_objects {
+	__u32	magic;
+	__u32	version;
+	__u32	processes;
+	__u32	adapters;
+	__u32	devices;
+	__u32	contexts;
+	__u32	allocations;
+	__u32	sync_objects;
+	__u32	paging_queues;
+	__u32	hw_queues;
+	__u32	pipelines;
+	__u32	pad0;
+};
+
 _Static_assert(sizeof(struct dxgv_cmdstream_header) == 16, "cmdstream header");
 _Static_assert(sizeof(struct dxgv_cmd_header) == 8, "cmd header");
 _Static_assert(sizeof(struct dxgv_cmd_copy) == 32, "copy");
@@ -175,5 +216,8 @@ _Static_assert(sizeof(struct dxgv_escape_create_pipeline) == 24, "create pipelin
 _Static_assert(sizeof(struct dxgv_escape_destroy_pipeline) == 8, "destroy pipeline");
 _Static_assert(sizeof(struct dxgv_umd_adapter_info) == 176, "umd info");
 _Static_assert(offsetof(struct dxgv_umd_adapter_info, name) == 48, "umd info name");
+_Static_assert(sizeof(struct dxgv_host_adapter_info) == 456, "host adapter info");
+_Static_assert(offsetof(struct dxgv_host_adapter_info, name) == 328, "host adapter name");
+_Static_assert(sizeof(struct dxgv_host_objects) == 48, "host objects");
 
 #endif /* _UAPI_MISC_DXVMM_GPU_H */
