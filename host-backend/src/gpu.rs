@@ -34,7 +34,7 @@ const BIND_GROUP_CACHE: usize = 256;
 const POLL_EVERY: u64 = 64;
 
 /// Chunk of an upload staged through the CPU cache.
-const UPLOAD_CHUNK: usize = 1 << 20;
+const UPLOAD_CHUNK: usize = 256 << 10;
 
 /// Largest pattern buffer of a non-zero FILL; bigger fills copy it again.
 const FILL_CHUNK: u64 = 1 << 20;
@@ -53,7 +53,24 @@ struct Gpu {
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Reused bounce buffer for copies within one buffer.
     bounce: Mutex<Option<wgpu::Buffer>>,
+    /// Mapped upload staging buffers ready for reuse. wgpu's own
+    /// `write_buffer` makes a fresh staging buffer each time, and fresh
+    /// memory costs a page fault per page on first write; ours come back
+    /// here (mapped again) once the GPU has copied out of them.
+    staging_pool: Arc<Mutex<Vec<wgpu::Buffer>>>,
+    /// Uploads staged for the next submission, copied first in it.
+    uploads: Mutex<Vec<Upload>>,
 }
+
+struct Upload {
+    staging: wgpu::Buffer,
+    dst: wgpu::Buffer,
+    offset: u64,
+    len: u64,
+}
+
+/// Staging kept for reuse, all buffers together.
+const STAGING_POOL_BYTES: u64 = 512 << 20;
 
 struct Timestamps {
     queries: wgpu::QuerySet,
@@ -277,6 +294,8 @@ fn open(adapter: &wgpu::Adapter) -> std::result::Result<Gpu, String> {
         submits: AtomicU64::new(0),
         staging: Mutex::new(None),
         bounce: Mutex::new(None),
+        staging_pool: Arc::new(Mutex::new(Vec::new())),
+        uploads: Mutex::new(Vec::new()),
     })
 }
 
@@ -303,6 +322,60 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Gpu {
+    /// A mapped staging buffer of at least `len` bytes: the smallest free
+    /// one that fits, else a new one mapped at creation.
+    fn take_staging(&self, len: u64) -> wgpu::Buffer {
+        let mut pool = lock(&self.staging_pool);
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.size() >= len)
+            .min_by_key(|(_, b)| b.size())
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            return pool.swap_remove(i);
+        }
+        drop(pool);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dxvmm upload staging"),
+            size: len.next_power_of_two().max(4096),
+            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        })
+    }
+
+    /// Records the staged uploads at the start of `enc`; returns their
+    /// staging buffers, to be recycled once the submission is made.
+    fn record_uploads(&self, enc: &mut wgpu::CommandEncoder) -> Vec<wgpu::Buffer> {
+        let uploads = std::mem::take(&mut *lock(&self.uploads));
+        uploads
+            .into_iter()
+            .map(|u| {
+                enc.copy_buffer_to_buffer(&u.staging, 0, &u.dst, u.offset, u.len);
+                u.staging
+            })
+            .collect()
+    }
+
+    /// Maps used staging buffers again; each returns to the pool when the
+    /// GPU is done reading it (its map callback runs in a later poll).
+    fn recycle(&self, used: Vec<wgpu::Buffer>) {
+        for b in used {
+            let pool = Arc::downgrade(&self.staging_pool);
+            let buf = b.clone();
+            b.map_async(wgpu::MapMode::Write, .., move |r| {
+                let Some(pool) = pool.upgrade() else { return };
+                if r.is_ok() {
+                    let mut pool = lock(&pool);
+                    let held: u64 = pool.iter().map(|b| b.size()).sum();
+                    if held + buf.size() <= STAGING_POOL_BYTES {
+                        pool.push(buf);
+                    }
+                }
+            });
+        }
+    }
+
     fn bind_group(
         &self,
         p: &GpuPipeline,
@@ -468,24 +541,31 @@ impl Engine for WgpuEngine {
         read: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
     ) -> Result<()> {
         let gpu = self.gpu(adapter)?;
-        let Some(size) = wgpu::BufferSize::new(len) else {
+        if len == 0 {
             return Ok(());
-        };
-        let mut view = gpu
-            .queue
-            .write_buffer_with(&buffer.buffer, offset, size)
-            .ok_or_else(|| unavailable("staging an upload"))?;
-        // wgpu's staging view is write-only: go through a chunk that stays
-        // in the CPU cache, so the second copy costs little.
-        let mut chunk = vec![0u8; UPLOAD_CHUNK.min(len as usize)];
-        let mut at = 0u64;
-        while at < len {
-            let n = (len - at).min(chunk.len() as u64) as usize;
-            read(at, &mut chunk[..n])?;
-            view.slice(at as usize..at as usize + n)
-                .copy_from_slice(&chunk[..n]);
-            at += n as u64;
         }
+        let staging = gpu.take_staging(len);
+        {
+            let mut view = staging.get_mapped_range_mut(0..len).map_err(unavailable)?;
+            // The mapped staging memory is write-only: go through a chunk
+            // that stays in the CPU cache, so the second copy costs little.
+            let mut chunk = vec![0u8; UPLOAD_CHUNK.min(len as usize)];
+            let mut at = 0u64;
+            while at < len {
+                let n = (len - at).min(chunk.len() as u64) as usize;
+                read(at, &mut chunk[..n])?;
+                view.slice(at as usize..at as usize + n)
+                    .copy_from_slice(&chunk[..n]);
+                at += n as u64;
+            }
+        }
+        staging.unmap();
+        lock(&gpu.uploads).push(Upload {
+            staging,
+            dst: buffer.buffer.clone(),
+            offset,
+            len,
+        });
         Ok(())
     }
 
@@ -509,8 +589,10 @@ impl Engine for WgpuEngine {
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
         let mut enc = gpu.device.create_command_encoder(&Default::default());
+        let staged = gpu.record_uploads(&mut enc);
         enc.copy_buffer_to_buffer(&buffer.buffer, offset, staging, 0, len);
         let index = gpu.queue.submit([enc.finish()]);
+        gpu.recycle(staged);
         let (tx, rx) = channel();
         staging.map_async(wgpu::MapMode::Read, 0..len, move |r| {
             let _ = tx.send(r);
@@ -589,12 +671,17 @@ impl Engine for WgpuEngine {
     fn execute(&self, adapter: usize, ops: &[Op<Self>], done: Option<Completion>) -> Result<()> {
         let gpu = self.gpu(adapter)?;
         let mut enc = gpu.device.create_command_encoder(&Default::default());
+        let staged = gpu.record_uploads(&mut enc);
         for op in ops {
             gpu.record(&mut enc, op)?;
         }
         let index = gpu.queue.submit([enc.finish()]);
         let n = gpu.submits.fetch_add(1, Ordering::Relaxed);
-        let done = done.or_else(|| (n % POLL_EVERY == 0).then(|| Box::new(|| {}) as Completion));
+        // Staging comes back in a poll: make sure the completion thread
+        // makes one for this submission.
+        let need_poll = !staged.is_empty() || n % POLL_EVERY == 0;
+        gpu.recycle(staged);
+        let done = done.or_else(|| need_poll.then(|| Box::new(|| {}) as Completion));
         if let Some(done) = done {
             lock(&gpu.completions)
                 .send((index, done))
