@@ -99,6 +99,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
 
+    /// Host GPUs the guest sees through /dev/dxg: `all`, `none` (no GPU
+    /// device), or a comma-separated list of indices, LUIDs (HIGH:LOW) or
+    /// name fragments as `dxvmm gpus` prints them [default: all, or none
+    /// when the host has no Vulkan adapter].
+    #[arg(long, value_name = "SPEC")]
+    pub gpu: Option<device_dxg::GpuSelection>,
+
     /// Also show the guest kernel's console on stderr.
     #[arg(short, long)]
     pub verbose: bool,

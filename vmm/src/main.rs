@@ -11,6 +11,7 @@ mod uml;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 
@@ -42,6 +43,23 @@ pub struct RunConfig {
     pub runtime_dir: Option<PathBuf>,
     pub verbose: bool,
     pub command: Vec<String>,
+    /// The virtio-dxg device's backend and the adapters the guest sees;
+    /// `None`: no GPU device.
+    pub gpu: Option<GpuConfig>,
+}
+
+/// What the guest's virtio-dxg device is made of.
+pub struct GpuConfig {
+    pub backend: Arc<dyn dxvmm_host_backend::Backend>,
+    pub luids: Vec<dxvmm_protocol::abi::WinLuid>,
+}
+
+impl std::fmt::Debug for GpuConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuConfig")
+            .field("luids", &self.luids)
+            .finish()
+    }
 }
 
 /// How a guest run ended.
@@ -64,6 +82,30 @@ enum Error {
     Kvm(#[from] kvm::Error),
     #[error(transparent)]
     Uml(#[from] uml::Error),
+    #[error("--gpu: {0}")]
+    GpuSelect(#[from] device_dxg::SelectError),
+    #[error("--gpu: {0}")]
+    GpuBackend(dxvmm_host_backend::BackendError),
+}
+
+/// Opens the host GPUs for the guest. Without `--gpu`, a host with no
+/// Vulkan adapter still boots guests (without /dev/dxg), and says so.
+fn gpu_config(selection: Option<&device_dxg::GpuSelection>) -> Result<Option<GpuConfig>, Error> {
+    if selection == Some(&device_dxg::GpuSelection::None) {
+        return Ok(None);
+    }
+    let backend = match dxvmm_host_backend::WgpuBackend::new() {
+        Ok(b) => b,
+        Err(e) if selection.is_none() => {
+            eprintln!("dxvmm: {e}: the guest gets no GPU");
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::GpuBackend(e)),
+    };
+    let backend: Arc<dyn dxvmm_host_backend::Backend> = Arc::new(backend);
+    let default = device_dxg::GpuSelection::All;
+    let luids = selection.unwrap_or(&default).resolve(&backend.adapters())?;
+    Ok(Some(GpuConfig { backend, luids }))
 }
 
 fn host_memory_mib() -> Option<u64> {
@@ -82,6 +124,7 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
             return Err(Error::MemoryTooLarge(args.memory, host));
         }
     }
+    let gpu = gpu_config(args.gpu.as_ref())?;
     let cfg = RunConfig {
         kernel: args.kernel,
         initramfs: args.initramfs,
@@ -93,6 +136,7 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
         runtime_dir: args.runtime_dir,
         verbose: args.verbose,
         command: args.command,
+        gpu,
     };
     match args.accel {
         Accel::Kvm => Ok(kvm::run(&cfg)?),

@@ -6,6 +6,7 @@
 //!   hvc0  virtio-console: the guest command's stdin and stdout
 //!   hvc1  virtio-console: the guest command's stderr
 //!   hvc2  virtio-console: control channel, on which /init reports the status
+//!   dxg   virtio-dxg (id 61): the GPU, unless `--gpu none` or no host GPU
 //! The UML kernel's own console (printk) goes to a pipe that dxvmm reads for
 //! `--serial-log`, `--verbose` and panic detection.
 
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use virtio_devices::console::{Console, VIRTIO_ID_CONSOLE};
+use virtio_devices::console::Console;
 use virtio_devices::VirtioDevice;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -241,7 +242,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     let (stdin_r, stdin_w) = pipe()?;
     set_nonblocking(&stdin_r);
     let gate = InputGate::default();
-    let devices: Vec<(&'static str, Box<dyn VirtioDevice>)> = vec![
+    let mut devices: Vec<(&'static str, Box<dyn VirtioDevice>)> = vec![
         (
             "stdio",
             Box::new(Console::new("stdio", Box::new(io::stdout()), Some(stdin_r))),
@@ -259,6 +260,12 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
             )),
         ),
     ];
+    if let Some(gpu) = &cfg.gpu {
+        devices.push((
+            "gpu",
+            Box::new(device_dxg::DxgDevice::new(gpu.backend.clone(), &gpu.luids)),
+        ));
+    }
     let mut args: Vec<String> = vec![
         format!("mem={}M", cfg.memory.mib()),
         format!("initrd={}", initramfs.display()),
@@ -270,7 +277,6 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     for (name, dev) in devices {
         let sock = runtime.0.join(format!("{name}.sock"));
         let id = dev.device_type();
-        debug_assert_eq!(id, VIRTIO_ID_CONSOLE);
         threads.push(spawn_device(
             name,
             &sock,

@@ -482,7 +482,7 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
     let uart = Serial::new(IrqFd(uart_irq), console);
 
     // The virtio consoles, in the order the guest numbers them.
-    let consoles: Vec<Box<dyn VirtioDevice>> = vec![
+    let mut virtio: Vec<Box<dyn VirtioDevice>> = vec![
         Box::new(Console::new(
             "stdio",
             Box::new(io::stdout()),
@@ -495,10 +495,17 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
             None,
         )),
     ];
+    // The GPU, served by the device thread like the consoles.
+    if let Some(gpu) = &cfg.gpu {
+        virtio.push(Box::new(device_dxg::DxgDevice::new(
+            gpu.backend.clone(),
+            &gpu.luids,
+        )));
+    }
     let mut slots = Vec::new();
     let mut transports = Vec::new();
     let mut acpi_devices = Vec::new();
-    for (i, dev) in consoles.into_iter().enumerate() {
+    for (i, dev) in virtio.into_iter().enumerate() {
         let base = layout::virtio_mmio_addr(i);
         let gsi = layout::VIRTIO_GSIS[i];
         let irq = EventFd::new(EFD_NONBLOCK)?;
@@ -802,6 +809,7 @@ mod tests {
             runtime_dir: None,
             verbose: false,
             command: command.iter().map(|s| s.to_string()).collect(),
+            gpu: None,
         }
     }
 
