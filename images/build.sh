@@ -5,19 +5,21 @@
 #   images/uml/linux            UML kernel from Debian's linux-source-6.1 + uml.config
 #   images/uml/build            its build tree (out-of-tree modules build against it)
 #   images/cloud/vmlinuz        Debian's x86 cloud kernel (KVM engine), modules beside it
-#   images/initramfs.cpio.gz    busybox-static, /init, modules for both kernels
+#   images/initramfs.cpio.gz    busybox-static, /init, modules for both kernels,
+#                               dxgkrnl.ko (guest-kernel/) for both, guest tools
 #
 # Usage: images/build.sh [--deps-only] [--no-deps]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
 cache=${DXVMM_CACHE:-$HOME/.cache/dxvmm}
 out=$cache/images
 jobs=$(nproc)
 mkdir -p "$out"
 
 step=0
-steps=4
+steps=5
 say() { step=$((step + 1)); printf '[images %d/%d] %s\n' "$step" "$steps" "$*"; }
 note() { printf '          %s\n' "$*"; }
 die() { printf 'images: error: %s\n' "$*" >&2; exit 1; }
@@ -126,15 +128,87 @@ ln -sfn "$cloud_dir/root/boot/vmlinuz-$cloud_kver" "$out/cloud/vmlinuz"
 ln -sfn "$cloud_dir/root/lib/modules/$cloud_kver" "$out/cloud/modules"
 ln -sfn "/usr/src/linux-headers-$cloud_kver" "$out/cloud/headers"
 
-# --- 4. initramfs shared by both kernels ------------------------------------
-say "initramfs (busybox-static, /init, modules)"
+# --- 4. guest module dxgkrnl.ko for both kernels -----------------------------
+say "guest module dxgkrnl.ko (guest-kernel/, both kernels)"
+# Its inputs: the sources (paths relative to guest-kernel/, sorted).
+mod_files=$(cd "$root/guest-kernel" && find . -type f ! -name '*.mod.c' \( -name '*.c' -o -name '*.h' \
+	-o -name Kbuild -o -name Makefile \) -print | LC_ALL=C sort)
+[ -n "$mod_files" ] || die "no sources in $root/guest-kernel"
+mod_src_key=$(cd "$root/guest-kernel" && key_of $mod_files $(printf "name:%s " $mod_files))
+# build_module NAME KDIR KEY [make args...]: sets mod_ko to the built module.
+# The sources are copied out so that a build leaves the checkout clean.
+build_module() {
+	local name=$1 kdir=$2 key=$3 dir
+	shift 3
+	dir=$cache/dxgkrnl-$name-$key
+	mod_ko=$dir/dxgkrnl.ko
+	if [ -f "$dir/.dxvmm-done" ] && [ -f "$mod_ko" ]; then
+		note "cached: $mod_ko"
+		return
+	fi
+	rm -rf "$dir" && mkdir -p "$dir"
+	# shellcheck disable=SC2086 # one path per word
+	(cd "$root/guest-kernel" && cp --parents $mod_files "$dir/")
+	note "building for $name"
+	if ! make -C "$kdir" M="$dir" "$@" modules >"$dir/build.log" 2>&1; then
+		tail -n 30 "$dir/build.log" >&2
+		die "dxgkrnl.ko does not build for $name (see $dir/build.log)"
+	fi
+	if grep -q "warning:" "$dir/build.log"; then
+		grep "warning:" "$dir/build.log" | head -n 10 >&2
+		die "dxgkrnl.ko builds with warnings for $name (see $dir/build.log)"
+	fi
+	touch "$dir/.dxvmm-done"
+	for d in "$cache"/dxgkrnl-"$name"-*; do
+		[ "$d" = "$dir" ] || rm -rf "$d"
+	done
+}
+cloud_headers=/usr/src/linux-headers-$cloud_kver
+[ -d "$cloud_headers" ] || die "$cloud_headers is missing (images/deps.sh installs linux-headers-$cloud_kver)"
+headers_ver=$(dpkg-query -W -f='${Version}' "linux-headers-$cloud_kver" 2>/dev/null || echo unknown)
+build_module uml "$uml_build" "$(key_of "src=$mod_src_key" "uml=$uml_key" "$uml_kver")" ARCH=um
+uml_mod=$mod_ko
+build_module cloud "$cloud_headers" "$(key_of "src=$mod_src_key" "$cloud_kver=$headers_ver")"
+cloud_mod=$mod_ko
+
+# Static guest tools (dxginfo, dxgtest), when the checkout has their recipe.
+# Keyed by the Rust sources they are built from.
+tools_script=$root/guest-tools/build-static.sh
+tools_dir=
+if [ -f "$tools_script" ]; then
+	tool_files=$(cd "$root" && find libdxg guest-tools protocol -path '*/target' -prune -o -type f \
+		\( -name '*.rs' -o -name Cargo.toml -o -name '*.sh' \) -print 2>/dev/null | LC_ALL=C sort)
+	tools_key=$(cd "$root" && key_of Cargo.lock $tool_files $(printf "name:%s " $tool_files))
+	tools_dir=$cache/guest-tools-$tools_key
+	if [ -f "$tools_dir/.dxvmm-done" ]; then
+		note "cached: $tools_dir"
+	else
+		rm -rf "$tools_dir" && mkdir -p "$tools_dir/bin"
+		note "building static guest tools (guest-tools/build-static.sh; log: $tools_dir/build.log)"
+		if ! bash "$tools_script" "$tools_dir/bin" >"$tools_dir/build.log" 2>&1; then
+			tail -n 30 "$tools_dir/build.log" >&2
+			die "guest-tools/build-static.sh failed (see $tools_dir/build.log)"
+		fi
+		touch "$tools_dir/.dxvmm-done"
+		for d in "$cache"/guest-tools-*; do
+			[ "$d" = "$tools_dir" ] || rm -rf "$d"
+		done
+	fi
+	note "guest tools: $(cd "$tools_dir/bin" && echo *)"
+else
+	note "no guest-tools/build-static.sh yet: initramfs without guest tools"
+fi
+
+# --- 5. initramfs shared by both kernels ------------------------------------
+say "initramfs (busybox-static, /init, modules, guest tools)"
 busybox=/bin/busybox
 bb_ver=$(dpkg-query -W -f='${Version}' busybox-static)
 # Modules the init loads on the cloud kernel (built into the UML kernel).
 cloud_mods="virtio virtio_ring virtio_mmio virtio_console"
 guest_extra=${DXVMM_GUEST_EXTRA:-}
 initrd_key=$(key_of "$here/init" "$here/build.sh" "busybox=$bb_ver" "uml=$uml_key" \
-	"cloud=$cloud_kver-$cloud_ver" "$cloud_mods" $guest_extra)
+	"cloud=$cloud_kver-$cloud_ver" "$cloud_mods" "$uml_mod" "$cloud_mod" \
+	"tools=$tools_dir" $guest_extra)
 initrd=$cache/initramfs-$initrd_key.cpio.gz
 if [ -f "$initrd" ]; then
 	note "cached: $initrd"
@@ -166,11 +240,23 @@ else
 		cp "$src_mods/$p" "$dst_mods/$p"
 	done
 	cp "$src_mods"/modules.order "$src_mods"/modules.builtin* "$dst_mods/" 2>/dev/null || true
-	depmod -b "$stage" "$cloud_kver"
 
-	# UML kernel: its modules (none needed yet) and the load list.
-	mkdir -p "$stage/lib/modules/$uml_kver"
-	: >"$stage/lib/modules/$uml_kver/dxvmm.load"
+	# dxgkrnl for each kernel, loaded after the modules it needs.
+	install -D -m 0644 "$cloud_mod" "$dst_mods/extra/dxgkrnl.ko"
+	echo dxgkrnl >>"$dst_mods/dxvmm.load"
+	depmod -b "$stage" "$cloud_kver"
+	uml_mods=$stage/lib/modules/$uml_kver
+	install -D -m 0644 "$uml_mod" "$uml_mods/extra/dxgkrnl.ko"
+	cp "$uml_build"/modules.order "$uml_build"/modules.builtin* "$uml_mods/" 2>/dev/null || true
+	echo dxgkrnl >"$uml_mods/dxvmm.load"
+	depmod -b "$stage" "$uml_kver"
+
+	# Guest tools, when built (step 4).
+	if [ -n "$tools_dir" ]; then
+		for f in "$tools_dir"/bin/*; do
+			[ -f "$f" ] && install -m 0755 "$f" "$stage/usr/bin/"
+		done
+	fi
 
 	# Extra files for the guest (guest tools, modules of later stages).
 	for f in $guest_extra; do

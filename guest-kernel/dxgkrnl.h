@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * dxgkrnl for dxvmm: internal declarations.
+ *
+ * The module is a virtio driver for the virtio-dxg device (id 61) that
+ * serves WSL 2's /dev/dxg ioctl ABI. docs/guest-kernel.md describes the
+ * structure, locking and object lifetimes; docs/protocol.md is the spec of
+ * the messages.
+ */
+#ifndef _DXGKRNL_H
+#define _DXGKRNL_H
+
+#include <linux/completion.h>
+#include <linux/kref.h>
+#include <linux/list.h>
+#include <linux/miscdevice.h>
+#include <linux/mutex.h>
+#include <linux/pid.h>
+#include <linux/spinlock.h>
+#include <linux/types.h>
+#include <linux/wait.h>
+#include <linux/xarray.h>
+
+#include "dxgvmbus.h"
+
+/* NTSTATUS values the driver looks at (docs/protocol.md §4). */
+#define STATUS_SUCCESS			0x00000000u
+#define STATUS_TIMEOUT			0x00000102u
+#define STATUS_PENDING			0x00000103u
+#define STATUS_UNSUCCESSFUL		0xC0000001u
+#define STATUS_NOT_IMPLEMENTED		0xC0000002u
+#define STATUS_INVALID_HANDLE		0xC0000008u
+#define STATUS_INVALID_PARAMETER	0xC000000Du
+#define STATUS_NO_MEMORY		0xC0000017u
+#define STATUS_ILLEGAL_INSTRUCTION	0xC000001Du
+#define STATUS_ACCESS_DENIED		0xC0000022u
+#define STATUS_BUFFER_TOO_SMALL		0xC0000023u
+#define STATUS_OBJECT_TYPE_MISMATCH	0xC0000024u
+#define STATUS_OBJECT_NAME_NOT_FOUND	0xC0000034u
+#define STATUS_OBJECT_NAME_COLLISION	0xC0000035u
+#define STATUS_INTEGER_OVERFLOW		0xC0000095u
+#define STATUS_INSUFFICIENT_RESOURCES	0xC000009Au
+#define STATUS_NOT_SUPPORTED		0xC00000BBu
+#define STATUS_DEVICE_REMOVED		0xC00002B6u
+#define STATUS_GRAPHICS_NO_VIDEO_MEMORY	0xC01E0100u
+#define STATUS_GRAPHICS_ALLOCATION_BUSY	0xC01E0102u
+
+/* The device must take event buffers of at least this size (§2.3). */
+#define DXGV_MIN_EVENT_BUFFER		96
+#define DXG_EVENT_BUFFER_SIZE		256
+#define DXG_EVENT_BUFFERS		32
+
+/* Private data of QUERYADAPTERINFO: what the guest lets a caller send. */
+#define DXG_QAI_MAX_PRIVATE_DATA	(64 * 1024)
+
+/* Per-process table limits: they bound the kernel memory one process pins. */
+#define DXG_MAX_ADAPTER_HANDLES		1024
+#define DXG_MAX_DEVICES			4096
+
+extern unsigned int dxg_request_timeout_ms;
+
+struct dxg_vdev;
+
+/* One virtual adapter the host opened for this VM at bind time. */
+struct dxg_adapter {
+	struct dxg_vdev		*dxg;
+	struct winluid		luid;		/* from the config space */
+	struct d3dkmthandle	host_handle;	/* OPENADAPTER reply */
+	u32			interface_version;
+	struct winluid		host_adapter_luid;
+	char			description[81];
+};
+
+/* The bound virtio-dxg device; one per system (/dev/dxg). */
+struct dxg_vdev {
+	struct kref		ref;		/* probe + one per process */
+	struct virtio_device	*vdev;
+	struct miscdevice	misc;
+	bool			misc_registered;
+
+	/*
+	 * vq_lock guards the request queue, the pending list, every
+	 * dxg_req's state and the removed flag; it is taken from the
+	 * queue's interrupt callback, so always with irqsave.
+	 */
+	spinlock_t		vq_lock;
+	struct virtqueue	*req_vq;
+	struct list_head	pending;	/* requests owned by the ring */
+	wait_queue_head_t	ring_wait;	/* room in a full ring */
+	bool			removed;	/* no new requests */
+	atomic64_t		next_request_id;
+	u32			max_payload;
+
+	spinlock_t		evq_lock;	/* the event queue */
+	struct virtqueue	*event_vq;
+
+	unsigned int		num_adapters;
+	struct dxg_adapter	adapters[DXGV_MAX_ADAPTERS];
+
+	struct mutex		proc_lock;	/* processes, nfiles */
+	struct list_head	processes;
+	u64			next_process_id;
+};
+
+/*
+ * A guest process (thread group) that has /dev/dxg open, and its host-side
+ * twin. Shared by every file the process opened; freed with the last one.
+ */
+struct dxg_process {
+	struct dxg_vdev		*dxg;
+	struct list_head	node;		/* dxg->processes */
+	struct pid		*tgid;
+	unsigned int		nfiles;		/* under dxg->proc_lock */
+	u64			id;		/* sent as CREATEPROCESS.process */
+
+	/* lock guards everything below; it may be held across a request. */
+	struct mutex		lock;
+	struct d3dkmthandle	host_handle;	/* 0 until CREATEPROCESS */
+	struct dxg_req		*create_req;	/* an unanswered CREATEPROCESS */
+	struct xarray		adapters;	/* handle -> struct dxg_adapter */
+	unsigned int		num_adapter_handles;
+	struct xarray		devices;	/* handle -> struct dxg_adapter */
+	unsigned int		num_devices;
+};
+
+/* ---- transport (dxgvmbus.c) ------------------------------------------- */
+
+#define DXGVM_WAIT_KILLABLE	(1u << 0)	/* a fatal signal abandons */
+
+struct dxg_req;
+
+int dxgvm_init_queues(struct dxg_vdev *dxg);
+void dxgvm_shutdown(struct dxg_vdev *dxg);
+int dxgvm_errno(int ntstatus);
+
+struct dxg_req *dxgvm_req_alloc(size_t cmd_len, size_t reply_len);
+void *dxgvm_req_cmd(struct dxg_req *req);
+void *dxgvm_req_reply(struct dxg_req *req);
+void dxgvm_req_put(struct dxg_req *req);
+int dxgvm_req_submit(struct dxg_vdev *dxg, struct dxg_req *req,
+		     const struct winluid *luid, unsigned int flags);
+int dxgvm_req_wait(struct dxg_vdev *dxg, struct dxg_req *req,
+		   unsigned int flags);
+
+int dxgvmb_open_adapter(struct dxg_adapter *adapter);
+int dxgvmb_get_internal_adapter_info(struct dxg_adapter *adapter);
+int dxgvmb_close_adapter(struct dxg_adapter *adapter);
+int dxgvmb_set_iospace_region(struct dxg_vdev *dxg);
+int dxgvmb_create_process(struct dxg_process *proc);
+void dxgvmb_release_process(struct dxg_process *proc);
+int dxgvmb_create_device(struct dxg_process *proc,
+			 struct dxg_adapter *adapter,
+			 struct d3dkmt_createdeviceflags flags,
+			 struct d3dkmthandle *device);
+int dxgvmb_destroy_device(struct dxg_process *proc,
+			  struct dxg_adapter *adapter,
+			  struct d3dkmthandle device);
+int dxgvmb_query_adapter_info(struct dxg_process *proc,
+			      struct dxg_adapter *adapter, u32 type,
+			      void __user *data, u32 size);
+int dxgvmb_query_video_memory_info(struct dxg_process *proc,
+				   struct dxg_adapter *adapter,
+				   struct d3dkmt_queryvideomemoryinfo *args);
+
+/* ---- processes and handles (dxgprocess.c) ----------------------------- */
+
+struct dxg_process *dxg_process_open(struct dxg_vdev *dxg);
+void dxg_process_close(struct dxg_process *proc);
+int dxg_process_host(struct dxg_process *proc, struct d3dkmthandle *host);
+int dxg_process_add_adapter(struct dxg_process *proc,
+			    struct dxg_adapter *adapter,
+			    struct d3dkmthandle *handle);
+int dxg_process_remove_adapter(struct dxg_process *proc,
+			       struct d3dkmthandle handle);
+struct dxg_adapter *dxg_process_adapter(struct dxg_process *proc,
+					struct d3dkmthandle handle);
+int dxg_process_add_device(struct dxg_process *proc,
+			   struct dxg_adapter *adapter,
+			   struct d3dkmthandle handle);
+struct dxg_adapter *dxg_process_take_device(struct dxg_process *proc,
+					    struct d3dkmthandle handle);
+
+/* ---- /dev/dxg (ioctl.c, dxgmodule.c) ---------------------------------- */
+
+long dxg_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
+void dxg_vdev_put(struct dxg_vdev *dxg);
+
+#endif /* _DXGKRNL_H */

@@ -1,0 +1,767 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * dxgkrnl for dxvmm: the virtio transport and the GPU-PV messages.
+ *
+ * A request is one descriptor chain of two buffers (docs/protocol.md §2.2):
+ * a device-readable frame header + command and a device-writable frame
+ * header + reply sized exactly for the command's reply. The chain's token
+ * is the struct dxg_req, so a reply is matched by what virtqueue_get_buf()
+ * returns; the request_id in the frame is checked against it.
+ *
+ * A dxg_req is reference counted: one reference for the waiter and one for
+ * the ring while the device owns the buffers. A waiter that times out or is
+ * killed drops only its own reference, so the buffers stay alive until the
+ * device hands them back or the device is reset and they are detached.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/jiffies.h>
+#include <linux/refcount.h>
+#include <linux/scatterlist.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+
+#include "dxgkrnl.h"
+
+struct dxg_req {
+	refcount_t		ref;
+	struct completion	done;		/* complete_all(): re-waitable */
+	struct list_head	node;		/* dxg->pending, under vq_lock */
+	u64			id;
+	int			result;		/* -ENODEV once detached */
+	bool			queued;		/* given to the device */
+	bool			answered;
+	u32			used_len;
+	size_t			out_len;
+	size_t			in_len;
+	struct dxgv_frame_header *out;		/* + command */
+	struct dxgv_frame_header *in;		/* + reply */
+};
+
+/* ---- statuses ------------------------------------------------------------ */
+
+/* Maps a failure NTSTATUS to an errno as dxgkrnl does (§4). */
+int dxgvm_errno(int status)
+{
+	if (status >= 0)
+		return status;
+	switch ((u32)status) {
+	case STATUS_NOT_IMPLEMENTED:
+	case STATUS_NOT_SUPPORTED:
+		return -EPERM;
+	case STATUS_INVALID_HANDLE:
+		return -EBADF;
+	case STATUS_NO_MEMORY:
+		return -ENOMEM;
+	case STATUS_ILLEGAL_INSTRUCTION:
+		return -EOPNOTSUPP;
+	case STATUS_ACCESS_DENIED:
+		return -EACCES;
+	case STATUS_BUFFER_TOO_SMALL:
+		return -EOVERFLOW;
+	case STATUS_OBJECT_TYPE_MISMATCH:
+		return -EPROTOTYPE;
+	case STATUS_OBJECT_NAME_NOT_FOUND:
+		return -ENOENT;
+	case STATUS_OBJECT_NAME_COLLISION:
+		return -EEXIST;
+	case STATUS_DEVICE_REMOVED:
+		return -ENODEV;
+	case STATUS_GRAPHICS_ALLOCATION_BUSY:
+		return -EINPROGRESS;
+	default:
+		/* UNSUCCESSFUL, INVALID_PARAMETER, overflow, limits, ... */
+		return -EINVAL;
+	}
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+struct dxg_req *dxgvm_req_alloc(size_t cmd_len, size_t reply_len)
+{
+	struct dxg_req *req;
+
+	if (cmd_len > DXG_MAX_VM_BUS_PACKET_SIZE ||
+	    reply_len > DXG_MAX_VM_BUS_PACKET_SIZE)
+		return NULL;
+	req = kzalloc(sizeof(*req), GFP_KERNEL);
+	if (!req)
+		return NULL;
+	refcount_set(&req->ref, 1);
+	init_completion(&req->done);
+	INIT_LIST_HEAD(&req->node);
+	req->out_len = sizeof(*req->out) + cmd_len;
+	req->in_len = sizeof(*req->in) + reply_len;
+	/* kmalloc memory: the device reaches it by physical address. */
+	req->out = kzalloc(req->out_len, GFP_KERNEL);
+	req->in = kzalloc(req->in_len, GFP_KERNEL);
+	if (!req->out || !req->in) {
+		dxgvm_req_put(req);
+		return NULL;
+	}
+	return req;
+}
+
+void *dxgvm_req_cmd(struct dxg_req *req)
+{
+	return req->out + 1;
+}
+
+void *dxgvm_req_reply(struct dxg_req *req)
+{
+	return req->in + 1;
+}
+
+/* May run in the queue's interrupt callback. */
+void dxgvm_req_put(struct dxg_req *req)
+{
+	if (!req || !refcount_dec_and_test(&req->ref))
+		return;
+	kfree(req->out);
+	kfree(req->in);
+	kfree(req);
+}
+
+/* Called with vq_lock held: the device has handed the request back. */
+static void dxgvm_req_finish(struct dxg_req *req, u32 used_len, int result)
+{
+	list_del_init(&req->node);
+	req->used_len = used_len;
+	req->result = result;
+	req->answered = true;
+	complete_all(&req->done);
+	dxgvm_req_put(req);	/* the ring's reference */
+}
+
+/* Checks the reply frame; 0 when the payload is the command's reply. */
+static int dxgvm_req_check(struct dxg_vdev *dxg, struct dxg_req *req)
+{
+	const struct dxgv_frame_header *hdr = req->in;
+	size_t reply_len = req->in_len - sizeof(*hdr);
+	int status;
+
+	if (req->result)
+		return req->result;
+	if (req->used_len < sizeof(*hdr) || hdr->magic != DXGV_FRAME_MAGIC ||
+	    hdr->version != DXGV_FRAME_VERSION ||
+	    hdr->flags != DXGV_FRAME_FLAG_REPLY || hdr->request_id != req->id) {
+		pr_warn_ratelimited("bad reply frame to request %llu (%u bytes)\n",
+				     req->id, req->used_len);
+		return -EPROTO;
+	}
+	status = hdr->status.v;
+	if (status < 0) {
+		pr_debug("request %llu failed: status %#x\n",
+			req->id, status);
+		return dxgvm_errno(status);
+	}
+	if (hdr->payload_len != reply_len ||
+	    req->used_len < sizeof(*hdr) + reply_len) {
+		pr_warn_ratelimited("reply to request %llu has %u bytes, expected %zu\n",
+				     req->id, hdr->payload_len, reply_len);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static bool dxgvm_ring_has_room(struct dxg_vdev *dxg)
+{
+	/* A hint only: virtqueue_add_sgs() under the lock decides. */
+	return READ_ONCE(dxg->removed) || READ_ONCE(dxg->req_vq->num_free) >= 2;
+}
+
+/*
+ * Waits for the request's reply until the module's timeout; can be called
+ * again on a request that timed out earlier. Returns 0 or an errno.
+ */
+int dxgvm_req_wait(struct dxg_vdev *dxg, struct dxg_req *req,
+		   unsigned int flags)
+{
+	unsigned long timeout = msecs_to_jiffies(READ_ONCE(dxg_request_timeout_ms));
+	unsigned long irqflags;
+	bool answered;
+	long ret;
+
+	if (flags & DXGVM_WAIT_KILLABLE)
+		ret = wait_for_completion_killable_timeout(&req->done, timeout);
+	else
+		ret = wait_for_completion_timeout(&req->done, timeout);
+
+	spin_lock_irqsave(&dxg->vq_lock, irqflags);
+	answered = req->answered;
+	spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
+	if (!answered) {
+		/* The ring keeps its reference: the buffers stay alive. */
+		if (ret < 0)
+			return -EINTR;
+		pr_warn_ratelimited("no reply to request %llu in %u ms\n",
+				     req->id, dxg_request_timeout_ms);
+		return -ETIMEDOUT;
+	}
+	return dxgvm_req_check(dxg, req);
+}
+
+/*
+ * Sends a request whose command and reply buffers the caller filled
+ * through dxgvm_req_cmd(), and waits for the reply. A full ring is waited
+ * on, within the same timeout.
+ */
+int dxgvm_req_submit(struct dxg_vdev *dxg, struct dxg_req *req,
+		     const struct winluid *luid, unsigned int flags)
+{
+	unsigned long timeout = msecs_to_jiffies(READ_ONCE(dxg_request_timeout_ms));
+	unsigned long deadline = jiffies + timeout;
+	struct scatterlist sg_out, sg_in, *sgs[2];
+	unsigned long irqflags;
+	int err;
+
+	req->id = atomic64_inc_return(&dxg->next_request_id);
+	req->out->magic = DXGV_FRAME_MAGIC;
+	req->out->version = DXGV_FRAME_VERSION;
+	req->out->flags = 0;
+	req->out->request_id = req->id;
+	req->out->payload_len = req->out_len - sizeof(*req->out);
+	req->out->status.v = 0;
+	if (luid)
+		req->out->vgpu_luid = *luid;
+	sg_init_one(&sg_out, req->out, req->out_len);
+	sg_init_one(&sg_in, req->in, req->in_len);
+	sgs[0] = &sg_out;
+	sgs[1] = &sg_in;
+
+	for (;;) {
+		long left;
+
+		spin_lock_irqsave(&dxg->vq_lock, irqflags);
+		if (dxg->removed) {
+			spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
+			return -ENODEV;
+		}
+		err = virtqueue_add_sgs(dxg->req_vq, sgs, 1, 1, req, GFP_ATOMIC);
+		if (!err) {
+			refcount_inc(&req->ref);	/* the ring's */
+			req->queued = true;
+			list_add_tail(&req->node, &dxg->pending);
+			/* Under the lock: removal cannot free the queue. */
+			virtqueue_kick(dxg->req_vq);
+			spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
+			break;
+		}
+		spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
+		if (err != -ENOSPC)
+			return err;
+
+		/* Ring full: wait for the device to return some chains. */
+		left = (long)(deadline - jiffies);
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (flags & DXGVM_WAIT_KILLABLE)
+			left = wait_event_killable_timeout(dxg->ring_wait,
+							   dxgvm_ring_has_room(dxg),
+							   left);
+		else
+			left = wait_event_timeout(dxg->ring_wait,
+						  dxgvm_ring_has_room(dxg), left);
+		if (left < 0)
+			return -EINTR;
+	}
+	return dxgvm_req_wait(dxg, req, flags);
+}
+
+/* One small request with a fixed reply, sent and waited for. */
+static int dxgvm_call(struct dxg_vdev *dxg, const struct winluid *luid,
+		      const void *cmd, size_t cmd_len,
+		      void *reply, size_t reply_len, unsigned int flags)
+{
+	struct dxg_req *req;
+	int ret;
+
+	req = dxgvm_req_alloc(cmd_len, reply_len);
+	if (!req)
+		return -ENOMEM;
+	memcpy(dxgvm_req_cmd(req), cmd, cmd_len);
+	ret = dxgvm_req_submit(dxg, req, luid, flags);
+	if (!ret && reply_len)
+		memcpy(reply, dxgvm_req_reply(req), reply_len);
+	dxgvm_req_put(req);
+	return ret;
+}
+
+/* A command whose reply is a bare NTSTATUS: returns errno or >= 0 status. */
+static int dxgvm_call_status(struct dxg_vdev *dxg, const struct winluid *luid,
+			     const void *cmd, size_t cmd_len,
+			     unsigned int flags)
+{
+	struct ntstatus status;
+	int ret;
+
+	ret = dxgvm_call(dxg, luid, cmd, cmd_len, &status, sizeof(status),
+			 flags);
+	return ret ? ret : dxgvm_errno(status.v);
+}
+
+/* ---- queues -------------------------------------------------------------- */
+
+static void dxgvm_req_done(struct virtqueue *vq)
+{
+	struct dxg_vdev *dxg = vq->vdev->priv;
+	unsigned long irqflags;
+	struct dxg_req *req;
+	unsigned int len;
+
+	spin_lock_irqsave(&dxg->vq_lock, irqflags);
+	do {
+		virtqueue_disable_cb(vq);
+		while ((req = virtqueue_get_buf(vq, &len)))
+			dxgvm_req_finish(req, len, 0);
+		if (unlikely(virtqueue_is_broken(vq)))
+			break;
+	} while (!virtqueue_enable_cb(vq));
+	spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
+	wake_up_all(&dxg->ring_wait);
+}
+
+/*
+ * A host-to-guest command (§5.2). Nothing waits on events yet; later
+ * issues hook SIGNALGUESTEVENT here. Runs in the queue's callback.
+ */
+static void dxgvm_handle_event(struct dxg_vdev *dxg, const void *buf,
+			       unsigned int len)
+{
+	const struct dxgv_frame_header *hdr = buf;
+	const struct dxgkvmb_command_host_to_vm *cmd;
+
+	if (len < sizeof(*hdr) + sizeof(*cmd) ||
+	    hdr->magic != DXGV_FRAME_MAGIC ||
+	    !(hdr->flags & DXGV_FRAME_FLAG_EVENT) ||
+	    hdr->payload_len > len - sizeof(*hdr)) {
+		pr_warn_ratelimited("malformed event (%u bytes)\n", len);
+		return;
+	}
+	cmd = (const void *)(hdr + 1);
+	switch (cmd->command_type) {
+	case DXGK_VMBCOMMAND_SIGNALGUESTEVENT:
+	case DXGK_VMBCOMMAND_SIGNALGUESTEVENTPASSIVE:
+		pr_debug("guest event signalled; no waiters yet\n");
+		break;
+	default:
+		pr_info_ratelimited("event %u ignored (%u bytes)\n",
+				     cmd->command_type, hdr->payload_len);
+		break;
+	}
+}
+
+static int dxgvm_event_post(struct dxg_vdev *dxg, void *buf)
+{
+	struct scatterlist sg;
+
+	sg_init_one(&sg, buf, DXG_EVENT_BUFFER_SIZE);
+	return virtqueue_add_inbuf(dxg->event_vq, &sg, 1, buf, GFP_ATOMIC);
+}
+
+static void dxgvm_event_done(struct virtqueue *vq)
+{
+	struct dxg_vdev *dxg = vq->vdev->priv;
+	unsigned long irqflags;
+	unsigned int len;
+	void *buf;
+
+	spin_lock_irqsave(&dxg->evq_lock, irqflags);
+	do {
+		virtqueue_disable_cb(vq);
+		while ((buf = virtqueue_get_buf(vq, &len))) {
+			dxgvm_handle_event(dxg, buf, min_t(unsigned int, len,
+							   DXG_EVENT_BUFFER_SIZE));
+			/* Give the buffer straight back: keep the queue stocked. */
+			if (dxgvm_event_post(dxg, buf))
+				kfree(buf);
+		}
+		if (unlikely(virtqueue_is_broken(vq)))
+			break;
+	} while (!virtqueue_enable_cb(vq));
+	virtqueue_kick(vq);
+	spin_unlock_irqrestore(&dxg->evq_lock, irqflags);
+}
+
+/* Finds the two queues and stocks the event queue (before DRIVER_OK). */
+int dxgvm_init_queues(struct dxg_vdev *dxg)
+{
+	static const char * const names[] = { "request", "event" };
+	vq_callback_t *callbacks[] = { dxgvm_req_done, dxgvm_event_done };
+	struct virtqueue *vqs[2];
+	unsigned int i, n;
+	int err;
+
+	BUILD_BUG_ON(DXG_EVENT_BUFFER_SIZE < DXGV_MIN_EVENT_BUFFER);
+	err = virtio_find_vqs(dxg->vdev, 2, vqs, callbacks, names, NULL);
+	if (err)
+		return err;
+	dxg->req_vq = vqs[DXGV_REQUEST_QUEUE];
+	dxg->event_vq = vqs[DXGV_EVENT_QUEUE];
+
+	n = min_t(unsigned int, DXG_EVENT_BUFFERS,
+		  virtqueue_get_vring_size(dxg->event_vq));
+	for (i = 0; i < n; i++) {
+		void *buf = kzalloc(DXG_EVENT_BUFFER_SIZE, GFP_KERNEL);
+
+		if (!buf || dxgvm_event_post(dxg, buf)) {
+			kfree(buf);
+			break;
+		}
+	}
+	if (!i) {
+		dxg->vdev->config->del_vqs(dxg->vdev);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * Device removal: refuse new requests, reset the device so that it lets go
+ * of every buffer, fail the requests it held with -ENODEV and free the
+ * queues. Waiters wake up and see the error.
+ */
+void dxgvm_shutdown(struct dxg_vdev *dxg)
+{
+	struct virtio_device *vdev = dxg->vdev;
+	struct dxg_req *req, *tmp;
+	unsigned long irqflags;
+	void *buf;
+
+	spin_lock_irqsave(&dxg->vq_lock, irqflags);
+	dxg->removed = true;
+	spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
+
+	virtio_reset_device(vdev);
+
+	spin_lock_irqsave(&dxg->vq_lock, irqflags);
+	while ((req = virtqueue_detach_unused_buf(dxg->req_vq)))
+		dxgvm_req_finish(req, 0, -ENODEV);
+	/* Nothing should be left; if it is, the ring no longer has it. */
+	list_for_each_entry_safe(req, tmp, &dxg->pending, node)
+		dxgvm_req_finish(req, 0, -ENODEV);
+	spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
+	wake_up_all(&dxg->ring_wait);
+
+	spin_lock_irqsave(&dxg->evq_lock, irqflags);
+	while ((buf = virtqueue_detach_unused_buf(dxg->event_vq)))
+		kfree(buf);
+	spin_unlock_irqrestore(&dxg->evq_lock, irqflags);
+
+	vdev->config->del_vqs(vdev);
+}
+
+/* ---- messages ------------------------------------------------------------ */
+
+static void dxgvm_global_hdr(struct dxgkvmb_command_vm_to_host *hdr,
+			     struct d3dkmthandle process,
+			     enum dxgkvmb_commandtype_global type)
+{
+	hdr->command_id = 0;
+	hdr->process = process;
+	hdr->channel_type = DXGKVMB_VM_TO_HOST;
+	hdr->command_type = type;
+}
+
+static void dxgvm_vgpu_hdr(struct dxgkvmb_command_vgpu_to_host *hdr,
+			   struct d3dkmthandle process,
+			   enum dxgkvmb_commandtype type)
+{
+	hdr->command_id = 0;
+	hdr->process = process;
+	hdr->channel_type = DXGKVMB_VGPU_TO_HOST;
+	hdr->async_msg = 0;
+	hdr->reserved = 0;
+	hdr->command_type = type;
+}
+
+static const struct d3dkmthandle dxg_null_handle;
+
+int dxgvmb_open_adapter(struct dxg_adapter *adapter)
+{
+	struct dxgkvmb_command_openadapter cmd = {};
+	struct dxgkvmb_command_openadapter_return r;
+	u32 agreed;
+	int ret;
+
+	dxgvm_vgpu_hdr(&cmd.hdr, dxg_null_handle, DXGK_VMBCOMMAND_OPENADAPTER);
+	cmd.vmbus_interface_version = DXGK_VMBUS_INTERFACE_VERSION;
+	cmd.vmbus_last_compatible_interface_version =
+		DXGK_VMBUS_LAST_COMPATIBLE_INTERFACE_VERSION;
+	cmd.guest_adapter_luid = adapter->luid;
+	ret = dxgvm_call(adapter->dxg, &adapter->luid, &cmd, sizeof(cmd),
+			 &r, sizeof(r), 0);
+	if (ret)
+		return ret;
+	if (r.status.v < 0)
+		return dxgvm_errno(r.status.v);
+	/* The lower current version, if each side still accepts it (§3). */
+	agreed = min_t(u32, DXGK_VMBUS_INTERFACE_VERSION,
+		       r.vmbus_interface_version);
+	if (agreed < DXGK_VMBUS_LAST_COMPATIBLE_INTERFACE_VERSION ||
+	    agreed < r.vmbus_last_compatible_interface_version ||
+	    !r.host_adapter_handle.v) {
+		pr_err("adapter %08x-%08x: host interface %u (oldest %u) is incompatible\n",
+			adapter->luid.b, adapter->luid.a,
+			r.vmbus_interface_version,
+			r.vmbus_last_compatible_interface_version);
+		adapter->host_handle = r.host_adapter_handle;
+		if (adapter->host_handle.v)
+			dxgvmb_close_adapter(adapter);
+		return -EPROTO;
+	}
+	adapter->host_handle = r.host_adapter_handle;
+	adapter->interface_version = agreed;
+	return 0;
+}
+
+int dxgvmb_get_internal_adapter_info(struct dxg_adapter *adapter)
+{
+	struct dxgkvmb_command_getinternaladapterinfo cmd = {};
+	struct dxgkvmb_command_getinternaladapterinfo_return *r;
+	unsigned int i;
+	int ret;
+
+	r = kzalloc(sizeof(*r), GFP_KERNEL);
+	if (!r)
+		return -ENOMEM;
+	dxgvm_vgpu_hdr(&cmd.hdr, dxg_null_handle,
+		       DXGK_VMBCOMMAND_GETINTERNALADAPTERINFO);
+	ret = dxgvm_call(adapter->dxg, &adapter->luid, &cmd, sizeof(cmd),
+			 r, sizeof(*r), 0);
+	if (!ret) {
+		adapter->host_adapter_luid = r->host_adapter_luid;
+		/* UTF-16 to something printable: ASCII only, '?' for others. */
+		for (i = 0; i < ARRAY_SIZE(r->device_description) &&
+			    i < sizeof(adapter->description) - 1 &&
+			    r->device_description[i]; i++) {
+			u16 c = r->device_description[i];
+
+			adapter->description[i] = c >= 0x20 && c < 0x7f ? c : '?';
+		}
+		adapter->description[i] = '\0';
+	}
+	kfree(r);
+	return ret;
+}
+
+int dxgvmb_close_adapter(struct dxg_adapter *adapter)
+{
+	struct dxgkvmb_command_closeadapter cmd = {};
+
+	dxgvm_vgpu_hdr(&cmd.hdr, dxg_null_handle, DXGK_VMBCOMMAND_CLOSEADAPTER);
+	cmd.host_handle = adapter->host_handle;
+	return dxgvm_call(adapter->dxg, &adapter->luid, &cmd, sizeof(cmd),
+			  NULL, 0, 0);
+}
+
+int dxgvmb_set_iospace_region(struct dxg_vdev *dxg)
+{
+	struct dxgkvmb_command_setiospaceregion cmd = {};
+
+	/* dxvmm maps no aperture: a zero-length region (§3, §9). */
+	dxgvm_global_hdr(&cmd.hdr, dxg_null_handle,
+			 DXGK_VMBCOMMAND_SETIOSPACEREGION);
+	return dxgvm_call_status(dxg, NULL, &cmd, sizeof(cmd), 0);
+}
+
+/*
+ * Ends a CREATEPROCESS wait: keeps a request the device still holds (a
+ * timeout or a fatal signal) for the next attempt, else takes the handle
+ * out of the reply and drops the request.
+ */
+static int dxgvmb_create_process_done(struct dxg_process *proc, int ret)
+{
+	struct dxg_req *req = proc->create_req;
+	const struct dxgkvmb_command_createprocess_return *r;
+
+	if ((ret == -ETIMEDOUT || ret == -EINTR) && req->queued)
+		return ret;
+	proc->create_req = NULL;
+	if (!ret) {
+		r = dxgvm_req_reply(req);
+		if (r->hprocess.v)
+			proc->host_handle = r->hprocess;
+		else
+			ret = -ENOMEM;	/* a null handle is the host's failure */
+	}
+	dxgvm_req_put(req);
+	return ret;
+}
+
+/*
+ * CREATEPROCESS, called with proc->lock held on the process's first ioctl
+ * that needs the host. A request that times out stays in proc->create_req
+ * and is waited for again rather than sent twice, so the host never holds
+ * a process the guest does not know.
+ */
+int dxgvmb_create_process(struct dxg_process *proc)
+{
+	struct dxgkvmb_command_createprocess *cmd;
+	char comm[TASK_COMM_LEN];
+	unsigned int i;
+	int ret;
+
+	if (proc->create_req) {
+		ret = dxgvm_req_wait(proc->dxg, proc->create_req,
+				     DXGVM_WAIT_KILLABLE);
+		return dxgvmb_create_process_done(proc, ret);
+	}
+	proc->create_req = dxgvm_req_alloc(sizeof(*cmd),
+					   sizeof(struct dxgkvmb_command_createprocess_return));
+	if (!proc->create_req)
+		return -ENOMEM;
+	cmd = dxgvm_req_cmd(proc->create_req);
+	dxgvm_global_hdr(&cmd->hdr, dxg_null_handle,
+			 DXGK_VMBCOMMAND_CREATEPROCESS);
+	/* An id, not a kernel pointer: nothing to leak to the host. */
+	cmd->process = proc->id;
+	cmd->process_id = pid_vnr(proc->tgid);
+	get_task_comm(comm, current);
+	for (i = 0; i < sizeof(comm) && comm[i]; i++)
+		cmd->process_name[i] = (u8)comm[i];
+	cmd->linux_process = 1;
+	ret = dxgvm_req_submit(proc->dxg, proc->create_req, NULL,
+			       DXGVM_WAIT_KILLABLE);
+	return dxgvmb_create_process_done(proc, ret);
+}
+
+/*
+ * The last file of the process was released: DESTROYPROCESS frees every
+ * host object it owns. Not killable: the process may be exiting.
+ */
+void dxgvmb_release_process(struct dxg_process *proc)
+{
+	struct dxgkvmb_command_destroyprocess cmd = {};
+	int ret;
+
+	if (proc->create_req) {
+		/* A CREATEPROCESS the host has not answered: give it time. */
+		ret = dxgvm_req_wait(proc->dxg, proc->create_req, 0);
+		if (!ret) {
+			const struct dxgkvmb_command_createprocess_return *r =
+				dxgvm_req_reply(proc->create_req);
+
+			proc->host_handle = r->hprocess;
+		}
+		dxgvm_req_put(proc->create_req);
+		proc->create_req = NULL;
+	}
+	if (!proc->host_handle.v)
+		return;
+	dxgvm_global_hdr(&cmd.hdr, proc->host_handle,
+			 DXGK_VMBCOMMAND_DESTROYPROCESS);
+	ret = dxgvm_call_status(proc->dxg, NULL, &cmd, sizeof(cmd), 0);
+	if (ret < 0 && ret != -ENODEV)
+		pr_warn_ratelimited("DESTROYPROCESS failed: %d\n", ret);
+	proc->host_handle.v = 0;
+}
+
+int dxgvmb_create_device(struct dxg_process *proc,
+			 struct dxg_adapter *adapter,
+			 struct d3dkmt_createdeviceflags flags,
+			 struct d3dkmthandle *device)
+{
+	struct dxgkvmb_command_createdevice cmd = {};
+	struct dxgkvmb_command_createdevice_return r;
+	int ret;
+
+	dxgvm_vgpu_hdr(&cmd.hdr, proc->host_handle, DXGK_VMBCOMMAND_CREATEDEVICE);
+	cmd.flags = flags;
+	ret = dxgvm_call(proc->dxg, &adapter->luid, &cmd, sizeof(cmd),
+			 &r, sizeof(r), DXGVM_WAIT_KILLABLE);
+	if (ret)
+		return ret;
+	if (!r.device.v)
+		return -ENOMEM;
+	*device = r.device;
+	return 0;
+}
+
+int dxgvmb_destroy_device(struct dxg_process *proc,
+			  struct dxg_adapter *adapter,
+			  struct d3dkmthandle device)
+{
+	struct dxgkvmb_command_flushdevice flush = {};
+	struct dxgkvmb_command_destroydevice cmd = {};
+	int ret;
+
+	/*
+	 * Not killable: the guest has already dropped the handle, so the
+	 * host must hear of it. FLUSHDEVICE's result does not matter; the
+	 * device goes either way.
+	 */
+	dxgvm_vgpu_hdr(&flush.hdr, proc->host_handle, DXGK_VMBCOMMAND_FLUSHDEVICE);
+	flush.device = device;
+	ret = dxgvm_call_status(proc->dxg, &adapter->luid, &flush, sizeof(flush), 0);
+	if (ret == -ENODEV || ret == -ETIMEDOUT)
+		return ret;
+
+	dxgvm_vgpu_hdr(&cmd.hdr, proc->host_handle, DXGK_VMBCOMMAND_DESTROYDEVICE);
+	cmd.device = device;
+	return dxgvm_call_status(proc->dxg, &adapter->luid, &cmd, sizeof(cmd), 0);
+}
+
+int dxgvmb_query_adapter_info(struct dxg_process *proc,
+			      struct dxg_adapter *adapter, u32 type,
+			      void __user *data, u32 size)
+{
+	struct dxgkvmb_command_queryadapterinfo *cmd;
+	struct ntstatus *status;
+	struct dxg_req *req;
+	int ret;
+
+	req = dxgvm_req_alloc(sizeof(*cmd) + size, sizeof(*status) + size);
+	if (!req)
+		return -ENOMEM;
+	cmd = dxgvm_req_cmd(req);
+	dxgvm_vgpu_hdr(&cmd->hdr, proc->host_handle,
+		       DXGK_VMBCOMMAND_QUERYADAPTERINFO);
+	cmd->query_type = type;
+	cmd->private_data_size = size;
+	/* The caller's buffer goes too: some queries take input in it. */
+	if (copy_from_user(cmd + 1, data, size)) {
+		ret = -EFAULT;
+		goto out;
+	}
+	ret = dxgvm_req_submit(proc->dxg, req, &adapter->luid,
+			       DXGVM_WAIT_KILLABLE);
+	if (ret)
+		goto out;
+	status = dxgvm_req_reply(req);
+	ret = dxgvm_errno(status->v);
+	if (ret >= 0 && copy_to_user(data, status + 1, size))
+		ret = -EFAULT;
+out:
+	dxgvm_req_put(req);
+	return ret;
+}
+
+int dxgvmb_query_video_memory_info(struct dxg_process *proc,
+				   struct dxg_adapter *adapter,
+				   struct d3dkmt_queryvideomemoryinfo *args)
+{
+	struct dxgkvmb_command_queryvideomemoryinfo cmd = {};
+	struct dxgkvmb_command_queryvideomemoryinfo_return r;
+	int ret;
+
+	dxgvm_vgpu_hdr(&cmd.hdr, proc->host_handle,
+		       DXGK_VMBCOMMAND_QUERYVIDEOMEMORYINFO);
+	cmd.adapter = adapter->host_handle;
+	cmd.memory_segment_group = args->memory_segment_group;
+	cmd.physical_adapter_index = args->physical_adapter_index;
+	ret = dxgvm_call(proc->dxg, &adapter->luid, &cmd, sizeof(cmd),
+			 &r, sizeof(r), DXGVM_WAIT_KILLABLE);
+	if (ret)
+		return ret;
+	args->budget = r.budget;
+	args->current_usage = r.current_usage;
+	args->current_reservation = r.current_reservation;
+	args->available_for_reservation = r.available_for_reservation;
+	return 0;
+}
