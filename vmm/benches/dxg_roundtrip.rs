@@ -1,0 +1,142 @@
+//! Round trip of a trivial /dev/dxg ioctl, guest user space to the host
+//! device and back, per engine, beside the cost of one bare KVM exit to user
+//! space measured in the same run (run: `cargo bench -p dxvmm --bench
+//! dxg_roundtrip`).
+//!
+//! The ioctl is QUERYADAPTERINFO(HOST_OBJECTS): the guest driver sends it to
+//! the device, which answers from its tables without touching the GPU. The
+//! guest's `dxgtest roundtrip N` times N of them with CLOCK_MONOTONIC and
+//! reports the median and p99. The bare exit is an `out` to a port that
+//! dxvmm's vCPU loop serves, in a test guest, less the same loop without it.
+//!
+//! Needs images/build.sh's images (with the guest tools) and a Vulkan
+//! adapter; the KVM rows need /dev/kvm (and, for the guest-kernel row, one
+//! that runs an unmodified kernel).
+
+#[path = "../tests/kvm_guest_code/mod.rs"]
+mod kvm_guest_code;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use kvm_guest_code::{scratch, write_guest, Asm};
+
+fn dxvmm_bin() -> String {
+    std::env::var("DXVMM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_dxvmm").to_string())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// `dxgtest roundtrip` in a guest of `engine`: (median, p99) in µs.
+fn guest_roundtrip(engine: &str, n: u32) -> Result<(f64, f64), String> {
+    let out = Command::new(dxvmm_bin())
+        .args(["run", "--accel", engine, "--timeout", "300", "--"])
+        .args(["dxgtest", "roundtrip", &n.to_string()])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let s = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = s
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("no JSON in the guest's output:\n{s}"))?;
+    let ns = |k: &str| v[k].as_f64().ok_or_else(|| format!("no {k} in {v}"));
+    Ok((ns("median_ns")? / 1e3, ns("p99_ns")? / 1e3))
+}
+
+fn run_kvm_guest(kernel: &Path, initrd: &Path) -> f64 {
+    let t = Instant::now();
+    let st = Command::new(dxvmm_bin())
+        .args(["run", "--accel", "kvm", "--gpu", "none", "--memory", "64M"])
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--initramfs")
+        .arg(initrd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run dxvmm");
+    assert!(st.success(), "the KVM test guest failed");
+    t.elapsed().as_secs_f64()
+}
+
+/// One port I/O exit served by dxvmm, in µs.
+fn bare_exit_us(dir: &Path) -> f64 {
+    const N: u32 = 100_000;
+    let guest = |name: &str, n: u32| -> (PathBuf, PathBuf) {
+        let mut a = Asm::new();
+        let top = a.label();
+        a.mov_ecx(n.max(1));
+        a.mov_dx(0x80);
+        a.bind(top);
+        if n > 0 {
+            a.out_dx_al();
+        }
+        a.loop_ecx(top);
+        a.poweroff();
+        write_guest(dir, name, a)
+    };
+    let (k0, i0) = guest("empty", 0);
+    let (k, i) = guest("pio", N);
+    let base = median((0..3).map(|_| run_kvm_guest(&k0, &i0)).collect());
+    let with = median((0..3).map(|_| run_kvm_guest(&k, &i)).collect());
+    (with - base).max(0.0) / f64::from(N) * 1e6
+}
+
+/// Whether /dev/kvm is backed by VT-x/AMD-V (what `--accel auto` checks).
+fn hardware_kvm() -> bool {
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    kvm_guest_code::kvm_usable()
+        && !Path::new("/sys/module/kvm_pvm").exists()
+        && flags
+            .lines()
+            .any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")))
+}
+
+fn main() {
+    let n: u32 = std::env::var("DXVMM_BENCH_IOCTLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    println!("/dev/dxg ioctl round trip, {n} QUERYADAPTERINFO(HOST_OBJECTS) per engine");
+
+    let exit = if kvm_guest_code::kvm_usable() {
+        let dir = scratch("dxg-bench");
+        let us = bare_exit_us(&dir);
+        let _ = std::fs::remove_dir_all(dir);
+        println!("bare KVM exit to dxvmm (port I/O, test guest): {us:.2} us");
+        Some(us)
+    } else {
+        println!("bare KVM exit: /dev/kvm is not usable here");
+        None
+    };
+    let ratio = |us: f64| match exit {
+        Some(e) if e > 0.0 => format!("{:.1}x a bare exit", us / e),
+        _ => "-".to_string(),
+    };
+
+    for engine in ["uml", "kvm"] {
+        if engine == "kvm" && !hardware_kvm() {
+            println!(" kvm: not measured: /dev/kvm here cannot run an unmodified guest kernel (software-only KVM)");
+            continue;
+        }
+        match guest_roundtrip(engine, n) {
+            Ok((median, p99)) => println!(
+                "{engine:>4}: median {median:.2} us ({}), p99 {p99:.2} us ({})",
+                ratio(median),
+                ratio(p99)
+            ),
+            Err(e) => println!("{engine:>4}: not measured: {e}"),
+        }
+    }
+}
