@@ -1,0 +1,753 @@
+//! `dxgtest abuse`: garbage for every ioctl of the adapter/device layer.
+//!
+//! Each case hands the driver something a correct caller never would and
+//! requires an error back (an errno, never success). The driver must then
+//! still work: after each ioctl's cases a valid call must succeed, and at
+//! the end the host must hold no more devices than before.
+//!
+//! Memory safety of the suite itself: every bad pointer is one the kernel
+//! cannot write through (null, unmapped, inaccessible, read-only, kernel or
+//! non-canonical addresses), and every "valid" pointer is into mappings of
+//! this program's own with a guard page after them, so a driver that writes
+//! more than it was told stops at the guard rather than in our heap.
+
+use std::time::{Duration, Instant};
+
+use dxvmm_protocol::abi::{
+    kmtqaitype, memory_segment_group, D3dkmtAdapterInfo, D3dkmtCloseAdapter, D3dkmtCreateDevice,
+    D3dkmtDestroyDevice, D3dkmtEnumAdapters2, D3dkmtEnumAdapters3, D3dkmtEnumAdaptersFilter,
+    D3dkmtHandle, D3dkmtOpenAdapterFromLuid, D3dkmtQueryAdapterInfo, D3dkmtQueryVideoMemoryInfo,
+    WinLuid, D3DKMT_ADAPTERS_MAX,
+};
+use dxvmm_protocol::escape::{qai_type, DxgvHostObjects};
+use libdxg::ioctl::{dxg_cmd, iowr, IoctlArg, DXG_IOCTL_TYPE, MAX_IOCTL_SIZE};
+use libdxg::{Dxg, Error};
+use zerocopy::IntoBytes;
+
+use crate::report::ObjectsReport;
+use crate::sys::{self, Forked, Mapping, Pipe};
+use crate::tap::Tap;
+
+/// Offsets in the scratch area: the argument struct itself, then the
+/// buffers its pointers name.
+const ARG_AT: usize = 0;
+const LIST_AT: usize = 0x4000;
+const DATA_AT: usize = 0x8000;
+const SCRATCH: usize = 0x10000;
+
+/// Handle values no driver hands out to this process at this point.
+const JUNK_HANDLES: [(&str, u32); 3] = [
+    ("null handle", 0),
+    ("all-ones handle", 0xffff_ffff),
+    ("made-up handle", 0x4242_4240),
+];
+
+const QAI_OBJECTS_SIZE: u32 = DxgvHostObjects::SIZE as u32;
+
+/// The process's objects the cases aim at, as plain handles (garbage calls
+/// may destroy them; `reset` makes new ones).
+struct Env {
+    dxg: Dxg,
+    luid: WinLuid,
+    adapter: D3dkmtHandle,
+    device: D3dkmtHandle,
+    adapters: usize,
+    scratch: Mapping,
+    /// One page the kernel cannot touch.
+    none: Mapping,
+}
+
+impl Env {
+    fn new(dxg: Dxg) -> Result<Env, String> {
+        let list = dxg
+            .enum_adapters3_raw(D3dkmtEnumAdaptersFilter::INCLUDE_COMPUTE_ONLY)
+            .map_err(|e| e.to_string())?;
+        let first = *list.first().ok_or("the driver lists no adapter")?;
+        for a in &list[1..] {
+            let _ = dxg.close_adapter_raw(a.adapter_handle);
+        }
+        let device = dxg
+            .create_device_raw(first.adapter_handle, Default::default())
+            .map_err(|e| e.to_string())?;
+        let (scratch, _) = Mapping::guarded(SCRATCH).map_err(|e| e.to_string())?;
+        let none = Mapping::new(1, libc::PROT_NONE).map_err(|e| e.to_string())?;
+        Ok(Env {
+            dxg,
+            luid: first.adapter_luid,
+            adapter: first.adapter_handle,
+            device,
+            adapters: list.len(),
+            scratch,
+            none,
+        })
+    }
+
+    /// New adapter and device handles, after a garbage call that wrongly
+    /// succeeded may have closed or replaced them.
+    fn reset(&mut self) {
+        let _ = self.dxg.destroy_device_raw(self.device);
+        let _ = self.dxg.close_adapter_raw(self.adapter);
+        if let Ok(a) = self.dxg.open_adapter_from_luid_raw(self.luid) {
+            self.adapter = a;
+        }
+        if let Ok(d) = self.dxg.create_device_raw(self.adapter, Default::default()) {
+            self.device = d;
+        }
+    }
+
+    fn at(&self, off: usize) -> u64 {
+        self.scratch.addr() + off as u64
+    }
+
+    /// Addresses the kernel must refuse to read or write.
+    fn bad_addrs(&self) -> [(&'static str, u64); 6] {
+        [
+            ("null", 0),
+            ("unmapped low page", 0x1000),
+            ("inaccessible page", self.none.addr()),
+            ("kernel address", 0xffff_8880_0000_0000),
+            ("non-canonical address", 0x8000_0000_0000_0000),
+            ("last bytes of the address space", u64::MAX - 7),
+        ]
+    }
+
+    /// A handle the process had and gave back.
+    fn closed_adapter(&self) -> Option<D3dkmtHandle> {
+        let h = self.dxg.open_adapter_from_luid_raw(self.luid).ok()?;
+        self.dxg.close_adapter_raw(h).ok()?;
+        Some(h)
+    }
+
+    fn destroyed_device(&self) -> Option<D3dkmtHandle> {
+        let d = self
+            .dxg
+            .create_device_raw(self.adapter, Default::default())
+            .ok()?;
+        self.dxg.destroy_device_raw(d).ok()?;
+        Some(d)
+    }
+
+    /// Issues `nr` with `size` in the word and `arg` copied to the scratch
+    /// area.
+    fn raw(&self, nr: u32, size: usize, arg: &[u8]) -> Result<i32, Error> {
+        self.scratch.fill_from(arg);
+        // SAFETY: the argument lies in our scratch mapping, whose pointers
+        // name either other parts of it or addresses the kernel cannot use.
+        unsafe {
+            self.dxg
+                .ioctl_raw(nr, size, self.scratch.ptr().add(ARG_AT).cast())
+        }
+    }
+
+    /// Issues `T`'s ioctl with `arg` (in the scratch area).
+    fn call<T: IoctlArg>(&self, arg: &T) -> Result<i32, Error> {
+        self.raw(T::NR, core::mem::size_of::<T>(), arg.as_bytes())
+    }
+}
+
+/// One ioctl under test: its valid argument (in terms of the env), and
+/// whether the driver writes the argument back (so that a read-only one
+/// must fail).
+struct Target {
+    label: &'static str,
+    nr: u32,
+    size: usize,
+    writes_back: bool,
+    valid: fn(&Env) -> Vec<u8>,
+}
+
+fn target<T: IoctlArg>(
+    label: &'static str,
+    writes_back: bool,
+    valid: fn(&Env) -> Vec<u8>,
+) -> Target {
+    Target {
+        label,
+        nr: T::NR,
+        size: core::mem::size_of::<T>(),
+        writes_back,
+        valid,
+    }
+}
+
+fn enum2_arg(env: &Env) -> D3dkmtEnumAdapters2 {
+    D3dkmtEnumAdapters2 {
+        num_adapters: D3DKMT_ADAPTERS_MAX,
+        reserved: 0,
+        adapters: env.at(LIST_AT),
+    }
+}
+
+fn enum3_arg(env: &Env) -> D3dkmtEnumAdapters3 {
+    D3dkmtEnumAdapters3 {
+        filter: D3dkmtEnumAdaptersFilter::INCLUDE_COMPUTE_ONLY,
+        adapter_count: D3DKMT_ADAPTERS_MAX,
+        reserved: 0,
+        adapters: env.at(LIST_AT),
+    }
+}
+
+fn qai_arg(env: &Env) -> D3dkmtQueryAdapterInfo {
+    D3dkmtQueryAdapterInfo {
+        adapter: env.adapter,
+        r#type: qai_type::HOST_OBJECTS,
+        private_data: env.at(DATA_AT),
+        private_data_size: QAI_OBJECTS_SIZE,
+        _pad0: 0,
+    }
+}
+
+fn qvmi_arg(env: &Env) -> D3dkmtQueryVideoMemoryInfo {
+    D3dkmtQueryVideoMemoryInfo {
+        adapter: env.adapter,
+        memory_segment_group: memory_segment_group::LOCAL,
+        ..Default::default()
+    }
+}
+
+fn targets() -> Vec<Target> {
+    vec![
+        target::<D3dkmtEnumAdapters2>("enumadapters2", true, |e| enum2_arg(e).as_bytes().to_vec()),
+        target::<D3dkmtEnumAdapters3>("enumadapters3", true, |e| enum3_arg(e).as_bytes().to_vec()),
+        target::<D3dkmtOpenAdapterFromLuid>("openadapterfromluid", true, |e| {
+            D3dkmtOpenAdapterFromLuid {
+                adapter_luid: e.luid,
+                adapter_handle: D3dkmtHandle::NULL,
+            }
+            .as_bytes()
+            .to_vec()
+        }),
+        target::<D3dkmtCloseAdapter>("closeadapter", false, |e| {
+            D3dkmtCloseAdapter {
+                adapter_handle: e.adapter,
+            }
+            .as_bytes()
+            .to_vec()
+        }),
+        target::<D3dkmtQueryAdapterInfo>("queryadapterinfo", false, |e| {
+            qai_arg(e).as_bytes().to_vec()
+        }),
+        target::<D3dkmtCreateDevice>("createdevice", true, |e| {
+            D3dkmtCreateDevice {
+                adapter: e.adapter,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec()
+        }),
+        target::<D3dkmtDestroyDevice>("destroydevice", false, |e| {
+            D3dkmtDestroyDevice { device: e.device }.as_bytes().to_vec()
+        }),
+        target::<D3dkmtQueryVideoMemoryInfo>("queryvideomemoryinfo", true, |e| {
+            qvmi_arg(e).as_bytes().to_vec()
+        }),
+    ]
+}
+
+/// What every ioctl gets: bad argument pointers, a read-only argument,
+/// sizes in the command word other than its struct's.
+fn common_cases(tap: &mut Tap, env: &mut Env, t: &Target) {
+    for (what, addr) in env.bad_addrs() {
+        // SAFETY: a bad address the kernel cannot use (see bad_addrs).
+        let r = unsafe { env.dxg.ioctl_raw(t.nr, t.size, addr as *mut _) };
+        if tap.refused(&format!("{}: argument at {what}", t.label), r) {
+            env.reset();
+        }
+    }
+    if t.writes_back {
+        let name = format!("{}: read-only argument", t.label);
+        match Mapping::new(t.size, libc::PROT_READ | libc::PROT_WRITE) {
+            Ok(ro) => {
+                ro.fill_from(&(t.valid)(env));
+                if ro.protect(libc::PROT_READ).is_ok() {
+                    // SAFETY: a read-only page: the kernel can read the
+                    // argument but not write its answer.
+                    let r = unsafe { env.dxg.ioctl_raw(t.nr, t.size, ro.ptr().cast()) };
+                    if tap.refused(&name, r) {
+                        env.reset();
+                    }
+                } else {
+                    tap.not_ok(&name, "mprotect failed");
+                }
+            }
+            Err(e) => tap.not_ok(&name, &format!("mmap: {e}")),
+        }
+    }
+    let mut sizes = vec![0, t.size - 1, t.size + 1, t.size + 8, 4096, MAX_IOCTL_SIZE];
+    sizes.dedup();
+    for size in sizes {
+        let arg = (t.valid)(env);
+        let r = env.raw(t.nr, size, &arg);
+        if tap.refused(
+            &format!(
+                "{}: size {size} in the ioctl number (struct is {})",
+                t.label, t.size
+            ),
+            r,
+        ) {
+            env.reset();
+        }
+    }
+}
+
+fn enum_cases(tap: &mut Tap, env: &mut Env, v3: bool) {
+    let label = if v3 { "enumadapters3" } else { "enumadapters2" };
+    let call = |env: &Env, count: u32, adapters: u64| {
+        if v3 {
+            let mut a = enum3_arg(env);
+            a.adapter_count = count;
+            a.adapters = adapters;
+            env.call(&a)
+        } else {
+            let mut a = enum2_arg(env);
+            a.num_adapters = count;
+            a.adapters = adapters;
+            env.call(&a)
+        }
+    };
+    // A null list with a count is a count query in WSL's ABI, not garbage.
+    for (what, addr) in env.bad_addrs().into_iter().skip(1) {
+        let r = call(env, D3DKMT_ADAPTERS_MAX, addr);
+        if tap.refused(&format!("{label}: adapter list at {what}"), r) {
+            env.reset();
+        }
+    }
+    if let Ok(ro) = Mapping::new(
+        D3DKMT_ADAPTERS_MAX as usize * D3dkmtAdapterInfo::SIZE,
+        libc::PROT_READ,
+    ) {
+        let r = call(env, D3DKMT_ADAPTERS_MAX, ro.addr());
+        if tap.refused(&format!("{label}: adapter list read-only"), r) {
+            env.reset();
+        }
+    }
+    for count in [D3DKMT_ADAPTERS_MAX + 1, 0x8000_0000, u32::MAX] {
+        let r = call(env, count, env.at(LIST_AT));
+        if tap.refused(&format!("{label}: adapter count {count:#x}"), r) {
+            env.reset();
+        }
+    }
+    // Room for fewer adapters than there are (only testable with two).
+    if env.adapters > 1 {
+        let r = call(env, 1, env.at(LIST_AT));
+        if tap.refused(
+            &format!("{label}: room for 1 of {} adapters", env.adapters),
+            r,
+        ) {
+            env.reset();
+        }
+    }
+}
+
+fn open_cases(tap: &mut Tap, env: &mut Env) {
+    let l = env.luid;
+    let luids = [
+        ("zero LUID", WinLuid { a: 0, b: 0 }),
+        ("all-ones LUID", WinLuid { a: !0, b: !0 }),
+        (
+            "neighbouring LUID",
+            WinLuid {
+                a: l.a.wrapping_add(1),
+                b: l.b,
+            },
+        ),
+        (
+            "LUID with high bit flipped",
+            WinLuid {
+                a: l.a,
+                b: l.b ^ 0x8000_0000,
+            },
+        ),
+    ];
+    for (what, luid) in luids {
+        let r = env.dxg.open_adapter_from_luid_raw(luid);
+        if let Ok(h) = r {
+            let _ = env.dxg.close_adapter_raw(h);
+        }
+        tap.refused(&format!("openadapterfromluid: {what}"), r);
+    }
+}
+
+/// Handles that name nothing the call may act on, for `label`'s ioctl.
+fn wrong_handles(env: &Env, kind: &str) -> Vec<(String, D3dkmtHandle)> {
+    let mut v: Vec<(String, D3dkmtHandle)> = JUNK_HANDLES
+        .iter()
+        .map(|(w, h)| (w.to_string(), D3dkmtHandle(*h)))
+        .collect();
+    if kind == "adapter" {
+        v.push(("device handle as adapter".into(), env.device));
+        if let Some(h) = env.closed_adapter() {
+            v.push(("closed adapter handle".into(), h));
+        }
+    } else {
+        v.push(("adapter handle as device".into(), env.adapter));
+        if let Some(d) = env.destroyed_device() {
+            v.push(("destroyed device handle".into(), d));
+        }
+    }
+    v
+}
+
+fn close_cases(tap: &mut Tap, env: &mut Env) {
+    for (what, h) in wrong_handles(env, "adapter") {
+        if tap.refused(
+            &format!("closeadapter: {what}"),
+            env.dxg.close_adapter_raw(h),
+        ) {
+            env.reset();
+        }
+    }
+}
+
+fn destroy_cases(tap: &mut Tap, env: &mut Env) {
+    for (what, h) in wrong_handles(env, "device") {
+        if tap.refused(
+            &format!("destroydevice: {what}"),
+            env.dxg.destroy_device_raw(h),
+        ) {
+            env.reset();
+        }
+    }
+}
+
+fn create_cases(tap: &mut Tap, env: &mut Env) {
+    for (what, h) in wrong_handles(env, "adapter") {
+        let r = env.dxg.create_device_raw(h, Default::default());
+        if let Ok(d) = r {
+            let _ = env.dxg.destroy_device_raw(d);
+        }
+        tap.refused(&format!("createdevice: {what}"), r);
+    }
+}
+
+fn qai_cases(tap: &mut Tap, env: &mut Env) {
+    let mut data = |what: String, tweak: &dyn Fn(&mut D3dkmtQueryAdapterInfo)| {
+        let mut a = qai_arg(env);
+        tweak(&mut a);
+        let r = env.call(&a);
+        tap.refused(&format!("queryadapterinfo: {what}"), r);
+    };
+    for (what, addr) in env.bad_addrs() {
+        data(format!("private data at {what}"), &|a| {
+            a.private_data = addr
+        });
+    }
+    let ro = Mapping::new(4096, libc::PROT_READ).ok();
+    if let Some(ro) = &ro {
+        let addr = ro.addr();
+        data("private data read-only".into(), &|a| a.private_data = addr);
+    }
+    data("private data size 0".into(), &|a| a.private_data_size = 0);
+    data(
+        format!(
+            "private data size {} for a {QAI_OBJECTS_SIZE}-byte answer",
+            QAI_OBJECTS_SIZE - 1
+        ),
+        &|a| a.private_data_size = QAI_OBJECTS_SIZE - 1,
+    );
+    data("private data size 0x80000000".into(), &|a| {
+        a.private_data_size = 0x8000_0000
+    });
+    data("private data size 0xffffffff".into(), &|a| {
+        a.private_data_size = u32::MAX
+    });
+    data("unknown type 0x7ffffff0".into(), &|a| {
+        a.r#type = 0x7fff_fff0
+    });
+    data("unknown dxvmm type 0x4458ffff".into(), &|a| {
+        a.r#type = 0x4458_ffff
+    });
+    data("UMDRIVERPRIVATE with 4 bytes".into(), &|a| {
+        a.r#type = kmtqaitype::UMDRIVERPRIVATE;
+        a.private_data_size = 4;
+    });
+    for (what, h) in wrong_handles(env, "adapter") {
+        let mut buf = [0u8; DxgvHostObjects::SIZE];
+        let r = env
+            .dxg
+            .query_adapter_info(h, qai_type::HOST_OBJECTS, &mut buf);
+        tap.refused(&format!("queryadapterinfo: {what}"), r);
+    }
+}
+
+fn qvmi_cases(tap: &mut Tap, env: &mut Env) {
+    for (what, h) in wrong_handles(env, "adapter") {
+        let r = env
+            .dxg
+            .query_video_memory_info_raw(h, memory_segment_group::LOCAL, 0);
+        tap.refused(&format!("queryvideomemoryinfo: {what}"), r);
+    }
+    type Tweak = fn(&mut D3dkmtQueryVideoMemoryInfo);
+    let cases: [(&str, Tweak); 5] = [
+        ("segment group 2", |a| a.memory_segment_group = 2),
+        ("segment group 0xffffffff", |a| {
+            a.memory_segment_group = u32::MAX
+        }),
+        ("process handle 1", |a| a.process = 1),
+        ("process handle all ones", |a| a.process = u64::MAX),
+        ("physical adapter index 0xffffffff", |a| {
+            a.physical_adapter_index = u32::MAX
+        }),
+    ];
+    for (what, tweak) in cases {
+        let mut a = qvmi_arg(env);
+        tweak(&mut a);
+        let r = env.call(&a);
+        tap.refused(&format!("queryvideomemoryinfo: {what}"), r);
+    }
+}
+
+/// Numbers the driver does not serve must fail with ENOTTY; command words
+/// of another type or direction must fail somehow.
+fn unknown_cases(tap: &mut Tap, env: &mut Env) {
+    for (what, nr, size) in [
+        ("unused number 0x00", 0x00, 8),
+        ("unused number 0x03", 0x03, 8),
+        (
+            "WSL's SIGNALSYNCHRONIZATIONOBJECT 0x11 (not served)",
+            0x11,
+            64,
+        ),
+        ("number 0x3f past the table", 0x3f, 8),
+        ("number 0xff", 0xff, 8),
+    ] {
+        let r = env.raw(nr, size, &[0u8; 64]);
+        tap.refused_with(&format!("unknown ioctl: {what}"), r, libc::ENOTTY);
+    }
+    let enum2_size = core::mem::size_of::<D3dkmtEnumAdapters2>();
+    let arg = enum2_arg(env);
+    env.scratch.fill_from(arg.as_bytes());
+    let words = [
+        (
+            "ENUMADAPTERS2's number with type 'H'",
+            iowr(DXG_IOCTL_TYPE + 1, 0x14, enum2_size),
+        ),
+        // _IO('G', 0x14): no direction, no size.
+        ("ENUMADAPTERS2's number with no direction", Some(0x4714)),
+        // _IOR('G', 0x14, 16): read-only direction.
+        (
+            "ENUMADAPTERS2's number with read direction only",
+            dxg_cmd(0x14, enum2_size).map(|w| w & !0x4000_0000),
+        ),
+    ];
+    for (what, word) in words {
+        let Some(word) = word else {
+            tap.not_ok(what, "cannot encode");
+            continue;
+        };
+        // SAFETY: the argument is in our scratch mapping.
+        let r = unsafe { env.dxg.ioctl_cmd(word, env.scratch.ptr().cast()) };
+        if tap.refused(&format!("unknown ioctl: {what}"), r) {
+            env.reset();
+        }
+    }
+}
+
+/// A valid call of each kind still works.
+fn still_works(tap: &mut Tap, env: &mut Env, after: &str) {
+    let name = format!("{after}: driver still works");
+    let r = (|| -> Result<(), Error> {
+        let list = env
+            .dxg
+            .enum_adapters3_raw(D3dkmtEnumAdaptersFilter::INCLUDE_COMPUTE_ONLY)?;
+        for a in &list {
+            env.dxg.close_adapter_raw(a.adapter_handle)?;
+        }
+        if list.len() != env.adapters {
+            return Err(Error::BadAnswer {
+                ioctl: D3dkmtEnumAdapters3::NAME,
+                what: format!("{} adapters, {} before", list.len(), env.adapters),
+            });
+        }
+        env.dxg.query_host_objects(env.adapter)?;
+        let d = env.dxg.create_device_raw(env.adapter, Default::default())?;
+        env.dxg.destroy_device_raw(d)?;
+        env.dxg.query_video_memory_info_raw(env.adapter, 0, 0)?;
+        Ok(())
+    })();
+    if tap.works(&name, r).is_none() {
+        env.reset();
+    }
+}
+
+/// Handles of another process: a child opens an adapter and creates a
+/// device and sends their handles; none of our calls on them may succeed,
+/// and the child's objects must survive them.
+fn foreign_cases(tap: &mut Tap, dxg: &Dxg) {
+    let (Ok(up), Ok(down)) = (Pipe::new(), Pipe::new()) else {
+        tap.not_ok("foreign handles", "pipe failed");
+        return;
+    };
+    let pid = match sys::fork() {
+        Ok(Forked::Child) => foreign_child(&up, &down),
+        Ok(Forked::Parent(pid)) => pid,
+        Err(e) => {
+            tap.not_ok("foreign handles", &format!("fork: {e}"));
+            return;
+        }
+    };
+    let mut msg = [0u8; 8];
+    let got = sys::read_full(&up.read, &mut msg, Duration::from_secs(30));
+    let adapter = D3dkmtHandle(u32::from_le_bytes([msg[0], msg[1], msg[2], msg[3]]));
+    let device = D3dkmtHandle(u32::from_le_bytes([msg[4], msg[5], msg[6], msg[7]]));
+    if !matches!(got, Ok(8)) || adapter.is_null() || device.is_null() {
+        tap.not_ok(
+            "foreign handles",
+            &format!("the child could not set up ({got:?})"),
+        );
+        let _ = sys::kill9(pid);
+        let _ = sys::wait(pid);
+        return;
+    }
+    let mut buf = [0u8; DxgvHostObjects::SIZE];
+    tap.refused(
+        "foreign handles: queryadapterinfo on the other process's adapter",
+        dxg.query_adapter_info(adapter, qai_type::HOST_OBJECTS, &mut buf),
+    );
+    let r = dxg.create_device_raw(adapter, Default::default());
+    if let Ok(d) = r {
+        let _ = dxg.destroy_device_raw(d);
+    }
+    tap.refused(
+        "foreign handles: createdevice on the other process's adapter",
+        r,
+    );
+    tap.refused(
+        "foreign handles: queryvideomemoryinfo on the other process's adapter",
+        dxg.query_video_memory_info_raw(adapter, 0, 0),
+    );
+    tap.refused(
+        "foreign handles: destroydevice of the other process's device",
+        dxg.destroy_device_raw(device),
+    );
+    tap.refused(
+        "foreign handles: closeadapter of the other process's adapter",
+        dxg.close_adapter_raw(adapter),
+    );
+    let _ = sys::write_all(&down.write, b"g");
+    match sys::wait(pid) {
+        Ok(status) => {
+            tap.check(
+                "foreign handles: the owner's objects survived",
+                sys::exited_ok(status),
+                || format!("the child's own calls failed afterwards (wait status {status:#x})"),
+            );
+        }
+        Err(e) => tap.not_ok(
+            "foreign handles: the owner's objects survived",
+            &e.to_string(),
+        ),
+    }
+}
+
+fn foreign_child(up: &Pipe, down: &Pipe) -> ! {
+    // Its own open of the driver, so that it is a process of its own to the
+    // driver rather than a user of the parent's file.
+    let setup = || -> Result<(Dxg, D3dkmtHandle, D3dkmtHandle), Error> {
+        let dxg = Dxg::open()?;
+        let list = dxg.enum_adapters3_raw(D3dkmtEnumAdaptersFilter::INCLUDE_COMPUTE_ONLY)?;
+        let adapter = list
+            .first()
+            .map(|a| a.adapter_handle)
+            .ok_or(Error::BadAnswer {
+                ioctl: D3dkmtEnumAdapters3::NAME,
+                what: "no adapters".into(),
+            })?;
+        let device = dxg.create_device_raw(adapter, Default::default())?;
+        Ok((dxg, adapter, device))
+    };
+    let Ok((dxg, adapter, device)) = setup() else {
+        let _ = sys::write_all(&up.write, &[0; 8]);
+        sys::exit_child(2);
+    };
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&adapter.0.to_le_bytes());
+    msg[4..].copy_from_slice(&device.0.to_le_bytes());
+    let _ = sys::write_all(&up.write, &msg);
+    let mut go = [0u8; 1];
+    let _ = sys::read_full(&down.read, &mut go, Duration::from_secs(60));
+    let ok = dxg.query_host_objects(adapter).is_ok()
+        && dxg.destroy_device_raw(device).is_ok()
+        && dxg.close_adapter_raw(adapter).is_ok();
+    sys::exit_child(if ok { 0 } else { 3 });
+}
+
+fn objects(env: &Env) -> Result<DxgvHostObjects, Error> {
+    env.dxg.query_host_objects(env.adapter)
+}
+
+/// Runs the suite; true when every case passed.
+pub fn run() -> bool {
+    let mut tap = Tap::new();
+    let dxg = match Dxg::open() {
+        Ok(d) => d,
+        Err(e) => {
+            tap.not_ok("open /dev/dxg", &e.to_string());
+            return tap.finish();
+        }
+    };
+    // First, while this process holds no handle at all, so that a foreign
+    // handle cannot equal one of ours by chance.
+    foreign_cases(&mut tap, &dxg);
+
+    let mut env = match Env::new(dxg) {
+        Ok(env) => env,
+        Err(e) => {
+            tap.not_ok("setup (adapter and device)", &e);
+            return tap.finish();
+        }
+    };
+    // Devices on the host before the suite, less the env's own.
+    let before = objects(&env).ok().map(|o| o.devices.saturating_sub(1));
+
+    for t in targets() {
+        common_cases(&mut tap, &mut env, &t);
+        match t.label {
+            "enumadapters2" => enum_cases(&mut tap, &mut env, false),
+            "enumadapters3" => enum_cases(&mut tap, &mut env, true),
+            "openadapterfromluid" => open_cases(&mut tap, &mut env),
+            "closeadapter" => close_cases(&mut tap, &mut env),
+            "queryadapterinfo" => qai_cases(&mut tap, &mut env),
+            "createdevice" => create_cases(&mut tap, &mut env),
+            "destroydevice" => destroy_cases(&mut tap, &mut env),
+            "queryvideomemoryinfo" => qvmi_cases(&mut tap, &mut env),
+            _ => {}
+        }
+        still_works(&mut tap, &mut env, t.label);
+    }
+    unknown_cases(&mut tap, &mut env);
+    still_works(&mut tap, &mut env, "unknown ioctls");
+
+    // Nothing the garbage calls did may have left a device behind on the
+    // host. Other processes' devices would count too; the guest runs none.
+    let name = "no devices left on the host";
+    let _ = env.dxg.destroy_device_raw(env.device);
+    match before {
+        Some(before) => {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                match objects(&env) {
+                    Ok(o) if o.devices == before => {
+                        tap.ok(&format!("{name} ({})", ObjectsReport::from(&o).line()));
+                        break;
+                    }
+                    Ok(o) if Instant::now() >= deadline => {
+                        tap.not_ok(
+                            name,
+                            &format!("{} devices, {before} before the suite", o.devices),
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        tap.not_ok(name, &e.to_string());
+                        break;
+                    }
+                    Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+        None => tap.not_ok(name, "HOST_OBJECTS failed before the suite"),
+    }
+    let _ = env.dxg.close_adapter_raw(env.adapter);
+    tap.finish()
+}

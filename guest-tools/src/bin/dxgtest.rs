@@ -1,0 +1,76 @@
+//! dxgtest: test suites run inside a guest against the real driver.
+//!
+//! Usage: dxgtest abuse | procs [N] | roundtrip [N]
+
+use std::process::ExitCode;
+
+use dxvmm_guest_tools::{abuse, procs, roundtrip};
+use libdxg::DXG_PATH;
+
+const USAGE: &str = "usage: dxgtest SUITE
+  abuse          garbage for every adapter/device ioctl; TAP-like lines, exit 0 if all ok
+  procs [N]      N processes (default 32) killed holding devices; the host must free everything
+  roundtrip [N]  time N (default 10000) ioctls that reach the host; one JSON line";
+
+fn count(arg: Option<&String>, default: usize) -> Result<usize, String> {
+    match arg {
+        None => Ok(default),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("'{s}' is not a positive count")),
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = |why: &str| {
+        eprintln!("dxgtest: {why}\n{USAGE}");
+        ExitCode::from(2)
+    };
+    if !std::path::Path::new(DXG_PATH).exists() {
+        if matches!(args.first().map(String::as_str), Some("-h" | "--help")) {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        eprintln!("dxgtest: {DXG_PATH} not found: is the dxgkrnl module loaded?");
+        return ExitCode::FAILURE;
+    }
+    let (suite, rest) = match args.split_first() {
+        Some((s, rest)) => (s.as_str(), rest),
+        None => return usage("no suite given"),
+    };
+    if rest.len() > 1 {
+        return usage("too many arguments");
+    }
+    let pass = match suite {
+        "abuse" if rest.is_empty() => abuse::run(),
+        "procs" => match count(rest.first(), 32) {
+            Ok(n) => procs::run(n),
+            Err(e) => return usage(&e),
+        },
+        "roundtrip" => match count(rest.first(), 10_000) {
+            Ok(n) => match roundtrip::run(n) {
+                Ok(f) => {
+                    println!("{}", f.json(roundtrip::IOCTL));
+                    true
+                }
+                Err(e) => {
+                    eprintln!("dxgtest roundtrip: {e}");
+                    false
+                }
+            },
+            Err(e) => return usage(&e),
+        },
+        "-h" | "--help" => {
+            println!("{USAGE}");
+            true
+        }
+        other => return usage(&format!("unknown suite '{other}'")),
+    };
+    if pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
