@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Runs every dxvmm test: sets up what the tests need (packages, guest images,
-# builds), then the whole workspace's unit and integration tests, which boot
-# real guests. Exits non-zero on any failure.
+# Runs every dxvmm test: installs what the tests need and builds the guest
+# images (images/build.sh), then runs the whole workspace's unit and
+# integration tests, which boot real guests. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ci/setup.sh --no-boot
+if ! command -v cargo >/dev/null; then
+	echo "test: cargo not found: install Rust 1.87 or newer (https://rustup.rs), then run this again" >&2
+	exit 1
+fi
 
-echo "[test] cargo test --workspace"
+images/build.sh
+
+echo "[test] the workspace's tests"
 if command -v cargo-nextest >/dev/null; then
 	cargo nextest run --workspace --locked --no-fail-fast
 else
