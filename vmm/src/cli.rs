@@ -11,7 +11,8 @@ use crate::size::MemorySize;
     name = "dxvmm",
     version,
     about = "GPU paravirtualization (WSL 2 style /dev/dxg) for Linux guests on KVM or User-mode Linux",
-    long_about = "dxvmm boots a Linux guest and gives it virtual devices.\n\n\
+    long_about = "dxvmm boots a Linux guest with a virtual GPU: /dev/dxg, with WSL 2's D3DKMT ioctl \
+        interface, backed by the host's GPUs through Vulkan (see `dxvmm gpus`).\n\n\
         Engines: `kvm` runs Debian's cloud kernel on dxvmm's own KVM hypervisor (hosts with \
         VT-x/AMD-V); `uml` runs the guest as User-mode Linux with dxvmm's devices attached over \
         vhost-user (no hardware virtualization needed). Guest images come from `images/build.sh` \
