@@ -208,6 +208,7 @@ static int dxg_probe(struct virtio_device *vdev)
 	dxg->misc.name = "dxg";
 	dxg->misc.fops = &dxg_fops;
 	dxg->misc.mode = 0666;
+	dxg->misc.parent = &vdev->dev;
 	ret = misc_register(&dxg->misc);
 	if (ret) {
 		dev_err(&vdev->dev, "cannot register /dev/dxg: %d\n", ret);
