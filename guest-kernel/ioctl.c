@@ -24,10 +24,12 @@
 #define DXG_IOCTL_ARG_MAX	512
 
 typedef long (*dxg_ioctl_fn)(struct dxg_process *proc, void *args);
+typedef void (*dxg_undo_fn)(struct dxg_process *proc, void *args);
 
 struct dxg_ioctl {
 	unsigned int	cmd;
 	dxg_ioctl_fn	fn;
+	dxg_undo_fn	undo;	/* the result could not reach the caller */
 	const char	*name;
 };
 
@@ -77,6 +79,8 @@ static long dxg_enum_adapters(struct dxg_process *proc, u32 *count,
 		*count = n;
 		return 0;
 	}
+	if (*count > D3DKMT_ADAPTERS_MAX)
+		return -EINVAL;
 	if (*count < n)
 		return -EOVERFLOW;
 	if (!n) {
@@ -200,12 +204,19 @@ static long dxgk_create_device(struct dxg_process *proc, void *p)
 		dxgvmb_destroy_device(proc, adapter, device);
 		return ret;
 	}
-	/*
-	 * If the struct cannot be copied back, the device stays in the
-	 * table and dies with the process.
-	 */
 	args->device = device;
 	return 0;
+}
+
+/* The caller never learnt the handle: destroy the device again. */
+static void dxgk_create_device_undo(struct dxg_process *proc, void *p)
+{
+	struct d3dkmt_createdevice *args = p;
+	struct dxg_adapter *adapter;
+
+	adapter = dxg_process_take_device(proc, args->device);
+	if (adapter)
+		dxgvmb_destroy_device(proc, adapter, args->device);
 }
 
 static long dxgk_destroy_device(struct dxg_process *proc, void *p)
@@ -219,13 +230,15 @@ static long dxgk_destroy_device(struct dxg_process *proc, void *p)
 	return dxgvmb_destroy_device(proc, adapter, args->device);
 }
 
-#define DXG_IOCTL(_cmd, _fn) \
+#define DXG_IOCTL_UNDO(_cmd, _fn, _undo) \
 	[_IOC_NR(_cmd)] = { \
 		.cmd = (_cmd) + \
 			BUILD_BUG_ON_ZERO(_IOC_SIZE(_cmd) > DXG_IOCTL_ARG_MAX), \
 		.fn = (_fn), \
+		.undo = (_undo), \
 		.name = #_cmd, \
 	}
+#define DXG_IOCTL(_cmd, _fn) DXG_IOCTL_UNDO(_cmd, _fn, NULL)
 
 /*
  * Ioctls of WSL's table that are not here yet (contexts, allocations,
@@ -233,7 +246,8 @@ static long dxgk_destroy_device(struct dxg_process *proc, void *p)
  */
 static const struct dxg_ioctl dxg_ioctls[] = {
 	DXG_IOCTL(LX_DXOPENADAPTERFROMLUID, dxgk_open_adapter_from_luid),
-	DXG_IOCTL(LX_DXCREATEDEVICE, dxgk_create_device),
+	DXG_IOCTL_UNDO(LX_DXCREATEDEVICE, dxgk_create_device,
+		       dxgk_create_device_undo),
 	DXG_IOCTL(LX_DXQUERYADAPTERINFO, dxgk_query_adapter_info),
 	DXG_IOCTL(LX_DXQUERYVIDEOMEMORYINFO, dxgk_query_video_memory_info),
 	DXG_IOCTL(LX_DXENUMADAPTERS2, dxgk_enum_adapters2),
@@ -263,14 +277,21 @@ long dxg_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	if (task_tgid(current) != proc->tgid)
 		return -EPERM;
 	size = _IOC_SIZE(cmd);
-	if (copy_from_user(args, uarg, size))
+	/*
+	 * Writing the struct back unchanged first finds a read-only
+	 * argument before anything is created on the host.
+	 */
+	if (copy_from_user(args, uarg, size) || copy_to_user(uarg, args, size))
 		return -EFAULT;
 	ret = ioc->fn(proc, args);
 	if (ret < 0) {
 		pr_debug("%s: %ld\n", ioc->name, ret);
 		return ret;
 	}
-	if (copy_to_user(uarg, args, size))
+	if (copy_to_user(uarg, args, size)) {
+		if (ioc->undo)
+			ioc->undo(proc, args);
 		return -EFAULT;
+	}
 	return ret;
 }
