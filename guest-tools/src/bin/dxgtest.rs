@@ -12,6 +12,8 @@ const USAGE: &str = "usage: dxgtest SUITE
   procs [N]      N processes (default 32) killed holding devices; the host must free everything
   roundtrip [N]  time N (default 10000) ioctls that reach the host; one JSON line";
 
+const MAX_PROCS: usize = 4096;
+
 fn count(arg: Option<&String>, default: usize) -> Result<usize, String> {
     match arg {
         None => Ok(default),
@@ -28,45 +30,52 @@ fn main() -> ExitCode {
         eprintln!("dxgtest: {why}\n{USAGE}");
         ExitCode::from(2)
     };
-    if !std::path::Path::new(DXG_PATH).exists() {
-        if matches!(args.first().map(String::as_str), Some("-h" | "--help")) {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        eprintln!("dxgtest: {DXG_PATH} not found: is the dxgkrnl module loaded?");
-        return ExitCode::FAILURE;
-    }
     let (suite, rest) = match args.split_first() {
         Some((s, rest)) => (s.as_str(), rest),
         None => return usage("no suite given"),
     };
-    if rest.len() > 1 {
+    if matches!(suite, "-h" | "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if rest.len() > 1 || (suite == "abuse" && !rest.is_empty()) {
         return usage("too many arguments");
     }
-    let pass = match suite {
-        "abuse" if rest.is_empty() => abuse::run(),
-        "procs" => match count(rest.first(), 32) {
-            Ok(n) => procs::run(n),
-            Err(e) => return usage(&e),
-        },
-        "roundtrip" => match count(rest.first(), 10_000) {
-            Ok(n) => match roundtrip::run(n) {
-                Ok(f) => {
-                    println!("{}", f.json(roundtrip::IOCTL));
-                    true
-                }
-                Err(e) => {
-                    eprintln!("dxgtest roundtrip: {e}");
-                    false
-                }
-            },
-            Err(e) => return usage(&e),
-        },
-        "-h" | "--help" => {
-            println!("{USAGE}");
-            true
-        }
+    let n = match suite {
+        "abuse" => Ok(0),
+        "procs" => count(rest.first(), 32).and_then(|n| {
+            // Each child is a process and a host device: keep a typo from
+            // becoming a fork bomb.
+            if n > MAX_PROCS {
+                Err(format!("at most {MAX_PROCS} processes"))
+            } else {
+                Ok(n)
+            }
+        }),
+        "roundtrip" => count(rest.first(), 10_000),
         other => return usage(&format!("unknown suite '{other}'")),
+    };
+    let n = match n {
+        Ok(n) => n,
+        Err(e) => return usage(&e),
+    };
+    if !std::path::Path::new(DXG_PATH).exists() {
+        eprintln!("dxgtest: {DXG_PATH} not found: is the dxgkrnl module loaded?");
+        return ExitCode::FAILURE;
+    }
+    let pass = match suite {
+        "abuse" => abuse::run(),
+        "procs" => procs::run(n),
+        _ => match roundtrip::run(n) {
+            Ok(f) => {
+                println!("{}", f.json(roundtrip::IOCTL));
+                true
+            }
+            Err(e) => {
+                eprintln!("dxgtest roundtrip: {e}");
+                false
+            }
+        },
     };
     if pass {
         ExitCode::SUCCESS
