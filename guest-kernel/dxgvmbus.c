@@ -169,6 +169,12 @@ static int dxgvm_req_check(struct dxg_vdev *dxg, struct dxg_req *req)
 	return 0;
 }
 
+/* The module parameter in jiffies; at least one, so 0 cannot mean "never". */
+static unsigned long dxgvm_timeout(void)
+{
+	return max(msecs_to_jiffies(READ_ONCE(dxg_request_timeout_ms)), 1UL);
+}
+
 static bool dxgvm_ring_has_room(struct dxg_vdev *dxg)
 {
 	/* A hint only: virtqueue_add_sgs() under the lock decides. */
@@ -182,7 +188,7 @@ static bool dxgvm_ring_has_room(struct dxg_vdev *dxg)
 int dxgvm_req_wait(struct dxg_vdev *dxg, struct dxg_req *req,
 		   unsigned int flags)
 {
-	unsigned long timeout = msecs_to_jiffies(READ_ONCE(dxg_request_timeout_ms));
+	unsigned long timeout = dxgvm_timeout();
 	unsigned long irqflags;
 	bool answered;
 	long ret;
@@ -214,7 +220,7 @@ int dxgvm_req_wait(struct dxg_vdev *dxg, struct dxg_req *req,
 int dxgvm_req_submit(struct dxg_vdev *dxg, struct dxg_req *req,
 		     const struct winluid *luid, unsigned int flags)
 {
-	unsigned long timeout = msecs_to_jiffies(READ_ONCE(dxg_request_timeout_ms));
+	unsigned long timeout = dxgvm_timeout();
 	unsigned long deadline = jiffies + timeout;
 	struct scatterlist sg_out, sg_in, *sgs[2];
 	unsigned long irqflags;
