@@ -273,6 +273,9 @@ long dxg_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	/* The size field must be the struct's (and the direction _IOWR). */
 	if (cmd != ioc->cmd)
 		return -EINVAL;
+	/* The device is gone: nothing a handle names exists any more. */
+	if (READ_ONCE(proc->dxg->removed))
+		return -ENODEV;
 	/* Handles are per process: an inherited file is not the child's. */
 	if (task_tgid(current) != proc->tgid)
 		return -EPERM;
