@@ -11,6 +11,7 @@
 //! this program's own with a guard page after them, so a driver that writes
 //! more than it was told stops at the guard rather than in our heap.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dxvmm_protocol::abi::{
@@ -570,6 +571,65 @@ fn unknown_cases(tap: &mut Tap, env: &mut Env) {
     }
 }
 
+/// Two threads on one file: one opens adapters and creates, queries and
+/// destroys devices on them, the other closes and destroys whatever handle
+/// the first made last, at any moment. Calls may fail either way; the
+/// driver must not crash, must still work afterwards, and must not keep a
+/// device nobody can name (the final count checks that).
+///
+/// Runs after every fork of the suite: `sys::fork` relies on a
+/// single-threaded process.
+fn race_cases(tap: &mut Tap, env: &mut Env) {
+    const ROUNDS: usize = 2000;
+    let dxg = &env.dxg;
+    let luid = env.luid;
+    let adapter = AtomicU32::new(0);
+    let device = AtomicU32::new(0);
+    let done = AtomicBool::new(false);
+    let (made, raced) = std::thread::scope(|s| {
+        let maker = s.spawn(|| {
+            let mut made = 0usize;
+            for _ in 0..ROUNDS {
+                let Ok(a) = dxg.open_adapter_from_luid_raw(luid) else {
+                    continue;
+                };
+                adapter.store(a.0, Ordering::Relaxed);
+                if let Ok(d) = dxg.create_device_raw(a, Default::default()) {
+                    made += 1;
+                    device.store(d.0, Ordering::Relaxed);
+                    let _ = dxg.query_host_objects(a);
+                    let _ = dxg.query_video_memory_info_raw(a, 0, 0);
+                    let _ = dxg.destroy_device_raw(d);
+                }
+                let _ = dxg.close_adapter_raw(a);
+            }
+            done.store(true, Ordering::Relaxed);
+            made
+        });
+        let breaker = s.spawn(|| {
+            let mut raced = 0usize;
+            while !done.load(Ordering::Relaxed) {
+                let d = D3dkmtHandle(device.load(Ordering::Relaxed));
+                let a = D3dkmtHandle(adapter.load(Ordering::Relaxed));
+                raced += usize::from(dxg.destroy_device_raw(d).is_ok());
+                raced += usize::from(dxg.close_adapter_raw(a).is_ok());
+            }
+            raced
+        });
+        (maker.join(), breaker.join())
+    });
+    match (made, raced) {
+        (Ok(made), Ok(raced)) => tap.check(
+            &format!(
+                "race: {ROUNDS} open/create/destroy/close rounds against a thread closing their handles ({made} devices made, {raced} handles taken away)"
+            ),
+            made > 0,
+            || "no device could be created".into(),
+        ),
+        _ => tap.check("race: threads", false, || "a thread panicked".into()),
+    };
+}
+
 /// A valid call of each kind still works.
 fn still_works(tap: &mut Tap, env: &mut Env, after: &str) {
     let name = format!("{after}: driver still works");
@@ -767,6 +827,8 @@ pub fn run() -> bool {
     }
     unknown_cases(&mut tap, &mut env);
     still_works(&mut tap, &mut env, "unknown ioctls");
+    race_cases(&mut tap, &mut env);
+    still_works(&mut tap, &mut env, "race");
 
     // Nothing the garbage calls did may have left a device behind on the
     // host. Other processes' devices would count too; the guest runs none.
