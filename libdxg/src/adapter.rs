@@ -165,3 +165,33 @@ impl Drop for Device<'_> {
         let _ = self.dxg.destroy_device_raw(self.handle);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Errno;
+
+    #[test]
+    fn owners_report_release_errors_and_let_go_on_into_raw() {
+        // /dev/null refuses every ioctl: what close/destroy report is the
+        // driver's answer, and dropping an owner must not panic.
+        let null = Dxg::open_path("/dev/null").unwrap();
+        let info = D3dkmtAdapterInfo {
+            adapter_handle: D3dkmtHandle(0x40),
+            ..Default::default()
+        };
+        let err = Adapter::from_raw(&null, info).close().unwrap_err();
+        assert_eq!(err.errno(), Some(Errno(libc::ENOTTY)));
+        assert!(err.to_string().starts_with("LX_DXCLOSEADAPTER"), "{err}");
+        let adapter = Adapter::from_raw(&null, info);
+        assert!(adapter.host_objects().is_err());
+        assert!(adapter.create_device().is_err());
+        assert_eq!(adapter.into_raw().adapter_handle, D3dkmtHandle(0x40));
+        let err = Device::from_raw(&null, D3dkmtHandle(0x80))
+            .destroy()
+            .unwrap_err();
+        assert!(err.to_string().starts_with("LX_DXDESTROYDEVICE"), "{err}");
+        drop(Device::from_raw(&null, D3dkmtHandle(0x80)));
+        assert!(null.adapters().is_err());
+    }
+}
