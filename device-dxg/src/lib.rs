@@ -69,8 +69,10 @@ impl DxgDevice {
         &self.vm
     }
 
-    /// Handles one request frame; returns the reply frame.
-    fn handle(&mut self, bytes: &[u8]) -> Vec<u8> {
+    /// Handles one request frame (the readable part of a request chain);
+    /// returns the reply frame. Any bytes at all are accepted: what is not
+    /// a valid request gets a reply whose status says why.
+    pub fn handle_frame(&mut self, bytes: &[u8]) -> Vec<u8> {
         self.stats.requests += 1;
         // The request id, if the header is there at all, so that even a
         // refusal reaches the right waiter.
@@ -138,7 +140,7 @@ impl DxgDevice {
                         // Read just the header, for the request id.
                         let mut head_bytes = [0u8; FrameHeader::SIZE];
                         let n = std::io::Read::read(&mut reader, &mut head_bytes).unwrap_or(0);
-                        let mut r = self.handle(&head_bytes[..n]);
+                        let mut r = self.handle_frame(&head_bytes[..n]);
                         // handle() refused it as truncated; say why precisely.
                         if r.len() >= FrameHeader::SIZE {
                             let status = NtStatus::INVALID_PARAMETER;
@@ -149,7 +151,7 @@ impl DxgDevice {
                         let mut buf = vec![0u8; readable];
                         let n = read_fully(&mut reader, &mut buf);
                         buf.truncate(n);
-                        self.handle(&buf)
+                        self.handle_frame(&buf)
                     };
                     let room = writer.available_bytes();
                     write_reply(&mut writer, room, reply)
