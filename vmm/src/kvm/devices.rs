@@ -117,6 +117,10 @@ pub type Uart = Serial<IrqFd, NoEvents, KernelConsole>;
 pub struct VirtioSlot {
     pub base: u64,
     pub transport: Arc<Mutex<MmioTransport>>,
+    /// Written when a register access changed the host fd the device wants
+    /// polled (the driver activated or reset it): the device thread sleeps
+    /// in epoll and has no other way to learn of it.
+    pub rescan: EventFd,
 }
 
 /// Every device a vCPU exit can reach.
@@ -229,7 +233,12 @@ impl Devices {
 
     pub fn mmio_write(&self, addr: u64, data: &[u8]) {
         if let Some((s, off)) = self.virtio_at(addr) {
-            lock(&s.transport).write(off, data);
+            let mut t = lock(&s.transport);
+            let before = t.host_event_fd();
+            t.write(off, data);
+            if t.host_event_fd() != before {
+                let _ = s.rescan.write(1);
+            }
         }
     }
 }

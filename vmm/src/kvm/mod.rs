@@ -8,13 +8,16 @@
 //!   hvc0  the guest command's stdin and stdout
 //!   hvc1  its stderr
 //!   hvc2  control channel, on which /init reports the exit status
-//! Queue notifications arrive on ioeventfds and interrupts leave on irqfds,
-//! both served by one device thread; vCPU threads handle register accesses.
+//! Queue notifications arrive on ioeventfds and interrupts leave on irqfds;
+//! one device thread (`device_thread`, on rust-vmm's event-manager) serves
+//! the notifications and the devices' host input; vCPU threads handle
+//! register accesses.
 
 pub mod acpi;
 pub mod boot;
 pub mod cpu;
 pub mod detect;
+mod device_thread;
 mod devices;
 pub mod layout;
 
@@ -22,7 +25,7 @@ use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +41,6 @@ use virtio_devices::VirtioDevice;
 use virtio_mmio::{MmioTransport, NotifyRegistrar};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vm_superio::Serial;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::guest::{self, ControlChannel, Event, InputGate};
@@ -99,9 +101,6 @@ pub(crate) enum Stop {
 /// Time the guest gets to power off after it reported its status (or
 /// panicked) before it is stopped.
 const POWEROFF_GRACE: Duration = Duration::from_secs(10);
-/// How long the device thread sleeps before it looks for newly activated
-/// devices' host-side event sources.
-const DEVICE_POLL_MS: i32 = 50;
 /// dxvmm's part of the kernel command line; --cmdline is appended.
 const BASE_CMDLINE: &str = "console=ttyS0 panic=1 pci=off";
 
@@ -301,92 +300,6 @@ fn vcpu_loop(
     }
 }
 
-/// Serves queue notifications (ioeventfds) and host-side input of the
-/// virtio devices until `stop` is signalled.
-fn lock(t: &Mutex<MmioTransport>) -> std::sync::MutexGuard<'_, MmioTransport> {
-    t.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn device_loop(transports: Vec<Arc<Mutex<MmioTransport>>>, stop: EventFd) -> io::Result<()> {
-    const STOP: u64 = u64::MAX;
-    const HOST: u64 = 0xffff;
-    let epoll = Epoll::new()?;
-    epoll.ctl(
-        ControlOperation::Add,
-        stop.as_raw_fd(),
-        EpollEvent::new(EventSet::IN, STOP),
-    )?;
-    let mut queue_fds: Vec<Vec<EventFd>> = Vec::new();
-    for (d, t) in transports.iter().enumerate() {
-        let t = lock(t);
-        let mut fds = Vec::new();
-        for q in 0..t.num_queues() {
-            if let Some(evt) = t.queue_event(q) {
-                let evt = evt.try_clone()?;
-                let token = ((d as u64) << 16) | q as u64;
-                epoll.ctl(
-                    ControlOperation::Add,
-                    evt.as_raw_fd(),
-                    EpollEvent::new(EventSet::IN, token),
-                )?;
-                fds.push(evt);
-            }
-        }
-        queue_fds.push(fds);
-    }
-    let mut host: Vec<Option<RawFd>> = vec![None; transports.len()];
-    let mut ready = vec![EpollEvent::default(); 16];
-    loop {
-        // A device polls its host input only while it is active and has
-        // room for more; follow what each one asks for now.
-        for (d, t) in transports.iter().enumerate() {
-            let want = lock(t).host_event_fd();
-            if want != host[d] {
-                if let Some(old) = host[d] {
-                    let _ = epoll.ctl(ControlOperation::Delete, old, EpollEvent::default());
-                }
-                if let Some(new) = want {
-                    let token = ((d as u64) << 16) | HOST;
-                    epoll.ctl(
-                        ControlOperation::Add,
-                        new,
-                        EpollEvent::new(EventSet::IN, token),
-                    )?;
-                }
-                host[d] = want;
-            }
-        }
-        // A device is activated by a vCPU's register write, which does not
-        // wake this thread: look again shortly until all are active.
-        let all_active = transports.iter().all(|t| lock(t).activated());
-        let timeout = if all_active { -1 } else { DEVICE_POLL_MS };
-        let n = match epoll.wait(timeout, &mut ready) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        for ev in &ready[..n] {
-            let token = ev.data();
-            if token == STOP {
-                return Ok(());
-            }
-            let (d, q) = ((token >> 16) as usize, (token & 0xffff) as usize);
-            let Some(t) = transports.get(d) else { continue };
-            let r = if q as u64 == HOST {
-                lock(t).host_event()
-            } else {
-                if let Some(evt) = queue_fds[d].get(q) {
-                    let _ = evt.read();
-                }
-                lock(t).process_queue(q)
-            };
-            if let Err(e) = r {
-                tracing::warn!("virtio device {d}: {e}");
-            }
-        }
-    }
-}
-
 fn spawn_signal_forwarder(events: Sender<VmEvent>) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
@@ -408,7 +321,6 @@ struct Vm {
     // Field order is drop order: threads hold clones of what follows.
     vcpus: Vec<VcpuFd>,
     devices: Arc<Devices>,
-    transports: Vec<Arc<Mutex<MmioTransport>>>,
     _vm: VmFd,
     _mem: GuestMemoryMmap,
 }
@@ -503,7 +415,6 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
         )));
     }
     let mut slots = Vec::new();
-    let mut transports = Vec::new();
     let mut acpi_devices = Vec::new();
     for (i, dev) in virtio.into_iter().enumerate() {
         let base = layout::virtio_mmio_addr(i);
@@ -513,12 +424,11 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
             .map_err(kvm_err("register a virtio interrupt"))?;
         let t = MmioTransport::new(dev, mem.clone(), Arc::new(IrqFd(irq)))?;
         t.register_notifiers(base, &IoEvents(&vm))?;
-        let t = Arc::new(Mutex::new(t));
         slots.push(VirtioSlot {
             base,
-            transport: t.clone(),
+            transport: Arc::new(Mutex::new(t)),
+            rescan: EventFd::new(EFD_NONBLOCK)?,
         });
-        transports.push(t);
         acpi_devices.push(acpi::MmioDevice {
             addr: base,
             size: virtio_mmio::MMIO_WINDOW_SIZE,
@@ -561,7 +471,6 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
     Ok(Vm {
         vcpus,
         devices,
-        transports,
         _vm: vm,
         _mem: mem,
     })
@@ -629,13 +538,13 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     }
     let device_stop = EventFd::new(EFD_NONBLOCK)?;
     let device_thread = {
-        let transports = vm.transports.clone();
+        let devices = vm.devices.clone();
         let stop_evt = device_stop.try_clone()?;
         let e = events_tx.clone();
         std::thread::Builder::new()
             .name("devices".into())
             .spawn(move || {
-                if let Err(err) = device_loop(transports, stop_evt) {
+                if let Err(err) = device_thread::run(&devices.virtio, stop_evt) {
                     let _ = e.send(VmEvent::Stop(Stop::Failed(format!("device thread: {err}"))));
                 }
             })?
