@@ -1,12 +1,14 @@
 //! The KVM engine against small test guests on this host's real KVM: each
-//! guest prints on COM1, drives dxvmm's virtio-mmio consoles through their
-//! queues, and ends through the same paths a Linux guest uses.
+//! guest prints on COM1, drives dxvmm's virtio-mmio devices (the consoles,
+//! the dxg device) through their queues, and ends through the same paths a
+//! Linux guest uses.
 
 mod kvm_guest_code;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
+use kvm_guest_code::dxg;
 use kvm_guest_code::{scratch, write_guest, Asm, VIRTIO_BASE};
 
 fn dxvmm(kernel: &Path, initrd: &Path, log: &Path, extra: &[&str]) -> Output {
@@ -499,5 +501,92 @@ fn verbose_shows_the_kernel_console_on_stderr() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out, &log));
     assert!(String::from_utf8_lossy(&out.stderr).contains("console line\n"));
     assert!(out.stdout.is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A guest that sends one CREATEPROCESS to the dxg device through its
+/// request queue, checks the reply frame and reports `exit 0` on hvc2, or
+/// says on COM1 what was wrong and reports `exit 1`.
+fn dxg_guest() -> Asm {
+    const REQUEST_ID: u64 = 0x0dd5_0001;
+    let request = dxg::create_process_frame(REQUEST_ID);
+    let reply = dxg::create_process_reply(REQUEST_ID);
+    let q = dxg::request_queue();
+    let mut a = Asm::new();
+    let console_broken = a.label();
+    let no_device = a.label();
+    let not_used = a.label();
+    let bad_header = a.label();
+    let bad_status = a.label();
+    let null_handle = a.label();
+    let report_failure = a.label();
+
+    a.virtio_console_init(2, console_broken);
+    a.print("dxg test guest: up\n");
+    a.virtio_dxg_init(no_device);
+    let frame = a.data(&request);
+    a.dxg_chain(frame, request.len() as u32);
+    a.dxg_submit(1);
+    // used.ring[0]: our chain (head 0), with the whole reply written.
+    a.expect32(q.used + 4, u32::MAX, 0, not_used);
+    a.expect32(q.used + 8, u32::MAX, reply.len() as u32, not_used);
+    // The reply header, dword by dword, as dxvmm-protocol encodes it:
+    // magic, version and REPLY flag, our request id, payload length,
+    // STATUS_SUCCESS, the (zero) vGPU LUID of a global command.
+    for (i, word) in reply[..dxg::HEADER_SIZE as usize].chunks(4).enumerate() {
+        let offset = i as u64 * 4;
+        let want = u32::from_le_bytes(word.try_into().unwrap());
+        let fail = if offset == dxg::HEADER_STATUS {
+            bad_status
+        } else {
+            bad_header
+        };
+        a.expect32(q.buffer + offset, u32::MAX, want, fail);
+    }
+    // The payload: the host's handle for the new process.
+    a.expect_nonzero32(q.buffer + dxg::HEADER_SIZE, null_handle);
+    a.print("dxg test guest: CREATEPROCESS reply ok\n");
+    a.virtio_console_send(2, 1, b"exit 0\n", console_broken);
+    a.poweroff();
+
+    for (label, why) in [
+        (
+            no_device,
+            "no virtio-dxg device in the fourth virtio-mmio window",
+        ),
+        (not_used, "the device did not use the chain as expected"),
+        (bad_header, "the reply header is not a reply to our request"),
+        (bad_status, "the reply status is not STATUS_SUCCESS"),
+        (null_handle, "CREATEPROCESS returned a null process handle"),
+    ] {
+        a.bind(label);
+        a.print(&format!("dxg test guest: FAIL: {why}\n"));
+        a.jmp(report_failure);
+    }
+    a.bind(report_failure);
+    a.virtio_console_send(2, 1, b"exit 1\n", console_broken);
+    a.poweroff();
+    a.bind(console_broken);
+    a.print("dxg test guest: FAIL: the control console\n");
+    a.poweroff();
+    a
+}
+
+#[test]
+fn guest_drives_the_dxg_device_through_its_request_queue() {
+    require_kvm!();
+    let dir = scratch("kvm-dxg");
+    let (kernel, initrd) = write_guest(&dir, "dxg", dxg_guest());
+    let log = dir.join("serial.log");
+    let out = dxvmm(&kernel, &initrd, &log, &["--gpu", "all", "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !(out.status.code() == Some(125) && err.contains("--gpu")),
+        "this test needs a Vulkan adapter on the host (Mesa's lavapipe will do: \
+         mesa-vulkan-drivers); dxvmm said: {err}"
+    );
+    let serial = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out, &log));
+    assert!(serial.contains("CREATEPROCESS reply ok"), "{serial}");
     std::fs::remove_dir_all(dir).unwrap();
 }

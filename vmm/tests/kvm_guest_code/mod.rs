@@ -7,6 +7,8 @@
 //! as Linux's driver does), and the ACPI sleep register to power off.
 #![allow(dead_code)]
 
+pub mod dxg;
+
 use std::path::{Path, PathBuf};
 
 /// Where the code is loaded and entered.
@@ -17,6 +19,29 @@ const DATA_OFFSET: usize = 0x1000;
 const RING_BASE: u64 = 0x40_0000;
 pub const VIRTIO_BASE: u64 = 0xd000_0000;
 const QUEUE_SIZE: u32 = 16;
+
+/// Guest addresses of the one queue a test guest sets up on a device.
+pub struct Rings {
+    /// Descriptor table.
+    pub desc: u64,
+    /// Driver area (avail ring): flags u16, idx u16, ring[QUEUE_SIZE] u16.
+    pub avail: u64,
+    /// Device area (used ring): flags u16, idx u16, ring of (id u32, len u32).
+    pub used: u64,
+    /// A page free for the device's replies.
+    pub buffer: u64,
+}
+
+/// Where device `dev`'s queue lives: RING_BASE + dev * 64 KiB.
+pub fn rings(dev: u64) -> Rings {
+    let base = RING_BASE + dev * 0x1_0000;
+    Rings {
+        desc: base,
+        avail: base + 0x1000,
+        used: base + 0x2000,
+        buffer: base + 0x3000,
+    }
+}
 
 /// A tiny x86-64 assembler: only the instructions the test guests use.
 #[derive(Default)]
@@ -69,6 +94,23 @@ impl Asm {
     pub fn mov_ecx(&mut self, v: u32) {
         self.emit(&[0xb9]);
         self.emit(&v.to_le_bytes());
+    }
+    /// mov esi, imm32
+    pub fn mov_esi(&mut self, v: u32) {
+        self.emit(&[0xbe]);
+        self.emit(&v.to_le_bytes());
+    }
+    /// inc esi
+    pub fn inc_esi(&mut self) {
+        self.emit(&[0xff, 0xc6]);
+    }
+    /// mov word [rax], si
+    pub fn store_si(&mut self) {
+        self.emit(&[0x66, 0x89, 0x30]);
+    }
+    /// cmp bx, si
+    pub fn cmp_bx_si(&mut self) {
+        self.emit(&[0x66, 0x39, 0xf3]);
     }
     /// mov dword [rax], ebx
     pub fn store_ebx(&mut self) {
@@ -210,6 +252,14 @@ impl Asm {
         self.jne(fail);
     }
 
+    /// Jumps to `fail` if the 32-bit value at `addr` is zero.
+    pub fn expect_nonzero32(&mut self, addr: u64, fail: Label) {
+        self.mov_rax(addr);
+        self.load_ebx();
+        self.cmp_ebx(0);
+        self.jz(fail);
+    }
+
     /// Spins until the 16-bit value at `addr` is `v`.
     pub fn wait16(&mut self, addr: u64, v: u16) {
         let top = self.label();
@@ -253,10 +303,17 @@ impl Asm {
     /// Brings up virtio-mmio device `dev` the way Linux's driver does and
     /// readies its transmit queue (1); the rings live in guest RAM.
     pub fn virtio_console_init(&mut self, dev: u64, fail: Label) {
+        self.virtio_init(dev, 3, 1, fail);
+    }
+
+    /// Brings up virtio-mmio device `dev`, which must have virtio id
+    /// `device_id`, with VIRTIO_F_VERSION_1 and one queue, `queue`, of
+    /// QUEUE_SIZE entries at [`rings`]`(dev)`.
+    pub fn virtio_init(&mut self, dev: u64, device_id: u32, queue: u32, fail: Label) {
         let r = VIRTIO_BASE + dev * 0x1000;
         self.expect32(r, u32::MAX, 0x7472_6976, fail); // "virt"
         self.expect32(r + 0x4, u32::MAX, 2, fail); // version 2
-        self.expect32(r + 0x8, u32::MAX, 3, fail); // console
+        self.expect32(r + 0x8, u32::MAX, device_id, fail);
         self.write32(r + 0x70, 0); // reset
         self.write32(r + 0x70, 1); // ACKNOWLEDGE
         self.write32(r + 0x70, 3); // DRIVER
@@ -266,11 +323,11 @@ impl Asm {
         self.write32(r + 0x20, 1); // accept VERSION_1
         self.write32(r + 0x70, 0xb); // FEATURES_OK
         self.expect32(r + 0x70, u32::MAX, 0xb, fail);
-        self.write32(r + 0x30, 1); // queue 1: transmitq
+        self.write32(r + 0x30, queue); // QueueSel
         self.expect32(r + 0x44, u32::MAX, 0, fail);
         self.write32(r + 0x38, QUEUE_SIZE);
-        let base = RING_BASE + dev * 0x1_0000;
-        for (reg, addr) in [(0x80, base), (0x90, base + 0x1000), (0xa0, base + 0x2000)] {
+        let q = rings(dev);
+        for (reg, addr) in [(0x80, q.desc), (0x90, q.avail), (0xa0, q.used)] {
             self.write32(r + reg, addr as u32);
             self.write32(r + reg + 4, 0);
         }
@@ -285,8 +342,7 @@ impl Asm {
         let buf = self.data(text);
         self.virtio_console_post(dev, n, buf, text.len() as u32);
         let r = VIRTIO_BASE + dev * 0x1000;
-        let base = RING_BASE + dev * 0x1_0000;
-        self.wait16(base + 0x2000 + 2, n); // used.idx
+        self.wait16(rings(dev).used + 2, n); // used.idx
         self.expect32(r + 0x60, 1, 1, fail); // InterruptStatus: used buffer
         self.write32(r + 0x64, 1); // InterruptACK
     }
@@ -295,17 +351,17 @@ impl Asm {
     /// `dev`'s transmit queue and notifies the device.
     pub fn virtio_console_post(&mut self, dev: u64, n: u16, buf: u64, len: u32) {
         let r = VIRTIO_BASE + dev * 0x1000;
-        let base = RING_BASE + dev * 0x1_0000;
+        let q = rings(dev);
         let slot = (n - 1) as u64 % QUEUE_SIZE as u64;
         // Descriptor: addr, len, flags 0 (device-readable), next 0.
-        let desc = base + slot * 16;
+        let desc = q.desc + slot * 16;
         self.write32(desc, buf as u32);
         self.write32(desc + 4, (buf >> 32) as u32);
         self.write32(desc + 8, len);
         self.write32(desc + 12, 0);
         // avail.ring[slot] = slot; avail.idx = n (flags and idx share a dword).
-        self.write32(base + 0x1000 + 4 + slot * 2, slot as u32);
-        self.write32(base + 0x1000, (n as u32) << 16);
+        self.write32(q.avail + 4 + slot * 2, slot as u32);
+        self.write32(q.avail, (n as u32) << 16);
         self.write32(r + 0x50, 1); // QueueNotify(1)
     }
 
