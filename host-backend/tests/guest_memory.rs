@@ -1,0 +1,174 @@
+//! The device's view: allocation contents and fence values live in guest
+//! pages reached through vm-memory, and completions arrive as events.
+
+mod common;
+
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use dxvmm_host_backend::*;
+use dxvmm_protocol::cmdstream::{Command, CommandStream};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+#[derive(Debug, PartialEq)]
+enum Event {
+    Fence(Handle, u64),
+    Wait(u64),
+}
+
+struct Sink(Mutex<Sender<Event>>);
+
+impl EventSink for Sink {
+    fn fence_signaled(&self, _process: Handle, fence: Handle, value: u64) {
+        let _ = self.0.lock().unwrap().send(Event::Fence(fence, value));
+    }
+    fn wait_satisfied(&self, _process: Handle, cookie: u64) {
+        let _ = self.0.lock().unwrap().send(Event::Wait(cookie));
+    }
+}
+
+fn guest_pages(b: &dyn Backend) {
+    let (tx, rx) = channel();
+    b.set_event_sink(Some(Arc::new(Sink(Mutex::new(tx)))));
+    let fx = Fx::new(b);
+    let (p, d) = (fx.process, fx.device);
+    // 64 pages of guest RAM.
+    let guest = Arc::new(
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 * GUEST_PAGE_SIZE as usize)])
+            .unwrap(),
+    );
+    let pages = |pfns: &[u64]| -> Arc<dyn HostVisibleMemory> {
+        Arc::new(GuestRanges::from_pfns(guest.clone(), pfns).unwrap())
+    };
+    let alloc = |size| {
+        b.create_allocation(
+            p,
+            d,
+            &AllocationDesc {
+                size,
+                alignment: 0,
+                cpu_visible: true,
+            },
+        )
+        .unwrap()
+        .0
+    };
+    let map = |allocation, size| {
+        b.map_gpu_va(
+            p,
+            d,
+            &VaMapping {
+                base: 0,
+                minimum: 0,
+                maximum: 0,
+                size,
+                allocation,
+                allocation_offset: 0,
+            },
+        )
+        .unwrap()
+    };
+    // Source: guest frames 9, 3 (scattered); destination: frames 20, 21.
+    let src = alloc(8192);
+    let dst = alloc(8192);
+    let cmdbuf = alloc(4096);
+    b.set_allocation_memory(p, src, pages(&[9, 3])).unwrap();
+    b.set_allocation_memory(p, dst, pages(&[20, 21])).unwrap();
+    b.set_allocation_memory(p, cmdbuf, pages(&[30])).unwrap();
+    let (src_va, dst_va, cmd_va) = (map(src, 8192), map(dst, 8192), map(cmdbuf, 4096));
+    guest
+        .write_slice(&[0xab; 4096], GuestAddress(9 * 4096))
+        .unwrap();
+    guest
+        .write_slice(&[0xcd; 4096], GuestAddress(3 * 4096))
+        .unwrap();
+
+    // The fence value lives at byte 16 of guest frame 40.
+    let f = b
+        .create_sync_object(
+            p,
+            d,
+            0,
+            Some(FenceStorage {
+                memory: pages(&[40]),
+                offset: 16,
+            }),
+        )
+        .unwrap();
+    b.notify_when_reached(p, &[FenceValue { fence: f, value: 7 }], WaitMode::All, 99)
+        .unwrap();
+
+    // The guest writes the command stream into its pages and submits by VA.
+    let stream = CommandStream {
+        commands: vec![
+            Command::Copy {
+                src_va,
+                dst_va,
+                size: 8192,
+            },
+            Command::FenceSignal {
+                sync_object: f,
+                value: 7,
+            },
+        ],
+    }
+    .encode();
+    guest.write_slice(&stream, GuestAddress(30 * 4096)).unwrap();
+    b.submit(
+        p,
+        fx.context,
+        CommandBuffer::GpuVa {
+            va: cmd_va,
+            length: stream.len() as u64,
+        },
+    )
+    .unwrap();
+
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        events.push(rx.recv_timeout(Duration::from_secs(120)).expect("events"));
+    }
+    assert!(events.contains(&Event::Fence(f, 7)), "{events:?}");
+    assert!(events.contains(&Event::Wait(99)), "{events:?}");
+    let v: u64 = guest.read_obj(GuestAddress(40 * 4096 + 16)).unwrap();
+    assert_eq!(v, 7);
+
+    b.lock(p, dst).unwrap();
+    let mut out = vec![0u8; 4096];
+    guest.read_slice(&mut out, GuestAddress(20 * 4096)).unwrap();
+    assert_eq!(out, vec![0xab; 4096]);
+    guest.read_slice(&mut out, GuestAddress(21 * 4096)).unwrap();
+    assert_eq!(out, vec![0xcd; 4096]);
+    b.unlock(p, dst).unwrap();
+
+    // A command buffer in pages outside guest memory is a typed error.
+    let bad = alloc(4096);
+    b.set_allocation_memory(p, bad, pages(&[1 << 30])).unwrap();
+    assert!(matches!(
+        b.submit(
+            p,
+            fx.context,
+            CommandBuffer::GpuVa {
+                va: map(bad, 4096),
+                length: 64
+            }
+        ),
+        Err(BackendError::Memory { .. })
+    ));
+    b.set_event_sink(None);
+    b.destroy_process(p).unwrap();
+}
+
+#[test]
+fn soft_guest_pages_and_events() {
+    guest_pages(&SoftBackend::new());
+}
+
+#[test]
+fn gpu_guest_pages_and_events() {
+    if let Some(b) = new_gpu() {
+        guest_pages(&b);
+    }
+}
