@@ -5,7 +5,9 @@
 //! global; every other handle is valid only within the process that created
 //! it, so the device can pass the guest's handles straight through and a
 //! handle of another process is [`BackendError::InvalidHandle`]. Handles are
-//! never reused within a process, so a stale handle is always caught.
+//! unique backend-wide and not reused until a billion more have been made
+//! (then only values not alive in the process), so a stale handle, or one
+//! of another process, is caught.
 //!
 //! Ownership: a process owns its opened adapters; an opened adapter owns the
 //! devices created on it; a device owns its allocations, contexts (which own

@@ -26,9 +26,13 @@ use crate::shader::ShaderBinding;
 /// Most fences one signal or wait call names.
 pub const MAX_FENCES_PER_CALL: usize = 64;
 
-/// Most handles the backend makes in its life (they are never reused, so
-/// a stale one is always caught): 16.7 million.
+/// Most processes the backend creates in its life (process handles are
+/// never reused): 16.7 million.
 const MAX_HANDLES: u32 = 0x00ff_ffff;
+
+/// Object handles carry a 30-bit sequence number (the index and instance
+/// bits of `D3dkmtHandle`); the top bits say "object" (1) or "process" (2).
+const HANDLE_SEQUENCE_MASK: u32 = 0x3fff_ffff;
 
 struct OpenAdapter {
     index: usize,
@@ -141,17 +145,34 @@ impl<E: Engine> Process<E> {
     }
 
     fn new_handle(&mut self) -> Result<Handle> {
-        // Never wraps: once exhausted it stays exhausted.
-        let n = self
-            .next_handle
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n <= MAX_HANDLES).then_some(n + 1)
-            })
-            .map_err(|_| BackendError::OutOfMemory {
-                what: "handles",
-                size: MAX_HANDLES.into(),
-            })?;
-        Ok(Handle::from_parts(0, n, 1))
+        // 30 bits of sequence (a billion handles) before the counter wraps;
+        // after that a value still alive in this process is skipped, so a
+        // long-lived VM never runs out and never gets a duplicate.
+        for _ in 0..64 {
+            let n = self.next_handle.fetch_add(1, Ordering::Relaxed) & HANDLE_SEQUENCE_MASK;
+            if n == 0 {
+                continue;
+            }
+            let h = Handle::from_parts(n & 0x3f, n >> 6, 1);
+            if !self.holds(h) {
+                return Ok(h);
+            }
+        }
+        Err(BackendError::OutOfMemory {
+            what: "handles",
+            size: u64::from(HANDLE_SEQUENCE_MASK),
+        })
+    }
+
+    /// Whether `h` names a live object of this process (of any kind).
+    fn holds(&self, h: Handle) -> bool {
+        self.adapters.contains_key(&h)
+            || self.devices.contains_key(&h)
+            || self.allocations.contains_key(&h)
+            || self.queues.contains_key(&h)
+            || self.paging_queues.contains_key(&h)
+            || self.fences.contains_key(&h)
+            || self.pipelines.contains_key(&h)
     }
 
     fn device(&self, h: Handle) -> Result<&Device> {
