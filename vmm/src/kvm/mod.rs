@@ -101,6 +101,9 @@ pub(crate) enum Stop {
 /// Time the guest gets to power off after it reported its status (or
 /// panicked) before it is stopped.
 const POWEROFF_GRACE: Duration = Duration::from_secs(10);
+/// The null signal, never delivered: marks the end of the control relay's
+/// queue when the guest has stopped (see the end of `run`).
+const CONTROL_PROBE: i32 = 0;
 /// dxvmm's part of the kernel command line; --cmdline is appended.
 const BASE_CMDLINE: &str = "console=ttyS0 panic=1 pci=off";
 
@@ -496,6 +499,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     let (events_tx, events) = channel::<VmEvent>();
     // The control console speaks guest::Event; relay it.
     let (control_tx, control_rx) = channel::<Event>();
+    let control_probe = control_tx.clone();
     {
         let tx = events_tx.clone();
         std::thread::Builder::new()
@@ -643,9 +647,16 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
         .unwrap_or_else(|p| p.into_inner())
         .writer_mut()
         .finish();
-    // Late events: the control channel or the panic text may end only now.
-    for ev in events.try_iter() {
+    // Late events: the panic text may end only now, and the guest's status
+    // may still be on its way through the control relay (a guest that
+    // reports its status and powers off at once races it). Nothing writes
+    // the control channel any more, so a probe sent behind the status comes
+    // out of the relay after it: take everything up to the probe.
+    let _ = control_probe.send(Event::Signal(CONTROL_PROBE));
+    let drain_until = Instant::now() + Duration::from_secs(1);
+    while let Ok(ev) = events.recv_timeout(drain_until.saturating_duration_since(Instant::now())) {
         match ev {
+            VmEvent::Guest(Event::Signal(CONTROL_PROBE)) => break,
             VmEvent::Guest(Event::GuestStatus(s)) => status = status.or(Some(s)),
             VmEvent::Guest(Event::Panic(text)) => panic = panic.or(Some(text)),
             _ => {}
