@@ -147,6 +147,11 @@ fn kind_of(t: wgpu::DeviceType) -> DeviceKind {
 fn enumerate() -> Vec<(wgpu::Adapter, AdapterInfo)> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: wgpu::Backends::VULKAN,
+        // No validation layers or debug messenger, even in debug builds:
+        // the loader's chatter would bury dxvmm's one-line errors, and every
+        // command is checked before it reaches the driver. WGPU_DEBUG=1 and
+        // WGPU_VALIDATION=1 turn them on.
+        flags: wgpu::InstanceFlags::empty().with_env(),
         ..wgpu::InstanceDescriptor::new_without_display_handle()
     });
     let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
