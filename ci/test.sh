@@ -12,6 +12,9 @@ fi
 
 images/build.sh
 
+# The decoders of what the guest sends, fuzzed briefly (ci/fuzz.sh 600 for longer).
+ci/fuzz.sh 30
+
 echo "[test] the workspace's tests"
 if command -v cargo-nextest >/dev/null; then
 	cargo nextest run --workspace --locked --no-fail-fast

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Short fuzz runs of the decoders of untrusted guest input: each cargo-fuzz
+# target of protocol/fuzz for SECONDS (default 30). Longer runs:
+#   ci/fuzz.sh 600
+# cargo-fuzz needs a nightly compiler's -Z flags; RUSTC_BOOTSTRAP lets the
+# stable toolchain accept them. Exits non-zero when a target finds a crash
+# (the input is left in protocol/fuzz/artifacts/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-30}
+case "$secs" in '' | *[!0-9]*) echo "fuzz: SECONDS must be a whole number, not '$secs'" >&2; exit 2 ;; esac
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+	echo "[fuzz] installing cargo-fuzz"
+	cargo install --locked -q cargo-fuzz
+fi
+export RUSTC_BOOTSTRAP=1
+cd protocol/fuzz
+for target in $(cargo fuzz list); do
+	echo "[fuzz] $target for ${secs} s"
+	log=$(mktemp /tmp/dxvmm-fuzz-$target.XXXXXX.log)
+	if ! cargo fuzz run "$target" -- -max_total_time="$secs" -rss_limit_mb=2048 >"$log" 2>&1; then
+		tail -n 40 "$log" >&2
+		echo "fuzz: $target failed (log: $log)" >&2
+		exit 1
+	fi
+	grep -E "^(#[0-9]+|Done)" "$log" | tail -n 1 | sed 's/^/          /'
+	rm -f "$log"
+done
