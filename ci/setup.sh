@@ -3,7 +3,7 @@
 #   1. Debian packages (images/deps.sh: kernel sources, busybox, UML, lavapipe)
 #   2. guest images (images/build.sh: UML kernel, cloud kernel, initramfs)
 #   3. dxvmm itself (cargo build --release)
-#   4. a guest boots and shows what it has
+#   4. a guest boots and shows its GPU (dxginfo, through /dev/dxg)
 #
 # Usage: ci/setup.sh [--no-boot]
 set -euo pipefail
@@ -30,7 +30,5 @@ cargo build --release --locked -q -p dxvmm
 echo "[setup] dxvmm is at target/release/dxvmm"
 
 [ "$boot" -eq 1 ] || exit 0
-echo "[setup] booting a guest: target/release/dxvmm run -- <guest tools>"
-exec target/release/dxvmm run --timeout 120 -- sh -c '
-	echo "guest: $(uname -sr) on $(uname -m)";
-	echo "guest: virtio devices: $(cat /sys/bus/virtio/devices/*/device | tr "\n" " ")"'
+echo "[setup] booting a guest that shows its GPU: target/release/dxvmm run -- dxginfo"
+exec target/release/dxvmm run --timeout 120 -- sh -c 'echo "guest: $(uname -sr), /dev/dxg:"; exec dxginfo'
