@@ -73,9 +73,12 @@ struct TransportSubscriber {
 impl TransportSubscriber {
     fn new(index: usize, slot: &VirtioSlot, exit: Exit) -> io::Result<Self> {
         let t = lock(&slot.transport);
+        // Indexed by queue: an event's data is the index of its queue.
         let queue_evts = (0..t.num_queues())
-            .filter_map(|q| t.queue_event(q))
-            .map(EventFd::try_clone)
+            .map(|q| match t.queue_event(q) {
+                Some(evt) => evt.try_clone(),
+                None => Err(io::Error::other(format!("queue {q} has no eventfd"))),
+            })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(TransportSubscriber {
             index,
