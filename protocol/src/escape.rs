@@ -609,3 +609,105 @@ mod host_info_tests {
         );
     }
 }
+
+/// Flags of [`DxgvAllocationDesc::flags`].
+pub mod alloc_flags {
+    /// The CPU reaches the allocation: it is backed by guest pages
+    /// (SETEXISTINGSYSMEMPAGES) and can be locked.
+    pub const CPU_VISIBLE: u32 = 1 << 0;
+    pub const KNOWN: u32 = CPU_VISIBLE;
+}
+
+/// Largest alignment an allocation may ask for.
+pub const MAX_ALLOCATION_ALIGNMENT: u32 = 64 * 1024;
+
+wire_struct! {
+    /// The private driver data of one allocation in CREATEALLOCATION (the
+    /// `priv_drv_data` of its `d3dddi_allocationinfo2`): what dxvmm's
+    /// user-mode driver asks the host for.
+    #[repr(C)]
+    pub struct DxgvAllocationDesc [16] {
+        /// Bytes; non-zero, a multiple of 4.
+        pub size: u64 => 0,
+        /// 0, or a power of two up to [`MAX_ALLOCATION_ALIGNMENT`].
+        pub alignment: u32 => 8,
+        /// [`alloc_flags`].
+        pub flags: u32 => 12,
+    }
+}
+
+impl DxgvAllocationDesc {
+    /// Reads and checks one allocation's private data.
+    pub fn decode(bytes: &[u8]) -> Result<DxgvAllocationDesc, DecodeError> {
+        if bytes.len() != DxgvAllocationDesc::SIZE {
+            return Err(DecodeError::Truncated {
+                what: "allocation description",
+                need: DxgvAllocationDesc::SIZE,
+                have: bytes.len(),
+            });
+        }
+        let (d, _) =
+            DxgvAllocationDesc::read_from_prefix(bytes).map_err(|_| DecodeError::Truncated {
+                what: "allocation description",
+                need: DxgvAllocationDesc::SIZE,
+                have: bytes.len(),
+            })?;
+        if d.size == 0 || d.size % 4 != 0 {
+            return Err(DecodeError::InvalidValue {
+                what: "allocation size",
+                value: d.size,
+            });
+        }
+        if d.alignment != 0
+            && (!d.alignment.is_power_of_two() || d.alignment > MAX_ALLOCATION_ALIGNMENT)
+        {
+            return Err(DecodeError::InvalidValue {
+                what: "allocation alignment",
+                value: d.alignment.into(),
+            });
+        }
+        if d.flags & !alloc_flags::KNOWN != 0 {
+            return Err(DecodeError::InvalidValue {
+                what: "allocation flags",
+                value: d.flags.into(),
+            });
+        }
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod allocation_desc_tests {
+    use super::*;
+    use zerocopy::IntoBytes;
+
+    #[test]
+    fn allocation_desc_checks_its_fields() {
+        let good = DxgvAllocationDesc {
+            size: 4096,
+            alignment: 256,
+            flags: alloc_flags::CPU_VISIBLE,
+        };
+        assert_eq!(DxgvAllocationDesc::decode(good.as_bytes()).unwrap(), good);
+        for bad in [
+            DxgvAllocationDesc { size: 0, ..good },
+            DxgvAllocationDesc { size: 6, ..good },
+            DxgvAllocationDesc {
+                alignment: 3,
+                ..good
+            },
+            DxgvAllocationDesc {
+                alignment: 1 << 20,
+                ..good
+            },
+            DxgvAllocationDesc { flags: 2, ..good },
+        ] {
+            assert!(
+                DxgvAllocationDesc::decode(bad.as_bytes()).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(DxgvAllocationDesc::decode(&good.as_bytes()[..8]).is_err());
+        assert!(DxgvAllocationDesc::decode(&[0u8; 24]).is_err());
+    }
+}

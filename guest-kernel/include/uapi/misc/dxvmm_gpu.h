@@ -162,6 +162,18 @@ struct dxgv_umd_adapter_info {
 	char	name[128];	/* UTF-8, NUL-padded */
 };
 
+/* ---- allocations --------------------------------------------------------- */
+
+/* The private driver data of one allocation in CREATEALLOCATION. */
+#define DXGV_ALLOC_CPU_VISIBLE		(1u << 0)
+#define DXGV_MAX_ALLOCATION_ALIGNMENT	(64u * 1024)
+
+struct dxgv_allocation_desc {
+	__u64	size;		/* bytes: non-zero, a multiple of 4 */
+	__u32	alignment;	/* 0, or a power of two up to 64 KiB */
+	__u32	flags;		/* DXGV_ALLOC_* */
+};
+
 /* dxvmm's own QUERYADAPTERINFO types (forwarded to the host like any other) */
 #define DXGV_QAITYPE_HOST_ADAPTER	0x44580001u
 #define DXGV_QAITYPE_HOST_OBJECTS	0x44580002u
@@ -219,5 +231,6 @@ _Static_assert(offsetof(struct dxgv_umd_adapter_info, name) == 48, "umd info nam
 _Static_assert(sizeof(struct dxgv_host_adapter_info) == 456, "host adapter info");
 _Static_assert(offsetof(struct dxgv_host_adapter_info, name) == 328, "host adapter name");
 _Static_assert(sizeof(struct dxgv_host_objects) == 48, "host objects");
+_Static_assert(sizeof(struct dxgv_allocation_desc) == 16, "allocation desc");
 
 #endif /* _UAPI_MISC_DXVMM_GPU_H */
