@@ -8,6 +8,7 @@
 //! knows nothing of its transport: dxvmm runs it on virtio-mmio (KVM
 //! engine) and as a vhost-user device (user-mode engine).
 
+pub mod events;
 pub mod select;
 pub mod vm;
 
@@ -26,6 +27,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 use zerocopy::IntoBytes;
 
+pub use events::EventQueue;
 pub use select::{GpuSelection, SelectError};
 pub use vm::Vm;
 
@@ -41,23 +43,85 @@ pub struct Stats {
 /// The virtio-dxg device of one VM.
 pub struct DxgDevice {
     vm: Vm,
+    backend: Arc<dyn Backend>,
     config: VirtioDxgConfig,
     acked_features: u64,
     stats: Stats,
+    events: Arc<EventQueue>,
+    /// The guest's memory as of the last notification (requests that name
+    /// guest pages hand the backend a view of it).
+    mem: Option<GuestMemoryMmap>,
 }
 
 impl DxgDevice {
     /// A device that shows the guest the adapters of `backend` listed in
     /// `luids`, in that order.
-    pub fn new(backend: Arc<dyn Backend>, luids: &[WinLuid]) -> DxgDevice {
-        let vm = Vm::new(backend, luids);
+    ///
+    /// The device takes the backend's event sink: one device per backend.
+    pub fn new(backend: Arc<dyn Backend>, luids: &[WinLuid]) -> std::io::Result<DxgDevice> {
+        let events = Arc::new(EventQueue::new()?);
+        backend.set_event_sink(Some(events.clone()));
+        let vm = Vm::new(backend.clone(), luids);
         let shown: Vec<WinLuid> = vm.adapters().iter().map(|a| a.luid).collect();
-        DxgDevice {
+        Ok(DxgDevice {
             config: VirtioDxgConfig::new(&shown),
             vm,
+            backend,
             acked_features: 0,
             stats: Stats::default(),
+            events,
+            mem: None,
+        })
+    }
+
+    /// Moves pending host events into the buffers the guest posted.
+    fn deliver_events(&mut self, ctx: &mut QueueContext) -> Result<(), DeviceError> {
+        let mem: &GuestMemoryMmap = ctx.mem;
+        let mut used_any = false;
+        while let Some(frame) = self.events.pop() {
+            let queue: &mut Queue = ctx
+                .queues
+                .get_mut(usize::from(EVENT_QUEUE))
+                .ok_or(DeviceError::QueueIndex(usize::from(EVENT_QUEUE)))?;
+            let Some(chain) = queue.iter(mem)?.next() else {
+                self.events.unpop(frame);
+                break;
+            };
+            let head = chain.head_index();
+            let written = match chain.writer(mem) {
+                Ok(mut w) if w.available_bytes() >= frame.len() => {
+                    match std::io::Write::write_all(&mut w, &frame) {
+                        Ok(()) => frame.len() as u32,
+                        Err(e) => {
+                            tracing::debug!("writing an event: {e}");
+                            0
+                        }
+                    }
+                }
+                Ok(_) => {
+                    // A buffer below MIN_EVENT_BUFFER: the driver broke the
+                    // contract. Return it empty and keep the event.
+                    tracing::debug!("event buffer too small");
+                    self.events.unpop(frame);
+                    queue.add_used(mem, head, 0)?;
+                    used_any = true;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!("event chain: {e}");
+                    self.events.unpop(frame);
+                    queue.add_used(mem, head, 0)?;
+                    used_any = true;
+                    continue;
+                }
+            };
+            queue.add_used(mem, head, written)?;
+            used_any = true;
         }
+        if used_any {
+            ctx.notify(usize::from(EVENT_QUEUE))?;
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> Stats {
@@ -101,7 +165,7 @@ impl DxgDevice {
             }
         };
         let name = request.name();
-        match self.vm.dispatch(vgpu, request) {
+        match self.vm.dispatch_with(vgpu, request, self.mem.as_ref()) {
             Ok(reply) => {
                 let payload = reply.encode();
                 tracing::trace!(request = name, reply_len = payload.len(), "done");
@@ -123,6 +187,7 @@ impl DxgDevice {
 
     fn serve_requests(&mut self, ctx: &mut QueueContext) -> Result<(), DeviceError> {
         let mem: &GuestMemoryMmap = ctx.mem;
+        self.mem = Some(mem.clone());
         let mut used_any = false;
         loop {
             let queue: &mut Queue = ctx
@@ -228,14 +293,25 @@ impl VirtioDevice for DxgDevice {
     fn queue_notify(&mut self, index: usize, ctx: &mut QueueContext) -> Result<(), DeviceError> {
         match index {
             i if i == usize::from(REQUEST_QUEUE) => self.serve_requests(ctx),
-            // Event buffers stay posted until there is an event to write.
-            i if i == usize::from(EVENT_QUEUE) => Ok(()),
+            // New event buffers: deliver what waited for them.
+            i if i == usize::from(EVENT_QUEUE) => self.deliver_events(ctx),
             i => Err(DeviceError::QueueIndex(i)),
         }
     }
 
+    fn host_event_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.events.fd())
+    }
+
+    fn host_event(&mut self, ctx: &mut QueueContext) -> Result<(), DeviceError> {
+        self.events.acknowledge();
+        self.deliver_events(ctx)
+    }
+
     fn reset(&mut self) {
         self.vm.reset();
+        while self.events.pop().is_some() {}
+        self.mem = None;
         self.acked_features = 0;
     }
 }
@@ -243,6 +319,7 @@ impl VirtioDevice for DxgDevice {
 impl Drop for DxgDevice {
     fn drop(&mut self) {
         self.vm.reset();
+        self.backend.set_event_sink(None);
     }
 }
 
@@ -318,7 +395,7 @@ mod tests {
     fn device() -> DxgDevice {
         let backend: Arc<dyn Backend> = Arc::new(SoftBackend::new());
         let luid = backend.adapters()[0].luid;
-        DxgDevice::new(backend, &[luid])
+        DxgDevice::new(backend, &[luid]).unwrap()
     }
 
     #[test]

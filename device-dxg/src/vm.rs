@@ -8,22 +8,42 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use dxvmm_host_backend::{AdapterInfo, Backend, BackendError, ObjectCounts, SegmentGroup};
-use dxvmm_protocol::abi::{kmtqaitype, D3dkmtAdapterType, D3dkmtHandle, WinLuid};
+use dxvmm_host_backend::{
+    AdapterInfo, AllocationDesc, Backend, BackendError, CommandBuffer, FenceStorage, FenceValue,
+    GuestRanges, ObjectCounts, SegmentGroup, VaMapping, VaReservation, WaitMode,
+};
+use dxvmm_protocol::abi::{
+    escape_type, kmtqaitype, syncobject_type, D3dkmtAdapterType, D3dkmtHandle, WinLuid,
+};
 use dxvmm_protocol::escape::{
-    put_str, qai_type, DxgvHostAdapterInfo, DxgvHostObjects, DXGV_HOST_ADAPTER_MAGIC,
-    DXGV_HOST_ADAPTER_VERSION, DXGV_HOST_OBJECTS_MAGIC, DXGV_HOST_OBJECTS_VERSION,
+    alloc_flags, put_str, qai_type, DxgvAllocationDesc, DxgvHostAdapterInfo, DxgvHostObjects,
+    DXGV_HOST_ADAPTER_MAGIC, DXGV_HOST_ADAPTER_VERSION, DXGV_HOST_OBJECTS_MAGIC,
+    DXGV_HOST_OBJECTS_VERSION,
 };
 use dxvmm_protocol::frame::negotiate_version;
 use dxvmm_protocol::message::{Reply, Request};
 use dxvmm_protocol::vmbus::{
-    DxgkvmbCommandCreateDeviceReturn, DxgkvmbCommandCreateProcessReturn,
-    DxgkvmbCommandGetInternalAdapterInfoReturn, DxgkvmbCommandOpenAdapterReturn,
-    DxgkvmbCommandQueryVideoMemoryInfoReturn, DXGK_VMBUS_INTERFACE_VERSION,
-    DXGK_VMBUS_LAST_COMPATIBLE_INTERFACE_VERSION,
+    DxgkvmbCommandAllocInfoReturn, DxgkvmbCommandCreateAllocationReturn,
+    DxgkvmbCommandCreateDeviceReturn, DxgkvmbCommandCreatePagingQueueReturn,
+    DxgkvmbCommandCreateProcessReturn, DxgkvmbCommandCreateSyncObjectReturn,
+    DxgkvmbCommandEvictReturn, DxgkvmbCommandGetInternalAdapterInfoReturn,
+    DxgkvmbCommandLock2Return, DxgkvmbCommandMakeResidentReturn,
+    DxgkvmbCommandMapGpuVirtualAddressReturn, DxgkvmbCommandOpenAdapterReturn,
+    DxgkvmbCommandQueryVideoMemoryInfoReturn, DxgkvmbCommandReserveGpuVirtualAddressReturn,
+    DXGK_VMBUS_INTERFACE_VERSION, DXGK_VMBUS_LAST_COMPATIBLE_INTERFACE_VERSION,
 };
 use dxvmm_protocol::NtStatus;
+use vm_memory::GuestMemoryMmap;
 use zerocopy::IntoBytes;
+
+/// Guest memory as the backend holds it: the device's view, shared.
+type Memory = Arc<GuestMemoryMmap>;
+
+/// Size of a guest page (SETEXISTINGSYSMEMPAGES's unit).
+const PAGE: u64 = 4096;
+
+/// `D3DKMT_ALLOCATIONRESIDENCYSTATUS_RESIDENTINGPUMEMORY`.
+const RESIDENT_IN_GPU_MEMORY: u32 = 1;
 
 /// Most guest processes one VM may have at once: a guest that opens
 /// /dev/dxg without end gets STATUS_INSUFFICIENT_RESOURCES, not the host's
@@ -39,6 +59,19 @@ struct Process {
     /// The backend's handle for each adapter the process used, opened on
     /// first use.
     adapters: HashMap<WinLuid, D3dkmtHandle>,
+    /// Devices in creation order, with their adapter: the first one on an
+    /// adapter holds the process's GPU virtual address space there (WDDM
+    /// has one per process and adapter; RESERVE and FREE name the adapter).
+    devices: Vec<(WinLuid, D3dkmtHandle)>,
+    /// CPU-visible allocations whose guest pages have not all arrived.
+    pending_pages: HashMap<D3dkmtHandle, PagePlan>,
+}
+
+/// The page frame numbers of an allocation, filled by SETEXISTINGSYSMEMPAGES.
+struct PagePlan {
+    pfns: Vec<u64>,
+    filled: Vec<bool>,
+    missing: usize,
 }
 
 /// A VM's GPU-PV state.
@@ -145,10 +178,36 @@ impl Vm {
         self.opened.clear();
     }
 
+    /// The device that holds `process`'s GPU VA space on `vgpu`.
+    fn va_device(
+        &mut self,
+        process: D3dkmtHandle,
+        vgpu: WinLuid,
+    ) -> Result<D3dkmtHandle, NtStatus> {
+        self.process(process)?
+            .devices
+            .iter()
+            .find(|(l, _)| *l == vgpu)
+            .map(|(_, d)| *d)
+            .ok_or(NtStatus::INVALID_HANDLE)
+    }
+
     /// Carries out one request for the adapter `vgpu` (zero for global
-    /// commands).
+    /// commands) without guest memory: for requests that need none.
     pub fn dispatch(&mut self, vgpu: WinLuid, request: Request) -> Outcome {
+        self.dispatch_with(vgpu, request, None)
+    }
+
+    /// Carries out one request for the adapter `vgpu`; `mem` is the
+    /// guest's memory, for requests that name guest pages.
+    pub fn dispatch_with(
+        &mut self,
+        vgpu: WinLuid,
+        request: Request,
+        mem: Option<&GuestMemoryMmap>,
+    ) -> Outcome {
         let process = request.process();
+        let request_is_async = request.is_async();
         match request {
             Request::CreateProcess(_) => {
                 if self.processes.len() >= MAX_PROCESSES {
@@ -324,7 +383,10 @@ impl Vm {
             Request::CreateDevice(_) => {
                 let adapter = self.process_adapter(process, vgpu)?;
                 let device = match self.backend.create_device(process, adapter) {
-                    Ok(d) => d,
+                    Ok(d) => {
+                        self.process(process)?.devices.push((vgpu, d));
+                        d
+                    }
                     Err(e) => {
                         tracing::debug!("CREATEDEVICE: {e}");
                         D3dkmtHandle::NULL
@@ -335,21 +397,507 @@ impl Vm {
                 }))
             }
             Request::DestroyDevice(cmd) => {
-                self.process(process)?;
-                Ok(Reply::Status(result(
-                    self.backend.destroy_device(process, cmd.device),
-                )))
+                let r = self.backend.destroy_device(process, cmd.device);
+                let p = self.process(process)?;
+                if r.is_ok() {
+                    p.devices.retain(|(_, d)| *d != cmd.device);
+                }
+                Ok(Reply::Status(result(r)))
             }
             Request::FlushDevice(_) => {
                 self.process(process)?;
                 Ok(Reply::Status(result(self.backend.flush())))
             }
+            Request::CreateAllocation {
+                cmd,
+                alloc_info,
+                private_runtime_data,
+                priv_drv_data,
+                alloc_priv_drv_data,
+            } => {
+                self.process(process)?;
+                // No resources and no runtime data in dxvmm's profile (§2.6).
+                if cmd.resource != D3dkmtHandle::NULL
+                    || !private_runtime_data.is_empty()
+                    || !priv_drv_data.is_empty()
+                    || alloc_info.is_empty()
+                {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                let mut descs = Vec::with_capacity(alloc_info.len());
+                for data in &alloc_priv_drv_data {
+                    descs.push(DxgvAllocationDesc::decode(data).map_err(|e| e.status())?);
+                }
+                let mut made: Vec<(D3dkmtHandle, u64, bool)> = Vec::with_capacity(descs.len());
+                for d in &descs {
+                    let desc = AllocationDesc {
+                        size: d.size,
+                        alignment: u64::from(d.alignment),
+                        cpu_visible: d.flags & alloc_flags::CPU_VISIBLE != 0,
+                    };
+                    match self.backend.create_allocation(process, cmd.device, &desc) {
+                        Ok((h, info)) => made.push((h, info.size, desc.cpu_visible)),
+                        Err(e) => {
+                            // All or nothing: undo the ones made so far.
+                            for (h, _, _) in made {
+                                let _ = self.backend.destroy_allocation(process, h);
+                            }
+                            return Err(status(&e));
+                        }
+                    }
+                }
+                let p = self.process(process)?;
+                let mut allocation_info = Vec::with_capacity(made.len());
+                for (h, size, cpu_visible) in &made {
+                    let size = size.div_ceil(PAGE) * PAGE;
+                    if *cpu_visible {
+                        let pages = (size / PAGE) as usize;
+                        p.pending_pages.insert(
+                            *h,
+                            PagePlan {
+                                pfns: vec![0; pages],
+                                filled: vec![false; pages],
+                                missing: pages,
+                            },
+                        );
+                    }
+                    allocation_info.push(DxgkvmbCommandAllocInfoReturn {
+                        allocation: *h,
+                        priv_drv_data_size: DxgvAllocationDesc::SIZE as u32,
+                        allocation_size: size,
+                        ..Default::default()
+                    });
+                }
+                Ok(Reply::CreateAllocation {
+                    ret: DxgkvmbCommandCreateAllocationReturn {
+                        flags: cmd.flags,
+                        ..Default::default()
+                    },
+                    allocation_info,
+                    alloc_priv_drv_data,
+                })
+            }
+            Request::SetExistingSysmemPages { cmd, pfns } => {
+                let mem = mem.ok_or(NtStatus::UNSUCCESSFUL)?;
+                let backend = self.backend.clone();
+                let p = self.process(process)?;
+                let plan = p
+                    .pending_pages
+                    .get_mut(&cmd.allocation)
+                    .ok_or(NtStatus::INVALID_HANDLE)?;
+                let start = cmd.alloc_offset_in_pages as usize;
+                let end = start
+                    .checked_add(pfns.len())
+                    .filter(|e| *e <= plan.pfns.len())
+                    .ok_or(NtStatus::INVALID_PARAMETER)?;
+                if pfns.len() != cmd.num_pages as usize {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                // Every page must be guest memory: check now, not at first use.
+                for &pfn in &pfns {
+                    let ok = pfn
+                        .checked_mul(PAGE)
+                        .is_some_and(|gpa| guest_range_ok(mem, gpa, PAGE));
+                    if !ok {
+                        return Err(NtStatus::INVALID_PARAMETER);
+                    }
+                }
+                for (i, &pfn) in (start..end).zip(&pfns) {
+                    plan.pfns[i] = pfn;
+                    if !plan.filled[i] {
+                        plan.filled[i] = true;
+                        plan.missing -= 1;
+                    }
+                }
+                if plan.missing > 0 {
+                    return Ok(Reply::Status(NtStatus::SUCCESS));
+                }
+                let plan = p
+                    .pending_pages
+                    .remove(&cmd.allocation)
+                    .expect("present above");
+                let memory: Memory = Arc::new(mem.clone());
+                let ranges = GuestRanges::from_pfns(memory, &plan.pfns).map_err(|e| status(&e))?;
+                Ok(Reply::Status(result(backend.set_allocation_memory(
+                    process,
+                    cmd.allocation,
+                    Arc::new(ranges),
+                ))))
+            }
+            Request::DestroyAllocation { cmd, allocations } => {
+                self.process(process)?;
+                if cmd.resource != D3dkmtHandle::NULL {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                let mut st = NtStatus::SUCCESS;
+                for h in allocations {
+                    match self.backend.destroy_allocation(process, h) {
+                        Ok(()) => {
+                            self.process(process)?.pending_pages.remove(&h);
+                        }
+                        Err(e) if st.is_success() => st = status(&e),
+                        Err(_) => {}
+                    }
+                }
+                Ok(Reply::Status(st))
+            }
+            Request::MakeResident { .. } => {
+                // Everything is resident: the backend has no eviction.
+                self.process(process)?;
+                Ok(Reply::MakeResident(DxgkvmbCommandMakeResidentReturn {
+                    status: NtStatus::SUCCESS,
+                    ..Default::default()
+                }))
+            }
+            Request::Evict { .. } => {
+                self.process(process)?;
+                Ok(Reply::Evict(DxgkvmbCommandEvictReturn::default()))
+            }
+            Request::QueryAllocationResidency { allocations, .. } => {
+                self.process(process)?;
+                Ok(Reply::QueryAllocationResidency {
+                    status: NtStatus::SUCCESS,
+                    residency_status: vec![RESIDENT_IN_GPU_MEMORY; allocations.len()],
+                })
+            }
+            Request::SetAllocationPriority { .. } => {
+                self.process(process)?;
+                Ok(Reply::Status(NtStatus::SUCCESS))
+            }
+            Request::GetAllocationPriority { allocations, .. } => {
+                self.process(process)?;
+                // D3DDDI_ALLOCATIONPRIORITY_NORMAL.
+                Ok(Reply::GetAllocationPriority {
+                    status: NtStatus::SUCCESS,
+                    priorities: vec![0x7800_0000; allocations.len().max(1)],
+                })
+            }
+            Request::Lock2(cmd) => {
+                self.process(process)?;
+                if self
+                    .process(process)?
+                    .pending_pages
+                    .contains_key(&cmd.args.allocation)
+                {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                let st = result(self.backend.lock(process, cmd.args.allocation));
+                Ok(Reply::Lock2(DxgkvmbCommandLock2Return {
+                    status: st,
+                    ..Default::default()
+                }))
+            }
+            Request::Unlock2(cmd) => {
+                self.process(process)?;
+                Ok(Reply::Status(result(
+                    self.backend.unlock(process, cmd.args.allocation),
+                )))
+            }
+            Request::ReserveGpuVirtualAddress(cmd) => {
+                let device = self.va_device(process, vgpu)?;
+                let a = cmd.args;
+                let req = VaReservation {
+                    base: a.base_address,
+                    minimum: a.minimum_address,
+                    maximum: a.maximum_address,
+                    size: a.size,
+                };
+                // A failure is a zero address, as on Hyper-V.
+                let virtual_address = match self.backend.reserve_gpu_va(process, device, &req) {
+                    Ok(va) => va,
+                    Err(e) => {
+                        tracing::debug!("RESERVEGPUVIRTUALADDRESS: {e}");
+                        0
+                    }
+                };
+                Ok(Reply::ReserveGpuVirtualAddress(
+                    DxgkvmbCommandReserveGpuVirtualAddressReturn {
+                        virtual_address,
+                        paging_fence_value: 0,
+                    },
+                ))
+            }
+            Request::MapGpuVirtualAddress(cmd) => {
+                let device = self.va_device(process, vgpu)?;
+                let a = cmd.args;
+                let size = a.size_in_pages.checked_mul(PAGE);
+                let offset = a.offset_in_pages.checked_mul(PAGE);
+                let (Some(size), Some(allocation_offset)) = (size, offset) else {
+                    return Err(NtStatus::INTEGER_OVERFLOW);
+                };
+                let map = VaMapping {
+                    base: a.base_address,
+                    minimum: a.minimum_address,
+                    maximum: a.maximum_address,
+                    size,
+                    allocation: a.allocation,
+                    allocation_offset,
+                };
+                let mut ret = DxgkvmbCommandMapGpuVirtualAddressReturn::default();
+                match self.backend.map_gpu_va(process, device, &map) {
+                    Ok(va) => ret.virtual_address = va,
+                    Err(e) => ret.status = status(&e),
+                }
+                Ok(Reply::MapGpuVirtualAddress(ret))
+            }
+            Request::FreeGpuVirtualAddress(cmd) => {
+                let device = self.va_device(process, vgpu)?;
+                Ok(Reply::Status(result(self.backend.free_gpu_va(
+                    process,
+                    device,
+                    cmd.args.base_address,
+                    cmd.args.size,
+                ))))
+            }
+            Request::CreatePagingQueue(cmd) => {
+                self.process(process)?;
+                let q = self
+                    .backend
+                    .create_paging_queue(process, cmd.args.device)
+                    .map_err(|e| status(&e))?;
+                Ok(Reply::CreatePagingQueue(
+                    DxgkvmbCommandCreatePagingQueueReturn {
+                        paging_queue: q.handle,
+                        sync_object: q.sync_object,
+                        ..Default::default()
+                    },
+                ))
+            }
+            Request::DestroyPagingQueue(cmd) => {
+                self.process(process)?;
+                Ok(Reply::Status(result(
+                    self.backend.destroy_paging_queue(process, cmd.paging_queue),
+                )))
+            }
+            Request::CreateContextVirtual {
+                mut cmd,
+                priv_drv_data,
+            } => {
+                self.process(process)?;
+                cmd.context = self
+                    .backend
+                    .create_context(process, cmd.device)
+                    .map_err(|e| status(&e))?;
+                Ok(Reply::CreateContextVirtual { cmd, priv_drv_data })
+            }
+            Request::DestroyContext(cmd) => {
+                self.process(process)?;
+                Ok(Reply::Status(result(
+                    self.backend.destroy_context(process, cmd.context),
+                )))
+            }
+            Request::CreateHwQueue {
+                mut cmd,
+                priv_drv_data,
+            } => {
+                self.process(process)?;
+                let storage = fence_storage(mem, cmd.hwqueue_progress_fence_cpuva)?;
+                match self.backend.create_hw_queue(process, cmd.context, storage) {
+                    Ok(q) => {
+                        cmd.status = NtStatus::SUCCESS;
+                        cmd.hwqueue = q.handle;
+                        cmd.hwqueue_progress_fence = q.progress_fence;
+                        cmd.hwqueue_progress_fence_gpuva = 0;
+                    }
+                    Err(e) => cmd.status = status(&e),
+                }
+                Ok(Reply::CreateHwQueue { cmd, priv_drv_data })
+            }
+            Request::DestroyHwQueue(cmd) => {
+                self.process(process)?;
+                Ok(Reply::Status(result(
+                    self.backend.destroy_hw_queue(process, cmd.hwqueue),
+                )))
+            }
+            Request::CreateSyncObject(cmd) => {
+                self.process(process)?;
+                let info = cmd.args.info;
+                if info.r#type != syncobject_type::MONITORED_FENCE {
+                    return Err(NtStatus::NOT_SUPPORTED);
+                }
+                let mf = info.monitored_fence();
+                let storage = fence_storage(mem, mf.fence_cpu_virtual_address)?;
+                let fence = self
+                    .backend
+                    .create_sync_object(process, cmd.args.device, mf.initial_fence_value, storage)
+                    .map_err(|e| status(&e))?;
+                Ok(Reply::CreateSyncObject(
+                    DxgkvmbCommandCreateSyncObjectReturn {
+                        sync_object: fence,
+                        fence_storage_address: mf.fence_cpu_virtual_address,
+                        ..Default::default()
+                    },
+                ))
+            }
+            Request::DestroySyncObject(cmd) => {
+                self.process(process)?;
+                Ok(Reply::Status(result(
+                    self.backend.destroy_sync_object(process, cmd.sync_object),
+                )))
+            }
+            Request::SignalSyncObject {
+                cmd,
+                objects,
+                contexts,
+                fence_values,
+            } => {
+                self.process(process)?;
+                let fences = fence_list(&objects, &fence_values, cmd.fence_value);
+                let r = if contexts.is_empty() {
+                    self.backend.signal_from_cpu(process, &fences)
+                } else {
+                    contexts
+                        .iter()
+                        .try_for_each(|c| self.backend.signal_from_queue(process, *c, &fences))
+                };
+                if request_is_async {
+                    if let Err(e) = r {
+                        tracing::debug!("async SIGNALSYNCOBJECT: {e}");
+                    }
+                    return Ok(Reply::Empty);
+                }
+                Ok(Reply::Status(result(r)))
+            }
+            Request::WaitForSyncObjectFromCpu {
+                cmd,
+                objects,
+                fence_values,
+            } => {
+                self.process(process)?;
+                let fences = fence_list(&objects, &fence_values, 0);
+                let mode = if cmd.flags.contains(
+                    dxvmm_protocol::abi::D3dddiWaitForSynchronizationObjectFromCpuFlags::WAIT_ANY,
+                ) {
+                    WaitMode::Any
+                } else {
+                    WaitMode::All
+                };
+                // Satisfied now?
+                let reached = |f: &FenceValue| {
+                    self.backend
+                        .fence_value(process, f.fence)
+                        .map(|v| v >= f.value)
+                };
+                let mut now = Vec::with_capacity(fences.len());
+                for f in &fences {
+                    now.push(reached(f).map_err(|e| status(&e))?);
+                }
+                let done = match mode {
+                    WaitMode::All => now.iter().all(|r| *r),
+                    WaitMode::Any => now.iter().any(|r| *r),
+                };
+                if done {
+                    return Ok(Reply::Status(NtStatus::SUCCESS));
+                }
+                if cmd.guest_event_pointer == 0 {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                self.backend
+                    .notify_when_reached(process, &fences, mode, cmd.guest_event_pointer)
+                    .map_err(|e| status(&e))?;
+                Ok(Reply::Status(NtStatus::PENDING))
+            }
+            Request::WaitForSyncObjectFromGpu {
+                cmd,
+                fence_values,
+                objects,
+            } => {
+                self.process(process)?;
+                let fences = fence_list(&objects, &fence_values, 0);
+                Ok(Reply::Status(result(self.backend.wait_from_queue(
+                    process,
+                    cmd.context,
+                    &fences,
+                ))))
+            }
+            Request::SubmitCommand { cmd, .. } => {
+                self.process(process)?;
+                let a = cmd.args;
+                if a.broadcast_context_count != 1 {
+                    return Err(NtStatus::INVALID_PARAMETER);
+                }
+                let context = a.broadcast_context[0];
+                Ok(Reply::Status(result(self.backend.submit(
+                    process,
+                    context,
+                    CommandBuffer::GpuVa {
+                        va: a.command_buffer,
+                        length: u64::from(a.command_length),
+                    },
+                ))))
+            }
+            Request::SubmitCommandToHwQueue { cmd, .. } => {
+                self.process(process)?;
+                let a = cmd.args;
+                let r = self.backend.submit(
+                    process,
+                    a.hwqueue,
+                    CommandBuffer::GpuVa {
+                        va: a.command_buffer,
+                        length: u64::from(a.command_length),
+                    },
+                );
+                Ok(Reply::Status(result(r)))
+            }
+            Request::Escape { cmd, priv_drv_data } => {
+                self.process(process)?;
+                if cmd.r#type != escape_type::DRIVERPRIVATE {
+                    return Err(NtStatus::NOT_SUPPORTED);
+                }
+                let out = self
+                    .backend
+                    .escape(process, cmd.device, &priv_drv_data)
+                    .map_err(|e| status(&e))?;
+                Ok(Reply::Escape { priv_drv_data: out })
+            }
+            Request::GetDeviceState(_) => Err(NtStatus::NOT_SUPPORTED),
             other => {
-                tracing::debug!("{} is not supported yet", other.name());
+                tracing::debug!("{} is not supported", other.name());
                 Err(NtStatus::NOT_SUPPORTED)
             }
         }
     }
+}
+
+/// Fence values of `objects`: one each from `values`, or `common` for all
+/// when `values` is empty.
+fn fence_list(objects: &[D3dkmtHandle], values: &[u64], common: u64) -> Vec<FenceValue> {
+    objects
+        .iter()
+        .enumerate()
+        .map(|(i, &fence)| FenceValue {
+            fence,
+            value: values.get(i).copied().unwrap_or(common),
+        })
+        .collect()
+}
+
+/// The guest slot a fence's values go to (§2.6.4): 8 bytes of guest memory
+/// at `gpa`, 8-byte aligned; 0 means none.
+fn fence_storage(
+    mem: Option<&GuestMemoryMmap>,
+    gpa: u64,
+) -> Result<Option<FenceStorage>, NtStatus> {
+    if gpa == 0 {
+        return Ok(None);
+    }
+    let mem = mem.ok_or(NtStatus::UNSUCCESSFUL)?;
+    if !gpa.is_multiple_of(8) || !guest_range_ok(mem, gpa, 8) {
+        return Err(NtStatus::INVALID_PARAMETER);
+    }
+    let memory: Memory = Arc::new(mem.clone());
+    let ranges = GuestRanges::new(memory, [(gpa, 8)]).map_err(|e| status(&e))?;
+    Ok(Some(FenceStorage {
+        memory: Arc::new(ranges),
+        offset: 0,
+    }))
+}
+
+/// Whether `[gpa, gpa + len)` is guest memory the device may read and write.
+fn guest_range_ok(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> bool {
+    use vm_memory::{GuestAddress, GuestMemory, Permissions};
+    usize::try_from(len)
+        .is_ok_and(|n| mem.check_range(GuestAddress(gpa), n, Permissions::ReadWrite))
 }
 
 /// The NTSTATUS of a backend error.
@@ -428,6 +976,15 @@ mod tests {
         )*};
     }
     has_header!(
+        dxvmm_protocol::vmbus::DxgkvmbCommandCreateAllocation,
+        dxvmm_protocol::vmbus::DxgkvmbCommandCreateContextVirtual,
+        dxvmm_protocol::vmbus::DxgkvmbCommandCreateSyncObject,
+        dxvmm_protocol::vmbus::DxgkvmbCommandLock2,
+        dxvmm_protocol::vmbus::DxgkvmbCommandMapGpuVirtualAddress,
+        dxvmm_protocol::vmbus::DxgkvmbCommandReserveGpuVirtualAddress,
+        dxvmm_protocol::vmbus::DxgkvmbCommandSetExistingSysmemPages,
+        dxvmm_protocol::vmbus::DxgkvmbCommandSubmitCommand,
+        dxvmm_protocol::vmbus::DxgkvmbCommandWaitForSyncObjectFromCpu,
         DxgkvmbCommandCreateDevice,
         DxgkvmbCommandDestroyDevice,
         DxgkvmbCommandDestroyProcess,
@@ -615,5 +1172,296 @@ mod tests {
             query(&mut vm, kmtqaitype::ADAPTERTYPE, 1 << 20).unwrap_err(),
             NtStatus::INVALID_PARAMETER
         );
+    }
+
+    mod compute {
+        use super::*;
+        use dxvmm_protocol::abi::{D3dddiMapGpuVirtualAddress, MonitoredFenceInfo};
+        use dxvmm_protocol::cmdstream::{Command, CommandStream};
+        use dxvmm_protocol::vmbus::{
+            DxgkvmbCommandCreateAllocation, DxgkvmbCommandCreateContextVirtual,
+            DxgkvmbCommandCreateSyncObject, DxgkvmbCommandLock2,
+            DxgkvmbCommandMapGpuVirtualAddress, DxgkvmbCommandReserveGpuVirtualAddress,
+            DxgkvmbCommandSetExistingSysmemPages, DxgkvmbCommandSubmitCommand,
+            DxgkvmbCommandWaitForSyncObjectFromCpu,
+        };
+        use vm_memory::{Bytes, GuestAddress};
+        use zerocopy::FromZeros;
+
+        struct Fixture {
+            vm: Vm,
+            luid: WinLuid,
+            p: D3dkmtHandle,
+            dev: D3dkmtHandle,
+            mem: GuestMemoryMmap,
+            events: Arc<crate::EventQueue>,
+        }
+
+        fn fixture() -> Fixture {
+            let backend: Arc<dyn Backend> = Arc::new(SoftBackend::new());
+            let events = Arc::new(crate::EventQueue::new().unwrap());
+            backend.set_event_sink(Some(events.clone()));
+            let luid = backend.adapters()[0].luid;
+            let mut vm = Vm::new(backend, &[luid]);
+            let p = create_process(&mut vm);
+            let dev = match vm.dispatch(luid, Request::CreateDevice(with_process(p))) {
+                Ok(Reply::CreateDevice(r)) => r.device,
+                o => panic!("{o:?}"),
+            };
+            let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+            Fixture {
+                vm,
+                luid,
+                p,
+                dev,
+                mem,
+                events,
+            }
+        }
+
+        impl Fixture {
+            fn run(&mut self, r: Request) -> Outcome {
+                self.vm.dispatch_with(self.luid, r, Some(&self.mem))
+            }
+
+            fn hdr<T: FromZeros + HasHeader>(&self) -> T {
+                with_process(self.p)
+            }
+
+            /// A CPU-visible allocation of `pages` pages backed by guest
+            /// memory from `gpa`, mapped at a GPU VA; returns (handle, va).
+            fn buffer(&mut self, pages: u64, gpa: u64) -> (D3dkmtHandle, u64) {
+                let mut cmd: DxgkvmbCommandCreateAllocation = self.hdr();
+                cmd.device = self.dev;
+                let desc = DxgvAllocationDesc {
+                    size: pages * PAGE,
+                    alignment: 0,
+                    flags: alloc_flags::CPU_VISIBLE,
+                };
+                let h = match self.run(Request::CreateAllocation {
+                    cmd,
+                    alloc_info: vec![zerocopy::FromZeros::new_zeroed()],
+                    private_runtime_data: vec![],
+                    priv_drv_data: vec![],
+                    alloc_priv_drv_data: vec![desc.as_bytes().to_vec()],
+                }) {
+                    Ok(Reply::CreateAllocation {
+                        allocation_info, ..
+                    }) => {
+                        assert_eq!(allocation_info[0].allocation_size, pages * PAGE);
+                        allocation_info[0].allocation
+                    }
+                    o => panic!("{o:?}"),
+                };
+                // Pages in two messages, the second half first.
+                let pfns: Vec<u64> = (0..pages).map(|i| gpa / PAGE + i).collect();
+                let half = (pages / 2) as usize;
+                for (off, part) in [(half, &pfns[half..]), (0, &pfns[..half])] {
+                    let mut cmd: DxgkvmbCommandSetExistingSysmemPages = self.hdr();
+                    cmd.device = self.dev;
+                    cmd.allocation = h;
+                    cmd.alloc_offset_in_pages = off as u32;
+                    cmd.num_pages = part.len() as u32;
+                    assert_eq!(
+                        self.run(Request::SetExistingSysmemPages {
+                            cmd,
+                            pfns: part.to_vec()
+                        }),
+                        Ok(Reply::Status(NtStatus::SUCCESS))
+                    );
+                }
+                let mut r: DxgkvmbCommandReserveGpuVirtualAddress = self.hdr();
+                r.args.size = pages * PAGE;
+                r.args.maximum_address = u64::MAX;
+                let va = match self.run(Request::ReserveGpuVirtualAddress(r)) {
+                    Ok(Reply::ReserveGpuVirtualAddress(r)) => r.virtual_address,
+                    o => panic!("{o:?}"),
+                };
+                assert_ne!(va, 0);
+                let mut m: DxgkvmbCommandMapGpuVirtualAddress = self.hdr();
+                m.device = self.dev;
+                m.args = D3dddiMapGpuVirtualAddress {
+                    base_address: va,
+                    maximum_address: u64::MAX,
+                    allocation: h,
+                    size_in_pages: pages,
+                    ..FromZeros::new_zeroed()
+                };
+                match self.run(Request::MapGpuVirtualAddress(m)) {
+                    Ok(Reply::MapGpuVirtualAddress(r)) => {
+                        assert_eq!(r.status, NtStatus::SUCCESS);
+                        assert_eq!(r.virtual_address, va);
+                    }
+                    o => panic!("{o:?}"),
+                }
+                (h, va)
+            }
+        }
+
+        #[test]
+        fn fill_through_guest_pages_with_a_fence_in_a_guest_slot() {
+            let mut f = fixture();
+            let (data, data_va) = f.buffer(4, 0x10000);
+            let (_cmds, cmd_va) = f.buffer(2, 0x20000);
+            // A fence whose value lives in guest memory at 0x30008.
+            let mut c: DxgkvmbCommandCreateSyncObject = f.hdr();
+            c.args.device = f.dev;
+            c.args.info.r#type = syncobject_type::MONITORED_FENCE;
+            c.args.info.set_monitored_fence(MonitoredFenceInfo {
+                fence_cpu_virtual_address: 0x30008,
+                ..Default::default()
+            });
+            let fence = match f.run(Request::CreateSyncObject(c)) {
+                Ok(Reply::CreateSyncObject(r)) => {
+                    assert_eq!(r.fence_storage_address, 0x30008);
+                    r.sync_object
+                }
+                o => panic!("{o:?}"),
+            };
+            let mut ctx: DxgkvmbCommandCreateContextVirtual = f.hdr();
+            ctx.device = f.dev;
+            let context = match f.run(Request::CreateContextVirtual {
+                cmd: ctx,
+                priv_drv_data: vec![],
+            }) {
+                Ok(Reply::CreateContextVirtual { cmd, .. }) => cmd.context,
+                o => panic!("{o:?}"),
+            };
+            // The stream, written into the command allocation's guest pages.
+            let stream = CommandStream {
+                commands: vec![
+                    Command::Fill {
+                        dst_va: data_va,
+                        size: 4 * PAGE,
+                        value: 0xdead_beef,
+                    },
+                    Command::FenceSignal {
+                        sync_object: fence,
+                        value: 7,
+                    },
+                ],
+            }
+            .encode();
+            f.mem.write_slice(&stream, GuestAddress(0x20000)).unwrap();
+            // A CPU wait before the work: pending, then an event.
+            let mut w: DxgkvmbCommandWaitForSyncObjectFromCpu = f.hdr();
+            w.device = f.dev;
+            w.guest_event_pointer = 0x1234;
+            assert_eq!(
+                f.run(Request::WaitForSyncObjectFromCpu {
+                    cmd: w,
+                    objects: vec![fence],
+                    fence_values: vec![7]
+                }),
+                Ok(Reply::Status(NtStatus::PENDING))
+            );
+            let mut s: DxgkvmbCommandSubmitCommand = f.hdr();
+            s.args.command_buffer = cmd_va;
+            s.args.command_length = stream.len() as u32;
+            s.args.broadcast_context_count = 1;
+            s.args.broadcast_context[0] = context;
+            assert_eq!(
+                f.run(Request::SubmitCommand {
+                    cmd: Box::new(s),
+                    history_buffers: vec![],
+                    priv_drv_data: vec![]
+                }),
+                Ok(Reply::Status(NtStatus::SUCCESS))
+            );
+            f.vm.backend.flush().unwrap();
+            // The fence value reached the guest's slot, and the waiter's event is queued.
+            assert_eq!(f.mem.read_obj::<u64>(GuestAddress(0x30008)).unwrap(), 7);
+            let ev = f.events.pop().expect("SIGNALGUESTEVENT");
+            let frame =
+                dxvmm_protocol::frame::Frame::parse(&ev, dxvmm_protocol::frame::FrameKind::Event)
+                    .unwrap();
+            match dxvmm_protocol::HostEvent::decode(frame.payload).unwrap() {
+                dxvmm_protocol::HostEvent::SignalGuestEvent(e) => assert_eq!(e.event, 0x1234),
+                e => panic!("{e:?}"),
+            }
+            // LOCK2 brings the GPU's contents into the guest pages.
+            let mut l: DxgkvmbCommandLock2 = f.hdr();
+            l.args.device = f.dev;
+            l.args.allocation = data;
+            match f.run(Request::Lock2(l)) {
+                Ok(Reply::Lock2(r)) => assert_eq!(r.status, NtStatus::SUCCESS),
+                o => panic!("{o:?}"),
+            }
+            let word: u32 = f
+                .mem
+                .read_obj(GuestAddress(0x10000 + 4 * PAGE - 4))
+                .unwrap();
+            assert_eq!(word, 0xdead_beef);
+            // A wait that is satisfied now answers at once.
+            assert_eq!(
+                f.run(Request::WaitForSyncObjectFromCpu {
+                    cmd: w,
+                    objects: vec![fence],
+                    fence_values: vec![7]
+                }),
+                Ok(Reply::Status(NtStatus::SUCCESS))
+            );
+            // Teardown frees everything.
+            f.vm.reset();
+            assert!(f.vm.counts().is_empty());
+        }
+
+        #[test]
+        fn bad_pages_and_descriptions_are_refused() {
+            let mut f = fixture();
+            let mut cmd: DxgkvmbCommandCreateAllocation = f.hdr();
+            cmd.device = f.dev;
+            let bad = DxgvAllocationDesc {
+                size: 6,
+                alignment: 0,
+                flags: 0,
+            };
+            assert!(f
+                .run(Request::CreateAllocation {
+                    cmd,
+                    alloc_info: vec![FromZeros::new_zeroed()],
+                    private_runtime_data: vec![],
+                    priv_drv_data: vec![],
+                    alloc_priv_drv_data: vec![bad.as_bytes().to_vec()],
+                })
+                .is_err());
+            let (h, _) = f.buffer(2, 0x10000);
+            // Pages outside guest memory, past the allocation, a wrong count.
+            let mut s: DxgkvmbCommandSetExistingSysmemPages = f.hdr();
+            s.allocation = h;
+            s.num_pages = 1;
+            for (off, pfn) in [(0u32, 1u64 << 40), (5, 1)] {
+                s.alloc_offset_in_pages = off;
+                assert!(f
+                    .run(Request::SetExistingSysmemPages {
+                        cmd: s,
+                        pfns: vec![pfn]
+                    })
+                    .is_err());
+            }
+            // A fence slot outside guest memory or misaligned.
+            for gpa in [1u64 << 40, 0x30004] {
+                let mut c: DxgkvmbCommandCreateSyncObject = f.hdr();
+                c.args.device = f.dev;
+                c.args.info.r#type = syncobject_type::MONITORED_FENCE;
+                c.args.info.set_monitored_fence(MonitoredFenceInfo {
+                    fence_cpu_virtual_address: gpa,
+                    ..Default::default()
+                });
+                assert_eq!(
+                    f.run(Request::CreateSyncObject(c)).unwrap_err(),
+                    NtStatus::INVALID_PARAMETER
+                );
+            }
+            // A submit of a stream at an unmapped VA.
+            let mut s: DxgkvmbCommandSubmitCommand = f.hdr();
+            s.args.command_buffer = 0x7777_0000;
+            s.args.command_length = 64;
+            s.args.broadcast_context_count = 1;
+            assert!(matches!(
+                f.run(Request::SubmitCommand { cmd: Box::new(s), history_buffers: vec![], priv_drv_data: vec![] }),
+                Ok(Reply::Status(st)) if !st.is_success()
+            ));
+        }
     }
 }

@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let backend: Arc<dyn Backend> = Arc::new(SoftBackend::new());
     let luid = backend.adapters()[0].luid;
-    let mut dev = DxgDevice::new(backend, &[luid]);
+    let mut dev = DxgDevice::new(backend, &[luid]).expect("an eventfd");
     // Several frames per input, split at a two-byte length prefix, so that
     // a process created by one frame can be used by the next.
     let mut rest = data;

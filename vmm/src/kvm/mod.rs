@@ -415,7 +415,7 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
         virtio.push(Box::new(device_dxg::DxgDevice::new(
             gpu.backend.clone(),
             &gpu.luids,
-        )));
+        )?));
     }
     let mut slots = Vec::new();
     let mut acpi_devices = Vec::new();
