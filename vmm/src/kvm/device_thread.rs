@@ -5,7 +5,8 @@
 //!   - one per virtio-mmio transport ([`TransportSubscriber`]): its queues'
 //!     ioeventfds (the guest's QueueNotify writes, which KVM turns into
 //!     eventfd signals without a userspace exit), its device's host-side
-//!     fd (console input) while the device is active and asks for it, and a
+//!     fd (console input, the dxg device's host events) while the device is
+//!     active and asks for it, and a
 //!     `rescan` eventfd that a vCPU signals when a register write changed
 //!     what the device asks for (the driver set DRIVER_OK or reset it);
 //!   - the stop eventfd ([`StopSubscriber`]), written by the supervisor.
@@ -97,7 +98,7 @@ impl TransportSubscriber {
     }
 
     /// Polls the device's host fd exactly while the transport says so: the
-    /// device is active, not broken, and asks for input (a console stops
+    /// device is active, not broken, and asks for it (a console stops
     /// asking while it holds input the guest has no buffer for).
     fn follow_host_fd(&mut self, ops: &mut EventOps) {
         let t = lock(&self.transport);
@@ -106,7 +107,7 @@ impl TransportSubscriber {
             return;
         }
         if let Some((_, dup)) = self.host.take() {
-            tracing::debug!("virtio device {}: host input no longer polled", self.index);
+            tracing::debug!("virtio device {}: host fd no longer polled", self.index);
             if let Err(e) = ops.remove(Events::empty(&dup)) {
                 tracing::debug!("virtio device {}: host fd: {e}", self.index);
             }
@@ -124,10 +125,10 @@ impl TransportSubscriber {
         };
         match ops.add(Events::with_data(&dup, HOST, EventSet::IN)) {
             Ok(()) => {
-                tracing::debug!("virtio device {}: polling host input", self.index);
+                tracing::debug!("virtio device {}: polling its host fd", self.index);
                 self.host = Some((raw, dup));
             }
-            Err(e) => self.fail("poll its host input", e),
+            Err(e) => self.fail("poll its host fd", e),
         }
     }
 }
