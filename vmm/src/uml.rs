@@ -263,10 +263,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     if let Some(gpu) = &cfg.gpu {
         devices.push((
             "gpu",
-            Box::new(device_dxg::DxgDevice::new(
-                gpu.backend.clone(),
-                &gpu.luids,
-            )?),
+            Box::new(device_dxg::DxgDevice::new(gpu.backend.clone(), &gpu.luids)?),
         ));
     }
     let mut args: Vec<String> = vec![

@@ -167,11 +167,18 @@ fn vmlinux_through_pvh_prints_its_first_lines() {
     let r = boot(&kernel, &initrd, 25, "kvm-debian-pvh");
     let ctx = r.context();
     assert!(r.stderr.contains("VM set up in"), "{ctx}");
-    assert!(!r.stderr.contains("KVM internal error"), "{ctx}");
     if !pvm() {
+        assert!(!r.stderr.contains("KVM internal error"), "{ctx}");
         assert_eq!(r.code, Some(0), "{ctx}");
     } else {
-        assert_eq!(r.code, Some(124), "{ctx}");
+        // kvm_pvm runs the kernel through KVM's instruction emulator: on a
+        // fast host it gets far enough within the timeout to meet an
+        // instruction the emulator lacks (DESIGN.md). Either way is the
+        // software-only KVM's limit, reported as such.
+        let emulator_gave_up = r.code == Some(122)
+            && r.stderr
+                .contains("the hypervisor could not emulate an instruction");
+        assert!(r.code == Some(124) || emulator_gave_up, "{ctx}");
     }
     // What the kernel says about what dxvmm gave it.
     for line in [
