@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use dxvmm_protocol::DecodeError;
+use std::time::Duration;
+
+use dxvmm_protocol::{DecodeError, NtStatus};
 
 /// An errno value as the kernel returned it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,6 +104,34 @@ pub enum Error {
     BadArgument {
         ioctl: &'static str,
         what: &'static str,
+    },
+    /// A shader the host could not compile; `message` is the compiler's.
+    #[error("the shader does not compile ({status}): {message}")]
+    Compile { status: NtStatus, message: String },
+    /// An escape the host answered with a failure status.
+    #[error("{what}: the host answered {status}")]
+    Host {
+        what: &'static str,
+        status: NtStatus,
+    },
+    /// A CPU wait that ran out of time.
+    #[error("fence {fence:#x} did not reach {value} within {timeout:?} (at {current})")]
+    Timeout {
+        fence: u32,
+        value: u64,
+        current: u64,
+        timeout: Duration,
+    },
+    /// A buffer range or command the compute API refuses before anything
+    /// reaches the driver (out of the buffer, misaligned, mismatched sizes).
+    #[error("{0}")]
+    Range(String),
+    /// A system call of the compute API other than an ioctl (eventfd, poll).
+    #[error("{call}: {source}")]
+    Sys {
+        call: &'static str,
+        #[source]
+        source: std::io::Error,
     },
 }
 

@@ -15,18 +15,24 @@
 //! layout has one definition) to command words; [`Dxg`] issues them, from
 //! raw words with any pointer up to checked D3DKMT calls on plain handle
 //! values; [`Adapter`] and [`Device`] own handles and release them on drop.
-//! A later call (allocations, contexts, submission, fences, LOCK2) is one
-//! more method on `Dxg` and, where it owns something, one more owner type.
+//! The compute profile's ioctls (allocations, LOCK2, GPU VAs, contexts,
+//! hardware queues, submission, escapes, fences) are more `*_raw` methods
+//! on `Dxg`; [`Gpu`], [`Buffer`], [`Pipeline`], [`Commands`], [`Fence`] and
+//! [`HwQueue`] are the user-mode driver on top of them.
 //!
 //! Whatever the driver returns is checked before use: counts against the
 //! room given, magic and version of dxvmm's answers, handles against null.
 
 mod adapter;
+mod calls;
+mod compute;
 mod dxg;
 mod error;
 pub mod ioctl;
 
 pub use adapter::{Adapter, Device};
+pub use calls::{GpuVa, HwQueueInfo, PagingQueueInfo, SyncObjectInfo, ALLOCATION_PRIORITY_NORMAL};
+pub use compute::{Bind, BufRange, Buffer, Commands, Fence, Gpu, HwQueue, Pipeline, PAGE_SIZE};
 pub use dxg::{Dxg, VideoMemoryInfo, DXG_PATH};
 pub use error::{Errno, Error, Result};
 
