@@ -14,6 +14,7 @@
 #include <linux/kref.h>
 #include <linux/list.h>
 #include <linux/miscdevice.h>
+#include <linux/mm.h>
 #include <linux/mutex.h>
 #include <linux/pid.h>
 #include <linux/spinlock.h>
@@ -56,10 +57,30 @@
 /* Per-process table limits: they bound the kernel memory one process pins. */
 #define DXG_MAX_ADAPTER_HANDLES		1024
 #define DXG_MAX_DEVICES			4096
+#define DXG_MAX_OBJECTS			65536	/* allocations, contexts, ... */
+
+/*
+ * Fence slots (docs/protocol.md §2.6.4): 8-byte values in zeroed guest
+ * pages the host writes, each page mapped read-only into the process once.
+ */
+#define DXG_FENCE_SLOTS_PER_PAGE	(PAGE_SIZE / sizeof(u64))
+#define DXG_FENCE_PAGES			16
+
+/*
+ * mmap offsets of /dev/dxg, in pages: 1..DXG_FENCE_PAGES name a fence
+ * page, DXG_MAP_ALLOC_FIRST and up an allocation's pages (a key drawn per
+ * process). Nothing else maps.
+ */
+#define DXG_MAP_ALLOC_FIRST		0x1000u
+
+/* Caps on what a caller may make the driver copy (§5.1 limits). */
+#define DXG_MAX_PRIV_DATA		(64 * 1024)
+#define DXG_MAX_HISTORY_BUFFERS		1024
 
 extern unsigned int dxg_request_timeout_ms;
 
 struct dxg_vdev;
+struct dxg_process;
 
 /* One virtual adapter the host opened for this VM at bind time. */
 struct dxg_adapter {
@@ -100,6 +121,86 @@ struct dxg_vdev {
 	struct mutex		proc_lock;	/* processes, nfiles */
 	struct list_head	processes;
 	u64			next_process_id;
+
+	/*
+	 * CPU waits the host answered STATUS_PENDING, by cookie (its
+	 * guest_event_pointer); SIGNALGUESTEVENT completes one from the
+	 * event queue's interrupt callback, so irqsave.
+	 */
+	spinlock_t		waiter_lock;
+	struct list_head	waiters;
+	atomic64_t		next_cookie;
+	bool			waiters_dead;	/* the device is gone */
+};
+
+/* One CPU wait registered with the host (§2.6.8). */
+struct dxg_waiter {
+	struct list_head	node;		/* dxg->waiters, under waiter_lock */
+	u64			cookie;
+	struct completion	done;
+	int			result;		/* -ENODEV once the device is gone */
+};
+
+/*
+ * The guest pages behind a CPU_VISIBLE allocation: the caller's, pinned,
+ * or the driver's, zeroed. Referenced by the allocation, by each vma that
+ * maps them and by the process's mmap key table's lookups, so they outlive
+ * the allocation while a mapping exists.
+ */
+struct dxg_pages {
+	struct kref		ref;
+	unsigned long		npages;
+	bool			user;		/* pinned user pages */
+	struct page		**pages;
+};
+
+enum dxg_obj_type {
+	DXG_OBJ_ALLOCATION = 1,
+	DXG_OBJ_CONTEXT,
+	DXG_OBJ_HWQUEUE,
+	DXG_OBJ_PAGINGQUEUE,
+	DXG_OBJ_SYNCOBJ,
+	/* a hw or paging queue's fence: waited on and signalled, never destroyed */
+	DXG_OBJ_QUEUE_FENCE,
+};
+
+#define DXG_OBJ_MASK(t)		(1u << (t))
+#define DXG_OBJS_FENCE		(DXG_OBJ_MASK(DXG_OBJ_SYNCOBJ) | \
+				 DXG_OBJ_MASK(DXG_OBJ_QUEUE_FENCE))
+
+/*
+ * A host object of a process other than a device: its host handle, the
+ * device it was made on and the guest state that goes with it. The
+ * process's table holds one reference; lookups take another for the length
+ * of an ioctl.
+ */
+struct dxg_object {
+	struct kref		ref;
+	struct dxg_process	*proc;
+	enum dxg_obj_type	type;
+	bool			marked;		/* a destroy is gathering it */
+	struct d3dkmthandle	handle;
+	struct d3dkmthandle	device;
+	/* hw queue and its fence: the context */
+	struct d3dkmthandle	parent;
+	struct d3dkmthandle	fence;		/* a queue's fence */
+	struct dxg_adapter	*adapter;
+	int			slot;		/* fence slot, or -1 */
+
+	/* allocations */
+	u64			size;		/* allocation_size */
+	bool			cpu_visible;
+	u64			sysmem;		/* the caller's pages, or 0 */
+	struct dxg_pages	*pages;
+	u32			map_key;	/* mmap offset in pages, or 0 */
+	unsigned long		uaddr;		/* LOCK2's mapping, or 0 */
+};
+
+struct dxg_fence_page {
+	struct page		*page;
+	unsigned long		uaddr;		/* read-only mapping, or 0 */
+	unsigned int		used;
+	DECLARE_BITMAP(slots, DXG_FENCE_SLOTS_PER_PAGE);
 };
 
 /*
@@ -121,6 +222,17 @@ struct dxg_process {
 	unsigned int		num_adapter_handles;
 	struct xarray		devices;	/* handle -> struct dxg_adapter */
 	unsigned int		num_devices;
+	struct xarray		objects;	/* handle -> struct dxg_object */
+	unsigned int		num_objects;
+
+	/*
+	 * slot_lock guards the fence pages and their slots; the mmap handler
+	 * takes it (and the maps xarray's own lock), never proc->lock, since
+	 * LOCK2 calls vm_mmap() with proc->lock held.
+	 */
+	spinlock_t		slot_lock;
+	struct dxg_fence_page	fence[DXG_FENCE_PAGES];
+	struct xarray		maps;		/* map key -> struct dxg_pages */
 };
 
 /* ---- transport (dxgvmbus.c) ------------------------------------------- */
@@ -162,6 +274,32 @@ int dxgvmb_query_video_memory_info(struct dxg_process *proc,
 				   struct dxg_adapter *adapter,
 				   struct d3dkmt_queryvideomemoryinfo *args);
 
+/*
+ * The compute profile (§2.6). Each sends one message (SETEXISTINGSYSMEMPAGES
+ * as many as it takes) and returns 0, a non-negative NTSTATUS or an errno.
+ */
+void dxgvm_vgpu_header(struct dxgkvmb_command_vgpu_to_host *hdr,
+		       struct dxg_process *proc, u32 type);
+int dxgvm_send(struct dxg_process *proc, struct dxg_adapter *adapter,
+	       struct dxg_req *req, unsigned int flags);
+int dxgvm_send_status(struct dxg_process *proc, struct dxg_adapter *adapter,
+		      const void *cmd, size_t cmd_len, unsigned int flags);
+int dxgvm_send_reply(struct dxg_process *proc, struct dxg_adapter *adapter,
+		     const void *cmd, size_t cmd_len, void *reply,
+		     size_t reply_len, unsigned int flags);
+int dxgvmb_set_sysmem_pages(struct dxg_process *proc, struct dxg_object *obj);
+int dxgvmb_destroy_allocations(struct dxg_process *proc,
+			       struct dxg_adapter *adapter,
+			       struct d3dkmthandle device,
+			       const struct d3dkmthandle *handles, u32 count);
+int dxgvmb_destroy_object(struct dxg_process *proc, struct dxg_object *obj);
+int dxgvmb_wait_from_cpu(struct dxg_process *proc, struct dxg_adapter *adapter,
+			 struct d3dkmt_waitforsynchronizationobjectfromcpu *args,
+			 const struct d3dkmthandle *objects,
+			 const u64 *values, u64 cookie);
+void dxgvm_waiter_add(struct dxg_vdev *dxg, struct dxg_waiter *w);
+void dxgvm_waiter_del(struct dxg_vdev *dxg, struct dxg_waiter *w);
+
 /* ---- processes and handles (dxgprocess.c) ----------------------------- */
 
 struct dxg_process *dxg_process_open(struct dxg_vdev *dxg);
@@ -179,6 +317,41 @@ int dxg_process_add_device(struct dxg_process *proc,
 			   struct d3dkmthandle handle);
 struct dxg_adapter *dxg_process_take_device(struct dxg_process *proc,
 					    struct d3dkmthandle handle);
+struct dxg_adapter *dxg_process_device(struct dxg_process *proc,
+				       struct d3dkmthandle handle);
+
+struct dxg_object *dxg_object_new(struct dxg_process *proc,
+				  enum dxg_obj_type type,
+				  struct dxg_adapter *adapter,
+				  struct d3dkmthandle device);
+void dxg_object_put(struct dxg_object *obj);
+int dxg_process_add_object(struct dxg_process *proc, struct dxg_object *obj,
+			   struct d3dkmthandle handle);
+struct dxg_object *dxg_process_object(struct dxg_process *proc,
+				      struct d3dkmthandle handle, u32 types);
+struct dxg_object *dxg_process_take_object(struct dxg_process *proc,
+					   struct d3dkmthandle handle,
+					   u32 types);
+int dxg_process_check_handles(struct dxg_process *proc,
+			      struct d3dkmthandle device,
+			      const struct d3dkmthandle *handles, u32 count,
+			      u32 types);
+void dxg_process_drop_children(struct dxg_process *proc, u32 types,
+			       struct d3dkmthandle device,
+			       struct d3dkmthandle parent);
+
+/* ---- guest pages, fence slots, mmap (dxgmem.c) ------------------------ */
+
+struct dxg_pages *dxg_pages_alloc(unsigned long npages);
+struct dxg_pages *dxg_pages_pin(u64 uaddr, unsigned long npages);
+void dxg_pages_put(struct dxg_pages *pages);
+int dxg_map_allocation(struct file *file, struct dxg_object *obj);
+void dxg_unmap_key(struct dxg_process *proc, struct dxg_object *obj);
+int dxg_fence_slot_alloc(struct dxg_process *proc, u64 initial, u64 *gpa);
+void dxg_fence_slot_free(struct dxg_process *proc, int slot);
+int dxg_fence_slot_uaddr(struct file *file, int slot, u64 *uaddr);
+void dxg_fence_pages_free(struct dxg_process *proc);
+int dxg_mmap(struct file *file, struct vm_area_struct *vma);
 
 /* ---- /dev/dxg (ioctl.c, dxgmodule.c) ---------------------------------- */
 

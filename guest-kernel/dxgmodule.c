@@ -66,6 +66,7 @@ static const struct file_operations dxg_fops = {
 	.open		= dxg_open,
 	.release	= dxg_release,
 	.unlocked_ioctl	= dxg_ioctl,
+	.mmap		= dxg_mmap,
 	.llseek		= no_llseek,
 };
 
@@ -186,6 +187,9 @@ static int dxg_probe(struct virtio_device *vdev)
 	atomic64_set(&dxg->next_request_id, 0);
 	mutex_init(&dxg->proc_lock);
 	INIT_LIST_HEAD(&dxg->processes);
+	spin_lock_init(&dxg->waiter_lock);
+	INIT_LIST_HEAD(&dxg->waiters);
+	atomic64_set(&dxg->next_cookie, 0);
 	vdev->priv = dxg;
 
 	ret = dxg_read_config(dxg, luids, &count);

@@ -11,6 +11,13 @@
  * another. Device handles are the host's (CREATEDEVICE reply) and are
  * entered in the process's table, which every ioctl consults before a
  * handle reaches the host.
+ *
+ * Every other host object (allocations, contexts, hardware and paging
+ * queues, sync objects and the queues' fences) is a struct dxg_object in
+ * the objects table, with its type and device, so a handle of the wrong
+ * type or device is refused here. Destroying a device or context drops
+ * the guest state of what the host destroyed with it; the process's
+ * release drops all of it after DESTROYPROCESS.
  */
 
 #include <linux/sched.h>
@@ -61,6 +68,9 @@ struct dxg_process *dxg_process_open(struct dxg_vdev *dxg)
 	mutex_init(&proc->lock);
 	xa_init(&proc->adapters);
 	xa_init(&proc->devices);
+	xa_init(&proc->objects);
+	spin_lock_init(&proc->slot_lock);
+	xa_init_flags(&proc->maps, XA_FLAGS_ALLOC);
 	kref_get(&dxg->ref);
 	list_add(&proc->node, &dxg->processes);
 out:
@@ -72,6 +82,8 @@ out:
 void dxg_process_close(struct dxg_process *proc)
 {
 	struct dxg_vdev *dxg = proc->dxg;
+	struct dxg_object *obj;
+	unsigned long index;
 	bool last;
 
 	mutex_lock(&dxg->proc_lock);
@@ -87,6 +99,18 @@ void dxg_process_close(struct dxg_process *proc)
 	dxgvmb_release_process(proc);
 	mutex_unlock(&proc->lock);
 
+	/*
+	 * The host has let go of every page and slot: unpin and free them.
+	 * No vma maps anything any more (each holds a file of the process).
+	 */
+	xa_for_each(&proc->objects, index, obj) {
+		xa_erase(&proc->objects, index);
+		dxg_unmap_key(proc, obj);
+		dxg_object_put(obj);
+	}
+	dxg_fence_pages_free(proc);
+	xa_destroy(&proc->objects);
+	xa_destroy(&proc->maps);
 	/* The tables hold pointers to adapters owned by dxg: nothing to free. */
 	xa_destroy(&proc->adapters);
 	xa_destroy(&proc->devices);
@@ -188,4 +212,161 @@ struct dxg_adapter *dxg_process_take_device(struct dxg_process *proc,
 		proc->num_devices--;
 	mutex_unlock(&proc->lock);
 	return adapter;
+}
+
+/* A device of the process, left in the table. */
+struct dxg_adapter *dxg_process_device(struct dxg_process *proc,
+				       struct d3dkmthandle handle)
+{
+	return handle.v ? xa_load(&proc->devices, handle.v) : NULL;
+}
+
+/* ---- other host objects --------------------------------------------------- */
+
+struct dxg_object *dxg_object_new(struct dxg_process *proc,
+				  enum dxg_obj_type type,
+				  struct dxg_adapter *adapter,
+				  struct d3dkmthandle device)
+{
+	struct dxg_object *obj = kzalloc(sizeof(*obj), GFP_KERNEL);
+
+	if (!obj)
+		return NULL;
+	kref_init(&obj->ref);
+	obj->proc = proc;
+	obj->type = type;
+	obj->adapter = adapter;
+	obj->device = device;
+	obj->slot = -1;
+	return obj;
+}
+
+/* The last reference: the host no longer uses the pages or the slot. */
+static void dxg_object_release(struct kref *ref)
+{
+	struct dxg_object *obj = container_of(ref, struct dxg_object, ref);
+
+	/* A queue fence shares its queue's slot; the queue frees it. */
+	if (obj->type != DXG_OBJ_QUEUE_FENCE)
+		dxg_fence_slot_free(obj->proc, obj->slot);
+	dxg_pages_put(obj->pages);
+	kfree(obj);
+}
+
+void dxg_object_put(struct dxg_object *obj)
+{
+	if (obj)
+		kref_put(&obj->ref, dxg_object_release);
+}
+
+/*
+ * Enters a host handle; the table takes the caller's reference. -EBUSY:
+ * the host gave a handle the process already has (a protocol error).
+ */
+int dxg_process_add_object(struct dxg_process *proc, struct dxg_object *obj,
+			   struct d3dkmthandle handle)
+{
+	int ret = -ENOSPC;
+
+	if (!handle.v)
+		return -EPROTO;
+	obj->handle = handle;
+	mutex_lock(&proc->lock);
+	if (proc->num_objects < DXG_MAX_OBJECTS) {
+		ret = xa_insert(&proc->objects, handle.v, obj, GFP_KERNEL);
+		if (!ret)
+			proc->num_objects++;
+	}
+	mutex_unlock(&proc->lock);
+	if (ret == -EBUSY)
+		pr_warn_ratelimited("dxgkrnl: host returned handle %#x twice\n",
+				    handle.v);
+	return ret;
+}
+
+/* A referenced object of one of `types`, or NULL (the caller's -EBADF). */
+struct dxg_object *dxg_process_object(struct dxg_process *proc,
+				      struct d3dkmthandle handle, u32 types)
+{
+	struct dxg_object *obj;
+
+	if (!handle.v)
+		return NULL;
+	mutex_lock(&proc->lock);
+	obj = xa_load(&proc->objects, handle.v);
+	if (obj && (DXG_OBJ_MASK(obj->type) & types))
+		kref_get(&obj->ref);
+	else
+		obj = NULL;
+	mutex_unlock(&proc->lock);
+	return obj;
+}
+
+/* Removes an object of one of `types` from the table; the caller's ref. */
+struct dxg_object *dxg_process_take_object(struct dxg_process *proc,
+					   struct d3dkmthandle handle,
+					   u32 types)
+{
+	struct dxg_object *obj;
+
+	if (!handle.v)
+		return NULL;
+	mutex_lock(&proc->lock);
+	obj = xa_load(&proc->objects, handle.v);
+	if (obj && (DXG_OBJ_MASK(obj->type) & types) && !obj->marked) {
+		xa_erase(&proc->objects, handle.v);
+		proc->num_objects--;
+		dxg_unmap_key(proc, obj);
+	} else {
+		obj = NULL;
+	}
+	mutex_unlock(&proc->lock);
+	return obj;
+}
+
+/*
+ * Checks that every handle names an object of one of `types` made on
+ * `device` (any device when it is 0). Called with proc->lock held.
+ */
+int dxg_process_check_handles(struct dxg_process *proc,
+			      struct d3dkmthandle device,
+			      const struct d3dkmthandle *handles, u32 count,
+			      u32 types)
+{
+	struct dxg_object *obj;
+	u32 i;
+
+	lockdep_assert_held(&proc->lock);
+	for (i = 0; i < count; i++) {
+		obj = handles[i].v ? xa_load(&proc->objects, handles[i].v) : NULL;
+		if (!obj || !(DXG_OBJ_MASK(obj->type) & types) ||
+		    (device.v && obj->device.v != device.v))
+			return -EBADF;
+	}
+	return 0;
+}
+
+/*
+ * The host destroyed a device or context and everything made on it: drop
+ * the guest state of those objects. `parent` 0 means all of `device`'s.
+ */
+void dxg_process_drop_children(struct dxg_process *proc, u32 types,
+			       struct d3dkmthandle device,
+			       struct d3dkmthandle parent)
+{
+	struct dxg_object *obj;
+	unsigned long index;
+
+	mutex_lock(&proc->lock);
+	xa_for_each(&proc->objects, index, obj) {
+		if (!(DXG_OBJ_MASK(obj->type) & types) ||
+		    obj->device.v != device.v ||
+		    (parent.v && obj->parent.v != parent.v))
+			continue;
+		xa_erase(&proc->objects, index);
+		proc->num_objects--;
+		dxg_unmap_key(proc, obj);
+		dxg_object_put(obj);
+	}
+	mutex_unlock(&proc->lock);
 }

@@ -18,7 +18,9 @@
 
 #include <linux/jiffies.h>
 #include <linux/refcount.h>
+#include <linux/pfn.h>
 #include <linux/scatterlist.h>
+#include <linux/sizes.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/string.h>
@@ -332,20 +334,92 @@ static void dxgvm_req_done(struct virtqueue *vq)
 	wake_up_all(&dxg->ring_wait);
 }
 
+/* ---- CPU waits ------------------------------------------------------------ */
+
+/* Registers a waiter under a fresh cookie before its request is sent. */
+void dxgvm_waiter_add(struct dxg_vdev *dxg, struct dxg_waiter *w)
+{
+	unsigned long irqflags;
+
+	init_completion(&w->done);
+	w->result = 0;
+	w->cookie = atomic64_inc_return(&dxg->next_cookie);
+	spin_lock_irqsave(&dxg->waiter_lock, irqflags);
+	if (dxg->waiters_dead) {
+		w->result = -ENODEV;
+		INIT_LIST_HEAD(&w->node);
+		complete(&w->done);
+	} else {
+		list_add_tail(&w->node, &dxg->waiters);
+	}
+	spin_unlock_irqrestore(&dxg->waiter_lock, irqflags);
+}
+
+/* Forgets the cookie: a late SIGNALGUESTEVENT for it finds nothing. */
+void dxgvm_waiter_del(struct dxg_vdev *dxg, struct dxg_waiter *w)
+{
+	unsigned long irqflags;
+
+	spin_lock_irqsave(&dxg->waiter_lock, irqflags);
+	list_del_init(&w->node);
+	spin_unlock_irqrestore(&dxg->waiter_lock, irqflags);
+}
+
+/* Wakes the waiter of one cookie; irq context. */
+static void dxgvm_signal_guest_event(struct dxg_vdev *dxg, u64 cookie)
+{
+	struct dxg_waiter *w;
+	unsigned long irqflags;
+	bool found = false;
+
+	spin_lock_irqsave(&dxg->waiter_lock, irqflags);
+	list_for_each_entry(w, &dxg->waiters, node) {
+		if (w->cookie == cookie) {
+			list_del_init(&w->node);
+			complete(&w->done);
+			found = true;
+			break;
+		}
+	}
+	spin_unlock_irqrestore(&dxg->waiter_lock, irqflags);
+	if (!found)
+		pr_debug("guest event %llu: no waiter (timed out or interrupted)\n",
+			 cookie);
+}
+
+/* The device is gone: every waiter wakes with -ENODEV. */
+static void dxgvm_waiters_fail(struct dxg_vdev *dxg)
+{
+	struct dxg_waiter *w, *tmp;
+	unsigned long irqflags;
+
+	spin_lock_irqsave(&dxg->waiter_lock, irqflags);
+	dxg->waiters_dead = true;
+	list_for_each_entry_safe(w, tmp, &dxg->waiters, node) {
+		list_del_init(&w->node);
+		w->result = -ENODEV;
+		complete(&w->done);
+	}
+	spin_unlock_irqrestore(&dxg->waiter_lock, irqflags);
+}
+
 /*
- * A host-to-guest command (§5.2). Nothing waits on events yet; later
- * issues hook SIGNALGUESTEVENT here. Runs in the queue's callback.
+ * A host-to-guest command (§5.2). SIGNALGUESTEVENT (and its passive twin,
+ * which needs nothing done in thread context here) wakes the CPU wait
+ * registered under its cookie. Runs in the queue's callback.
  */
 static void dxgvm_handle_event(struct dxg_vdev *dxg, const void *buf,
 			       unsigned int len)
 {
 	const struct dxgv_frame_header *hdr = buf;
 	const struct dxgkvmb_command_host_to_vm *cmd;
+	const struct dxgkvmb_command_signalguestevent *sig;
 
 	if (len < sizeof(*hdr) + sizeof(*cmd) ||
 	    hdr->magic != DXGV_FRAME_MAGIC ||
 	    !(hdr->flags & DXGV_FRAME_FLAG_EVENT) ||
-	    hdr->payload_len > len - sizeof(*hdr)) {
+	    hdr->payload_len > len - sizeof(*hdr) ||
+	    hdr->payload_len < sizeof(*cmd)) {
 		pr_warn_ratelimited("malformed event (%u bytes)\n", len);
 		return;
 	}
@@ -353,7 +427,13 @@ static void dxgvm_handle_event(struct dxg_vdev *dxg, const void *buf,
 	switch (cmd->command_type) {
 	case DXGK_VMBCOMMAND_SIGNALGUESTEVENT:
 	case DXGK_VMBCOMMAND_SIGNALGUESTEVENTPASSIVE:
-		pr_debug("guest event signalled; no waiters yet\n");
+		if (hdr->payload_len < sizeof(*sig)) {
+			pr_warn_ratelimited("short SIGNALGUESTEVENT (%u bytes)\n",
+					    hdr->payload_len);
+			break;
+		}
+		sig = (const void *)cmd;
+		dxgvm_signal_guest_event(dxg, sig->event);
 		break;
 	default:
 		pr_info_ratelimited("event %u ignored (%u bytes)\n",
@@ -458,6 +538,7 @@ void dxgvm_shutdown(struct dxg_vdev *dxg)
 	while ((buf = virtqueue_detach_unused_buf(dxg->event_vq)))
 		kfree(buf);
 	spin_unlock_irqrestore(&dxg->evq_lock, irqflags);
+	dxgvm_waiters_fail(dxg);
 
 	vdev->config->del_vqs(vdev);
 }
@@ -770,4 +851,195 @@ int dxgvmb_query_video_memory_info(struct dxg_process *proc,
 	args->current_reservation = r.current_reservation;
 	args->available_for_reservation = r.available_for_reservation;
 	return 0;
+}
+
+/* ---- the compute profile (§2.6) --------------------------------------------- */
+
+void dxgvm_vgpu_header(struct dxgkvmb_command_vgpu_to_host *hdr,
+		       struct dxg_process *proc, u32 type)
+{
+	dxgvm_vgpu_hdr(hdr, proc->host_handle, type);
+}
+
+/* Sends a request the caller built, on the adapter's behalf. */
+int dxgvm_send(struct dxg_process *proc, struct dxg_adapter *adapter,
+	       struct dxg_req *req, unsigned int flags)
+{
+	return dxgvm_req_submit(proc->dxg, req, &adapter->luid, flags);
+}
+
+int dxgvm_send_status(struct dxg_process *proc, struct dxg_adapter *adapter,
+		      const void *cmd, size_t cmd_len, unsigned int flags)
+{
+	return dxgvm_call_status(proc->dxg, &adapter->luid, cmd, cmd_len, flags);
+}
+
+int dxgvm_send_reply(struct dxg_process *proc, struct dxg_adapter *adapter,
+		     const void *cmd, size_t cmd_len, void *reply,
+		     size_t reply_len, unsigned int flags)
+{
+	return dxgvm_call(proc->dxg, &adapter->luid, cmd, cmd_len, reply,
+			  reply_len, flags);
+}
+
+/* Entries of 4 KiB guest pages one SETEXISTINGSYSMEMPAGES carries (§2.4). */
+#define DXG_SYSMEM_PAGES_PER_MSG \
+	((DXG_MAX_VM_BUS_PACKET_SIZE - \
+	  sizeof(struct dxgkvmb_command_setexistingsysmempages)) / sizeof(u64))
+
+/*
+ * Hands every page of a CPU-visible allocation to the host, in 4 KiB page
+ * frame numbers (§2.6.2), as many messages as it takes.
+ */
+int dxgvmb_set_sysmem_pages(struct dxg_process *proc, struct dxg_object *obj)
+{
+	const unsigned long per_page = PAGE_SIZE / SZ_4K;
+	u64 total = obj->size / SZ_4K, done = 0;
+	struct dxgkvmb_command_setexistingsysmempages *cmd;
+	struct dxg_req *req;
+	int ret = 0;
+	u32 n, i;
+	u64 *pfns;
+
+	BUILD_BUG_ON(DXG_SYSMEM_PAGES_PER_MSG != 16379);
+	while (done < total) {
+		n = min_t(u64, total - done, DXG_SYSMEM_PAGES_PER_MSG);
+		req = dxgvm_req_alloc(sizeof(*cmd) + n * sizeof(u64),
+				      sizeof(struct ntstatus));
+		if (!req)
+			return -ENOMEM;
+		cmd = dxgvm_req_cmd(req);
+		dxgvm_vgpu_hdr(&cmd->hdr, proc->host_handle,
+			       DXGK_VMBCOMMAND_SETEXISTINGSYSMEMPAGES);
+		cmd->device = obj->device;
+		cmd->allocation = obj->handle;
+		cmd->num_pages = n;
+		cmd->alloc_offset_in_pages = done;
+		pfns = (u64 *)(cmd + 1);
+		for (i = 0; i < n; i++) {
+			u64 p = done + i;
+			struct page *page = obj->pages->pages[p / per_page];
+
+			pfns[i] = (PFN_PHYS(page_to_pfn(page)) >> 12) + p % per_page;
+		}
+		ret = dxgvm_send(proc, obj->adapter, req, 0);
+		if (!ret)
+			ret = dxgvm_errno(((struct ntstatus *)
+					   dxgvm_req_reply(req))->v);
+		dxgvm_req_put(req);
+		if (ret < 0)
+			return ret;
+		done += n;
+	}
+	return 0;
+}
+
+/*
+ * DESTROYALLOCATION of handles the guest already took out of its table:
+ * not killable, the host must hear of it before the pages are let go.
+ */
+int dxgvmb_destroy_allocations(struct dxg_process *proc,
+			       struct dxg_adapter *adapter,
+			       struct d3dkmthandle device,
+			       const struct d3dkmthandle *handles, u32 count)
+{
+	struct dxgkvmb_command_destroyallocation *cmd;
+	struct dxg_req *req;
+	int ret;
+
+	req = dxgvm_req_alloc(sizeof(*cmd) + count * sizeof(*handles),
+			      sizeof(struct ntstatus));
+	if (!req)
+		return -ENOMEM;
+	cmd = dxgvm_req_cmd(req);
+	dxgvm_vgpu_hdr(&cmd->hdr, proc->host_handle,
+		       DXGK_VMBCOMMAND_DESTROYALLOCATION);
+	cmd->device = device;
+	cmd->alloc_count = count;
+	memcpy(cmd + 1, handles, count * sizeof(*handles));
+	ret = dxgvm_send(proc, adapter, req, 0);
+	if (!ret)
+		ret = dxgvm_errno(((struct ntstatus *)dxgvm_req_reply(req))->v);
+	dxgvm_req_put(req);
+	return ret;
+}
+
+/*
+ * The destroy message of a context, queue or sync object the guest took
+ * out of its table. Not killable, like DESTROYDEVICE.
+ */
+int dxgvmb_destroy_object(struct dxg_process *proc, struct dxg_object *obj)
+{
+	union {
+		struct dxgkvmb_command_destroycontext ctx;
+		struct dxgkvmb_command_destroyhwqueue hwq;
+		struct dxgkvmb_command_destroypagingqueue pq;
+		struct dxgkvmb_command_destroysyncobject sync;
+	} cmd = {};
+
+	switch (obj->type) {
+	case DXG_OBJ_CONTEXT:
+		dxgvm_vgpu_hdr(&cmd.ctx.hdr, proc->host_handle,
+			       DXGK_VMBCOMMAND_DESTROYCONTEXT);
+		cmd.ctx.context = obj->handle;
+		return dxgvm_send_status(proc, obj->adapter, &cmd.ctx,
+					 sizeof(cmd.ctx), 0);
+	case DXG_OBJ_HWQUEUE:
+		dxgvm_vgpu_hdr(&cmd.hwq.hdr, proc->host_handle,
+			       DXGK_VMBCOMMAND_DESTROYHWQUEUE);
+		cmd.hwq.hwqueue = obj->handle;
+		return dxgvm_send_status(proc, obj->adapter, &cmd.hwq,
+					 sizeof(cmd.hwq), 0);
+	case DXG_OBJ_PAGINGQUEUE:
+		dxgvm_vgpu_hdr(&cmd.pq.hdr, proc->host_handle,
+			       DXGK_VMBCOMMAND_DESTROYPAGINGQUEUE);
+		cmd.pq.paging_queue = obj->handle;
+		return dxgvm_send_status(proc, obj->adapter, &cmd.pq,
+					 sizeof(cmd.pq), 0);
+	case DXG_OBJ_SYNCOBJ:
+		/* A global command in dxgkrnl, though made per adapter (§5.1). */
+		dxgvm_global_hdr(&cmd.sync.hdr, proc->host_handle,
+				 DXGK_VMBCOMMAND_DESTROYSYNCOBJECT);
+		cmd.sync.sync_object = obj->handle;
+		return dxgvm_call_status(proc->dxg, NULL, &cmd.sync,
+					 sizeof(cmd.sync), 0);
+	default:
+		return -EINVAL;
+	}
+}
+
+/*
+ * WAITFORSYNCOBJECTFROMCPU with the waiter's cookie. Returns 0 (satisfied
+ * now), STATUS_PENDING (SIGNALGUESTEVENT will follow) or an errno.
+ */
+int dxgvmb_wait_from_cpu(struct dxg_process *proc, struct dxg_adapter *adapter,
+			 struct d3dkmt_waitforsynchronizationobjectfromcpu *args,
+			 const struct d3dkmthandle *objects, const u64 *values,
+			 u64 cookie)
+{
+	struct dxgkvmb_command_waitforsyncobjectfromcpu *cmd;
+	u32 n = args->object_count;
+	struct dxg_req *req;
+	u8 *tail;
+	int ret;
+
+	req = dxgvm_req_alloc(sizeof(*cmd) + n * (sizeof(*objects) + sizeof(u64)),
+			      sizeof(struct ntstatus));
+	if (!req)
+		return -ENOMEM;
+	cmd = dxgvm_req_cmd(req);
+	dxgvm_vgpu_hdr(&cmd->hdr, proc->host_handle,
+		       DXGK_VMBCOMMAND_WAITFORSYNCOBJECTFROMCPU);
+	cmd->device = args->device;
+	cmd->object_count = n;
+	cmd->flags = args->flags;
+	cmd->guest_event_pointer = cookie;
+	tail = (u8 *)(cmd + 1);
+	memcpy(tail, objects, n * sizeof(*objects));
+	memcpy(tail + n * sizeof(*objects), values, n * sizeof(u64));
+	ret = dxgvm_send(proc, adapter, req, DXGVM_WAIT_KILLABLE);
+	if (!ret)
+		ret = dxgvm_errno(((struct ntstatus *)dxgvm_req_reply(req))->v);
+	dxgvm_req_put(req);
+	return ret;
 }
