@@ -15,10 +15,18 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dxvmm_protocol::abi::{
-    kmtqaitype, memory_segment_group, D3dkmtAdapterInfo, D3dkmtCloseAdapter, D3dkmtCreateDevice,
-    D3dkmtDestroyDevice, D3dkmtEnumAdapters2, D3dkmtEnumAdapters3, D3dkmtEnumAdaptersFilter,
-    D3dkmtHandle, D3dkmtOpenAdapterFromLuid, D3dkmtQueryAdapterInfo, D3dkmtQueryVideoMemoryInfo,
-    WinLuid, D3DKMT_ADAPTERS_MAX,
+    kmtqaitype, memory_segment_group, D3dddiMakeResident, D3dddiMapGpuVirtualAddress,
+    D3dddiReserveGpuVirtualAddress, D3dkmtAdapterInfo, D3dkmtCloseAdapter, D3dkmtCreateAllocation,
+    D3dkmtCreateContextVirtual, D3dkmtCreateDevice, D3dkmtCreateHwQueue, D3dkmtCreatePagingQueue,
+    D3dkmtCreateSynchronizationObject2, D3dkmtDestroyAllocation2, D3dkmtDestroyContext,
+    D3dkmtDestroyDevice, D3dkmtDestroyHwQueue, D3dkmtDestroySynchronizationObject,
+    D3dkmtEnumAdapters2, D3dkmtEnumAdapters3, D3dkmtEnumAdaptersFilter, D3dkmtEscape, D3dkmtEvict,
+    D3dkmtFreeGpuVirtualAddress, D3dkmtHandle, D3dkmtLock2, D3dkmtOpenAdapterFromLuid,
+    D3dkmtQueryAdapterInfo, D3dkmtQueryAllocationResidency, D3dkmtQueryVideoMemoryInfo,
+    D3dkmtSignalSynchronizationObjectFromCpu, D3dkmtSignalSynchronizationObjectFromGpu,
+    D3dkmtSignalSynchronizationObjectFromGpu2, D3dkmtSubmitCommand, D3dkmtSubmitCommandToHwQueue,
+    D3dkmtUnlock2, D3dkmtWaitForSynchronizationObjectFromCpu,
+    D3dkmtWaitForSynchronizationObjectFromGpu, WinLuid, D3DKMT_ADAPTERS_MAX,
 };
 use dxvmm_protocol::escape::{qai_type, DxgvHostObjects};
 use libdxg::ioctl::{dxg_cmd, iowr, IoctlArg, DXG_IOCTL_TYPE, MAX_IOCTL_SIZE};
@@ -247,6 +255,441 @@ fn targets() -> Vec<Target> {
             qvmi_arg(e).as_bytes().to_vec()
         }),
     ]
+}
+
+/// The compute profile's ioctls (protocol §2.6). Their "valid" arguments
+/// name this process's device with lists in the scratch area; what the
+/// common cases vary is the argument pointer and the size in the command
+/// word, which the driver must refuse whatever the struct holds.
+fn compute_targets() -> Vec<Target> {
+    fn dev<T: IntoBytes + zerocopy::Immutable>(t: T) -> Vec<u8> {
+        t.as_bytes().to_vec()
+    }
+    vec![
+        target::<D3dkmtCreateAllocation>("createallocation", false, |e| {
+            dev(D3dkmtCreateAllocation {
+                device: e.device,
+                alloc_count: 1,
+                allocation_info: e.at(LIST_AT),
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtDestroyAllocation2>("destroyallocation2", false, |e| {
+            dev(D3dkmtDestroyAllocation2 {
+                device: e.device,
+                allocations: e.at(LIST_AT),
+                alloc_count: 1,
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtQueryAllocationResidency>("queryallocationresidency", false, |e| {
+            dev(D3dkmtQueryAllocationResidency {
+                device: e.device,
+                allocations: e.at(LIST_AT),
+                allocation_count: 1,
+                residency_status: e.at(DATA_AT),
+                ..Default::default()
+            })
+        }),
+        target::<D3dddiMakeResident>("makeresident", false, |e| {
+            dev(D3dddiMakeResident {
+                paging_queue: e.device,
+                alloc_count: 1,
+                allocation_list: e.at(LIST_AT),
+                priority_list: e.at(DATA_AT),
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtEvict>("evict", false, |e| {
+            dev(D3dkmtEvict {
+                device: e.device,
+                alloc_count: 1,
+                allocations: e.at(LIST_AT),
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtLock2>("lock2", false, |e| {
+            dev(D3dkmtLock2 {
+                device: e.device,
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtUnlock2>("unlock2", false, |e| {
+            dev(D3dkmtUnlock2 {
+                device: e.device,
+                allocation: D3dkmtHandle::NULL,
+            })
+        }),
+        target::<D3dkmtCreatePagingQueue>("createpagingqueue", false, |e| {
+            dev(D3dkmtCreatePagingQueue {
+                device: e.device,
+                ..Default::default()
+            })
+        }),
+        target::<D3dddiReserveGpuVirtualAddress>("reservegpuvirtualaddress", false, |e| {
+            dev(D3dddiReserveGpuVirtualAddress {
+                adapter: e.device,
+                size: 4096,
+                ..Default::default()
+            })
+        }),
+        target::<D3dddiMapGpuVirtualAddress>("mapgpuvirtualaddress", false, |e| {
+            dev(D3dddiMapGpuVirtualAddress {
+                paging_queue: e.device,
+                size_in_pages: 1,
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtFreeGpuVirtualAddress>("freegpuvirtualaddress", false, |e| {
+            dev(D3dkmtFreeGpuVirtualAddress {
+                adapter: e.device,
+                reserved: 0,
+                base_address: 0x7000_0000_0000,
+                size: 4096,
+            })
+        }),
+        target::<D3dkmtCreateContextVirtual>("createcontextvirtual", false, |e| {
+            dev(D3dkmtCreateContextVirtual {
+                device: e.device,
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtDestroyContext>("destroycontext", false, |_| {
+            dev(D3dkmtDestroyContext {
+                context: D3dkmtHandle(0x4242_4240),
+            })
+        }),
+        target::<D3dkmtCreateHwQueue>("createhwqueue", false, |e| {
+            dev(D3dkmtCreateHwQueue {
+                context: e.device,
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtDestroyHwQueue>("destroyhwqueue", false, |_| {
+            dev(D3dkmtDestroyHwQueue {
+                queue: D3dkmtHandle(0x4242_4240),
+            })
+        }),
+        target::<D3dkmtSubmitCommand>("submitcommand", false, |e| {
+            let mut a = D3dkmtSubmitCommand {
+                command_buffer: 0x7000_0000_0000,
+                command_length: 64,
+                broadcast_context_count: 1,
+                ..Default::default()
+            };
+            a.broadcast_context[0] = e.device;
+            dev(a)
+        }),
+        target::<D3dkmtSubmitCommandToHwQueue>("submitcommandtohwqueue", false, |e| {
+            dev(D3dkmtSubmitCommandToHwQueue {
+                hwqueue: e.device,
+                hwqueue_progress_fence_id: 1,
+                command_buffer: 0x7000_0000_0000,
+                command_length: 64,
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtEscape>("escape", false, |e| {
+            dev(D3dkmtEscape {
+                adapter: e.adapter,
+                device: e.device,
+                priv_drv_data: e.at(DATA_AT),
+                priv_drv_data_size: 16,
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtCreateSynchronizationObject2>("createsynchronizationobject2", false, |e| {
+            dev(D3dkmtCreateSynchronizationObject2 {
+                device: e.device,
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtDestroySynchronizationObject>("destroysynchronizationobject", false, |_| {
+            dev(D3dkmtDestroySynchronizationObject {
+                sync_object: D3dkmtHandle(0x4242_4240),
+            })
+        }),
+        target::<D3dkmtSignalSynchronizationObjectFromCpu>("signalfromcpu", false, |e| {
+            dev(D3dkmtSignalSynchronizationObjectFromCpu {
+                device: e.device,
+                object_count: 1,
+                objects: e.at(LIST_AT),
+                fence_values: e.at(DATA_AT),
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtSignalSynchronizationObjectFromGpu>("signalfromgpu", false, |e| {
+            dev(D3dkmtSignalSynchronizationObjectFromGpu {
+                context: e.device,
+                object_count: 1,
+                objects: e.at(LIST_AT),
+                monitored_fence_values: e.at(DATA_AT),
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtSignalSynchronizationObjectFromGpu2>("signalfromgpu2", false, |e| {
+            dev(D3dkmtSignalSynchronizationObjectFromGpu2 {
+                object_count: 1,
+                objects: e.at(LIST_AT),
+                context_count: 1,
+                contexts: e.at(LIST_AT),
+                fence_value: e.at(DATA_AT),
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtWaitForSynchronizationObjectFromCpu>("waitfromcpu", false, |e| {
+            dev(D3dkmtWaitForSynchronizationObjectFromCpu {
+                device: e.device,
+                object_count: 1,
+                objects: e.at(LIST_AT),
+                fence_values: e.at(DATA_AT),
+                ..Default::default()
+            })
+        }),
+        target::<D3dkmtWaitForSynchronizationObjectFromGpu>("waitfromgpu", false, |e| {
+            dev(D3dkmtWaitForSynchronizationObjectFromGpu {
+                context: e.device,
+                object_count: 1,
+                objects: e.at(LIST_AT),
+                monitored_fence_values: e.at(DATA_AT),
+                ..Default::default()
+            })
+        }),
+    ]
+}
+
+/// Counts and lists of garbage for the compute ioctls: handle lists
+/// naming nothing, counts past the limits, lists at bad addresses. The
+/// scratch area holds zeros, so the handles the lists name are null.
+fn compute_cases(tap: &mut Tap, env: &mut Env) {
+    let big = 0x7fff_ffffu32;
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        (
+            "createallocation: alloc_count 0",
+            D3dkmtCreateAllocation {
+                device: env.device,
+                alloc_count: 0,
+                allocation_info: env.at(LIST_AT),
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtCreateAllocation::NR,
+        ),
+        (
+            "createallocation: alloc_count 0x7fffffff",
+            D3dkmtCreateAllocation {
+                device: env.device,
+                alloc_count: big,
+                allocation_info: env.at(LIST_AT),
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtCreateAllocation::NR,
+        ),
+        (
+            "createallocation: info without private data",
+            D3dkmtCreateAllocation {
+                device: env.device,
+                alloc_count: 1,
+                allocation_info: env.at(LIST_AT),
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtCreateAllocation::NR,
+        ),
+        (
+            "destroyallocation2: a null handle in the list",
+            D3dkmtDestroyAllocation2 {
+                device: env.device,
+                allocations: env.at(LIST_AT),
+                alloc_count: 1,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtDestroyAllocation2::NR,
+        ),
+        (
+            "destroyallocation2: count 0x7fffffff",
+            D3dkmtDestroyAllocation2 {
+                device: env.device,
+                allocations: env.at(LIST_AT),
+                alloc_count: big,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtDestroyAllocation2::NR,
+        ),
+        (
+            "queryallocationresidency: count 0x7fffffff",
+            D3dkmtQueryAllocationResidency {
+                device: env.device,
+                allocations: env.at(LIST_AT),
+                allocation_count: big,
+                residency_status: env.at(DATA_AT),
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtQueryAllocationResidency::NR,
+        ),
+        (
+            "evict: list at a kernel address",
+            D3dkmtEvict {
+                device: env.device,
+                alloc_count: 1,
+                allocations: 0xffff_8880_0000_0000,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtEvict::NR,
+        ),
+        (
+            "lock2: device as allocation",
+            D3dkmtLock2 {
+                device: env.device,
+                allocation: env.device,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtLock2::NR,
+        ),
+        (
+            "unlock2: made-up allocation",
+            D3dkmtUnlock2 {
+                device: env.device,
+                allocation: D3dkmtHandle(0x4242_4240),
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtUnlock2::NR,
+        ),
+        (
+            "mapgpuvirtualaddress: device as paging queue and allocation",
+            D3dddiMapGpuVirtualAddress {
+                paging_queue: env.device,
+                allocation: env.device,
+                size_in_pages: 1,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dddiMapGpuVirtualAddress::NR,
+        ),
+        (
+            "reservegpuvirtualaddress: size 2^64 - 4096",
+            D3dddiReserveGpuVirtualAddress {
+                adapter: env.device,
+                size: u64::MAX - 4095,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dddiReserveGpuVirtualAddress::NR,
+        ),
+        (
+            "signalfromcpu: object_count 0x7fffffff",
+            D3dkmtSignalSynchronizationObjectFromCpu {
+                device: env.device,
+                object_count: big,
+                objects: env.at(LIST_AT),
+                fence_values: env.at(DATA_AT),
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtSignalSynchronizationObjectFromCpu::NR,
+        ),
+        (
+            "waitfromcpu: object_count 0",
+            D3dkmtWaitForSynchronizationObjectFromCpu {
+                device: env.device,
+                object_count: 0,
+                objects: env.at(LIST_AT),
+                fence_values: env.at(DATA_AT),
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtWaitForSynchronizationObjectFromCpu::NR,
+        ),
+        (
+            "waitfromcpu: a null fence in the list",
+            D3dkmtWaitForSynchronizationObjectFromCpu {
+                device: env.device,
+                object_count: 1,
+                objects: env.at(LIST_AT),
+                fence_values: env.at(DATA_AT),
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtWaitForSynchronizationObjectFromCpu::NR,
+        ),
+        (
+            "signalfromgpu2: context_count 0x7fffffff",
+            D3dkmtSignalSynchronizationObjectFromGpu2 {
+                object_count: 1,
+                objects: env.at(LIST_AT),
+                context_count: big,
+                contexts: env.at(LIST_AT),
+                fence_value: env.at(DATA_AT),
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtSignalSynchronizationObjectFromGpu2::NR,
+        ),
+        (
+            "escape: 16 zero bytes (no dxvmm escape header)",
+            D3dkmtEscape {
+                adapter: env.adapter,
+                device: env.device,
+                priv_drv_data: env.at(DATA_AT),
+                priv_drv_data_size: 16,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtEscape::NR,
+        ),
+        (
+            "escape: size 0x7fffffff",
+            D3dkmtEscape {
+                adapter: env.adapter,
+                device: env.device,
+                priv_drv_data: env.at(DATA_AT),
+                priv_drv_data_size: big,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtEscape::NR,
+        ),
+        (
+            "createsynchronizationobject2: type 0",
+            D3dkmtCreateSynchronizationObject2 {
+                device: env.device,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+            D3dkmtCreateSynchronizationObject2::NR,
+        ),
+    ];
+    for (what, arg, nr) in cases {
+        env.scratch.fill_from(&[0u8; SCRATCH]);
+        let r = env.raw(nr, arg.len(), &arg);
+        if tap.refused(what, r) {
+            env.reset();
+        }
+    }
 }
 
 /// What every ioctl gets: bad argument pointers, a read-only argument,
@@ -825,6 +1268,12 @@ pub fn run() -> bool {
         }
         still_works(&mut tap, &mut env, t.label);
     }
+    for t in compute_targets() {
+        common_cases(&mut tap, &mut env, &t);
+        still_works(&mut tap, &mut env, t.label);
+    }
+    compute_cases(&mut tap, &mut env);
+    still_works(&mut tap, &mut env, "compute garbage");
     unknown_cases(&mut tap, &mut env);
     still_works(&mut tap, &mut env, "unknown ioctls");
     race_cases(&mut tap, &mut env);

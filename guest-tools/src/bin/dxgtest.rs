@@ -1,16 +1,20 @@
 //! dxgtest: test suites run inside a guest against the real driver.
 //!
-//! Usage: dxgtest abuse | procs [N] | roundtrip [N]
+//! Usage: dxgtest abuse | procs [N] | roundtrip [N] | compute [--junit FILE]
 
 use std::process::ExitCode;
 
-use dxvmm_guest_tools::{abuse, procs, roundtrip};
+use dxvmm_guest_tools::{abuse, compute, procs, roundtrip};
 use libdxg::DXG_PATH;
 
 const USAGE: &str = "usage: dxgtest SUITE
   abuse          garbage for every adapter/device ioctl; TAP-like lines, exit 0 if all ok
   procs [N]      N processes (default 32) killed holding devices; the host must free everything
-  roundtrip [N]  time N (default 10000) ioctls that reach the host; one JSON line";
+  roundtrip [N]  time N (default 10000) ioctls that reach the host; one JSON line
+  compute [--junit FILE]
+                 compute on the GPU through libdxg (results checked on the CPU), every
+                 compute ioctl once, two processes, a killed submitter, bad input;
+                 TAP-like lines, JUnit XML to FILE, exit 0 if all ok";
 
 const MAX_PROCS: usize = 4096;
 
@@ -37,6 +41,22 @@ fn main() -> ExitCode {
     if matches!(suite, "-h" | "--help") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
+    }
+    if suite == "compute" {
+        let junit = match rest {
+            [] => None,
+            [flag, file] if flag == "--junit" => Some(file.as_str()),
+            _ => return usage("compute takes only --junit FILE"),
+        };
+        if !std::path::Path::new(DXG_PATH).exists() {
+            eprintln!("dxgtest: {DXG_PATH} not found: is the dxgkrnl module loaded?");
+            return ExitCode::FAILURE;
+        }
+        return if compute::run_suite(junit) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     if rest.len() > 1 || (suite == "abuse" && !rest.is_empty()) {
         return usage("too many arguments");
