@@ -176,6 +176,7 @@ enum dxg_obj_type {
  */
 struct dxg_object {
 	struct kref		ref;
+	struct list_head	parked;		/* proc->parked, under proc->lock */
 	struct dxg_process	*proc;
 	enum dxg_obj_type	type;
 	bool			marked;		/* a destroy is gathering it */
@@ -224,6 +225,8 @@ struct dxg_process {
 	unsigned int		num_devices;
 	struct xarray		objects;	/* handle -> struct dxg_object */
 	unsigned int		num_objects;
+	/* objects whose destroy the host never answered: freed at release */
+	struct list_head	parked;
 
 	/*
 	 * slot_lock guards the fence pages and their slots; the mmap handler

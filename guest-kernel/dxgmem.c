@@ -207,7 +207,15 @@ static int dxg_mmap_alloc(struct dxg_process *proc, struct vm_area_struct *vma,
 	vma->vm_ops = &dxg_alloc_vm_ops;
 	num = npages;
 	ret = vm_insert_pages(vma, vma->vm_start, pages->pages, &num);
-	/* On failure mmap_region() unmaps, which calls close: our ref goes. */
+	if (ret) {
+		/*
+		 * A failed ->mmap is unmapped without ->close (6.1's
+		 * mmap_region()): drop the reference here.
+		 */
+		vma->vm_ops = NULL;
+		vma->vm_private_data = NULL;
+		dxg_pages_put(pages);
+	}
 	return ret;
 }
 

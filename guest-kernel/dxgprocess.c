@@ -69,6 +69,7 @@ struct dxg_process *dxg_process_open(struct dxg_vdev *dxg)
 	xa_init(&proc->adapters);
 	xa_init(&proc->devices);
 	xa_init(&proc->objects);
+	INIT_LIST_HEAD(&proc->parked);
 	spin_lock_init(&proc->slot_lock);
 	xa_init_flags(&proc->maps, XA_FLAGS_ALLOC);
 	kref_get(&dxg->ref);
@@ -82,7 +83,7 @@ out:
 void dxg_process_close(struct dxg_process *proc)
 {
 	struct dxg_vdev *dxg = proc->dxg;
-	struct dxg_object *obj;
+	struct dxg_object *obj, *tmp;
 	unsigned long index;
 	bool last;
 
@@ -106,6 +107,10 @@ void dxg_process_close(struct dxg_process *proc)
 	xa_for_each(&proc->objects, index, obj) {
 		xa_erase(&proc->objects, index);
 		dxg_unmap_key(proc, obj);
+		dxg_object_put(obj);
+	}
+	list_for_each_entry_safe(obj, tmp, &proc->parked, parked) {
+		list_del(&obj->parked);
 		dxg_object_put(obj);
 	}
 	dxg_fence_pages_free(proc);
@@ -233,6 +238,7 @@ struct dxg_object *dxg_object_new(struct dxg_process *proc,
 	if (!obj)
 		return NULL;
 	kref_init(&obj->ref);
+	INIT_LIST_HEAD(&obj->parked);
 	obj->proc = proc;
 	obj->type = type;
 	obj->adapter = adapter;

@@ -312,13 +312,8 @@ static void dxg_object_retire(struct dxg_process *proc, struct dxg_object *obj,
 {
 	if (ret == -ETIMEDOUT || ret == -EINTR) {
 		mutex_lock(&proc->lock);
-		if (!xa_insert(&proc->objects, obj->handle.v | 0x80000000u,
-			       obj, GFP_KERNEL)) {
-			mutex_unlock(&proc->lock);
-			return;
-		}
+		list_add(&obj->parked, &proc->parked);
 		mutex_unlock(&proc->lock);
-		pr_warn_ratelimited("leaking the pages of an unanswered destroy\n");
 		return;
 	}
 	dxg_object_put(obj);
@@ -1506,8 +1501,9 @@ static long dxgk_escape(struct dxg_process *proc, struct file *file, void *p)
 			return -EBADF;
 		dxg_object_put(ctx);
 	}
-	if (!size || size > proc->dxg->max_payload - sizeof(*cmd) ||
-	    !args->priv_drv_data)
+	/* Both ways the frame carries it: 128 KiB (or less) minus headers. */
+	if (!size || size > proc->dxg->max_payload ||
+	    size + sizeof(*cmd) > proc->dxg->max_payload || !args->priv_drv_data)
 		return -EINVAL;
 	ret = dxg_process_host(proc, &host);
 	if (ret)
