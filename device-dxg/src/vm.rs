@@ -65,6 +65,8 @@ struct Process {
     devices: Vec<(WinLuid, D3dkmtHandle)>,
     /// CPU-visible allocations whose guest pages have not all arrived.
     pending_pages: HashMap<D3dkmtHandle, PagePlan>,
+    /// Each hardware queue's progress fence.
+    hw_queues: HashMap<D3dkmtHandle, D3dkmtHandle>,
 }
 
 /// The page frame numbers of an allocation, filled by SETEXISTINGSYSMEMPAGES.
@@ -694,6 +696,9 @@ impl Vm {
                 let storage = fence_storage(mem, cmd.hwqueue_progress_fence_cpuva)?;
                 match self.backend.create_hw_queue(process, cmd.context, storage) {
                     Ok(q) => {
+                        self.process(process)?
+                            .hw_queues
+                            .insert(q.handle, q.progress_fence);
                         cmd.status = NtStatus::SUCCESS;
                         cmd.hwqueue = q.handle;
                         cmd.hwqueue_progress_fence = q.progress_fence;
@@ -704,10 +709,11 @@ impl Vm {
                 Ok(Reply::CreateHwQueue { cmd, priv_drv_data })
             }
             Request::DestroyHwQueue(cmd) => {
-                self.process(process)?;
-                Ok(Reply::Status(result(
-                    self.backend.destroy_hw_queue(process, cmd.hwqueue),
-                )))
+                let r = self.backend.destroy_hw_queue(process, cmd.hwqueue);
+                if r.is_ok() {
+                    self.process(process)?.hw_queues.remove(&cmd.hwqueue);
+                }
+                Ok(Reply::Status(result(r)))
             }
             Request::CreateSyncObject(cmd) => {
                 self.process(process)?;
@@ -827,16 +833,34 @@ impl Vm {
                 ))))
             }
             Request::SubmitCommandToHwQueue { cmd, .. } => {
-                self.process(process)?;
                 let a = cmd.args;
-                let r = self.backend.submit(
-                    process,
-                    a.hwqueue,
-                    CommandBuffer::GpuVa {
-                        va: a.command_buffer,
-                        length: u64::from(a.command_length),
-                    },
-                );
+                let progress = *self
+                    .process(process)?
+                    .hw_queues
+                    .get(&a.hwqueue)
+                    .ok_or(NtStatus::INVALID_HANDLE)?;
+                let r = self
+                    .backend
+                    .submit(
+                        process,
+                        a.hwqueue,
+                        CommandBuffer::GpuVa {
+                            va: a.command_buffer,
+                            length: u64::from(a.command_length),
+                        },
+                    )
+                    .and_then(|()| {
+                        // §2.6.5: the queue's progress fence reaches the
+                        // submission's value when its work completes.
+                        self.backend.signal_from_queue(
+                            process,
+                            a.hwqueue,
+                            &[FenceValue {
+                                fence: progress,
+                                value: a.hwqueue_progress_fence_id,
+                            }],
+                        )
+                    });
                 Ok(Reply::Status(result(r)))
             }
             Request::Escape { cmd, priv_drv_data } => {
@@ -976,6 +1000,8 @@ mod tests {
         )*};
     }
     has_header!(
+        dxvmm_protocol::vmbus::DxgkvmbCommandCreateHwQueue,
+        dxvmm_protocol::vmbus::DxgkvmbCommandSubmitCommandToHwQueue,
         dxvmm_protocol::vmbus::DxgkvmbCommandCreateAllocation,
         dxvmm_protocol::vmbus::DxgkvmbCommandCreateContextVirtual,
         dxvmm_protocol::vmbus::DxgkvmbCommandCreateSyncObject,
@@ -1404,6 +1430,72 @@ mod tests {
             // Teardown frees everything.
             f.vm.reset();
             assert!(f.vm.counts().is_empty());
+        }
+
+        #[test]
+        fn a_hardware_queue_signals_its_progress_fence_in_its_guest_slot() {
+            use dxvmm_protocol::vmbus::{
+                DxgkvmbCommandCreateHwQueue, DxgkvmbCommandSubmitCommandToHwQueue,
+            };
+            let mut f = fixture();
+            let (_data, data_va) = f.buffer(2, 0x10000);
+            let (_cmds, cmd_va) = f.buffer(2, 0x20000);
+            let mut ctx: DxgkvmbCommandCreateContextVirtual = f.hdr();
+            ctx.device = f.dev;
+            let context = match f.run(Request::CreateContextVirtual {
+                cmd: ctx,
+                priv_drv_data: vec![],
+            }) {
+                Ok(Reply::CreateContextVirtual { cmd, .. }) => cmd.context,
+                o => panic!("{o:?}"),
+            };
+            let mut q: DxgkvmbCommandCreateHwQueue = f.hdr();
+            q.context = context;
+            q.hwqueue_progress_fence_cpuva = 0x30010;
+            let queue = match f.run(Request::CreateHwQueue {
+                cmd: q,
+                priv_drv_data: vec![],
+            }) {
+                Ok(Reply::CreateHwQueue { cmd, .. }) => {
+                    assert_eq!(cmd.status, NtStatus::SUCCESS);
+                    cmd.hwqueue
+                }
+                o => panic!("{o:?}"),
+            };
+            let stream = CommandStream {
+                commands: vec![Command::Fill {
+                    dst_va: data_va,
+                    size: PAGE,
+                    value: 1,
+                }],
+            }
+            .encode();
+            f.mem.write_slice(&stream, GuestAddress(0x20000)).unwrap();
+            let mut s: DxgkvmbCommandSubmitCommandToHwQueue = f.hdr();
+            s.args.hwqueue = queue;
+            s.args.hwqueue_progress_fence_id = 3;
+            s.args.command_buffer = cmd_va;
+            s.args.command_length = stream.len() as u32;
+            assert_eq!(
+                f.run(Request::SubmitCommandToHwQueue {
+                    cmd: s,
+                    written_primaries: vec![],
+                    priv_drv_data: vec![]
+                }),
+                Ok(Reply::Status(NtStatus::SUCCESS))
+            );
+            f.vm.backend.flush().unwrap();
+            assert_eq!(f.mem.read_obj::<u64>(GuestAddress(0x30010)).unwrap(), 3);
+            // Another process's queue, or none, is refused.
+            s.args.hwqueue = D3dkmtHandle(0x4242);
+            assert_eq!(
+                f.run(Request::SubmitCommandToHwQueue {
+                    cmd: s,
+                    written_primaries: vec![],
+                    priv_drv_data: vec![]
+                }),
+                Err(NtStatus::INVALID_HANDLE)
+            );
         }
 
         #[test]
