@@ -214,7 +214,7 @@ impl DxgDevice {
                         r
                     } else {
                         let mut buf = vec![0u8; readable];
-                        let n = read_fully(&mut reader, &mut buf);
+                        let n = virtio_devices::read_fully(&mut reader, &mut buf);
                         buf.truncate(n);
                         self.handle_frame(&buf)
                     };
@@ -235,17 +235,6 @@ impl DxgDevice {
         }
         Ok(())
     }
-}
-
-fn read_fully(reader: &mut impl std::io::Read, buf: &mut [u8]) -> usize {
-    let mut done = 0;
-    while done < buf.len() {
-        match reader.read(&mut buf[done..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => done += n,
-        }
-    }
-    done
 }
 
 /// Writes the reply frame into the chain's writable part. A reply that does

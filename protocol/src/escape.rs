@@ -511,55 +511,60 @@ pub fn get_str(field: &[u8]) -> String {
     String::from_utf8_lossy(&field[..end]).into_owned()
 }
 
+/// Reads a magic- and version-tagged answer of a dxvmm adapter query
+/// (whose first two `u32`s are its magic and version) and checks both.
+fn decode_tagged<T>(
+    bytes: &[u8],
+    what: &'static str,
+    magic: u32,
+    version: u32,
+) -> Result<T, DecodeError>
+where
+    T: zerocopy::FromBytes + zerocopy::KnownLayout + zerocopy::Immutable,
+{
+    let (v, _) = T::read_from_prefix(bytes).map_err(|_| DecodeError::Truncated {
+        what,
+        need: core::mem::size_of::<T>(),
+        have: bytes.len(),
+    })?;
+    let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap_or([0; 4]));
+    if word(0) != magic {
+        return Err(DecodeError::BadMagic {
+            what,
+            found: word(0),
+        });
+    }
+    if word(4) != version {
+        return Err(DecodeError::UnsupportedVersion {
+            what,
+            found: word(4),
+            supported: version,
+        });
+    }
+    Ok(v)
+}
+
 impl DxgvHostAdapterInfo {
     /// Reads and checks the info from QUERYADAPTERINFO's answer.
     pub fn decode(bytes: &[u8]) -> Result<DxgvHostAdapterInfo, DecodeError> {
-        let (info, _) =
-            DxgvHostAdapterInfo::read_from_prefix(bytes).map_err(|_| DecodeError::Truncated {
-                what: "host adapter info",
-                need: DxgvHostAdapterInfo::SIZE,
-                have: bytes.len(),
-            })?;
-        if info.magic != DXGV_HOST_ADAPTER_MAGIC {
-            return Err(DecodeError::BadMagic {
-                what: "host adapter info",
-                found: info.magic,
-            });
-        }
-        if info.version != DXGV_HOST_ADAPTER_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                what: "host adapter info",
-                found: info.version,
-                supported: DXGV_HOST_ADAPTER_VERSION,
-            });
-        }
-        Ok(info)
+        decode_tagged(
+            bytes,
+            "host adapter info",
+            DXGV_HOST_ADAPTER_MAGIC,
+            DXGV_HOST_ADAPTER_VERSION,
+        )
     }
 }
 
 impl DxgvHostObjects {
     /// Reads and checks the counts from QUERYADAPTERINFO's answer.
     pub fn decode(bytes: &[u8]) -> Result<DxgvHostObjects, DecodeError> {
-        let (info, _) =
-            DxgvHostObjects::read_from_prefix(bytes).map_err(|_| DecodeError::Truncated {
-                what: "host object counts",
-                need: DxgvHostObjects::SIZE,
-                have: bytes.len(),
-            })?;
-        if info.magic != DXGV_HOST_OBJECTS_MAGIC {
-            return Err(DecodeError::BadMagic {
-                what: "host object counts",
-                found: info.magic,
-            });
-        }
-        if info.version != DXGV_HOST_OBJECTS_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                what: "host object counts",
-                found: info.version,
-                supported: DXGV_HOST_OBJECTS_VERSION,
-            });
-        }
-        Ok(info)
+        decode_tagged(
+            bytes,
+            "host object counts",
+            DXGV_HOST_OBJECTS_MAGIC,
+            DXGV_HOST_OBJECTS_VERSION,
+        )
     }
 }
 

@@ -64,7 +64,7 @@ impl Console {
                 .map_err(|e| DeviceError::Chain(e.to_string()))?;
             let mut buf = vec![0u8; reader.available_bytes()];
             // A chain that lies about its lengths yields fewer bytes: take what is there.
-            let n = read_fully(&mut reader, &mut buf);
+            let n = crate::read_fully(&mut reader, &mut buf);
             if let Err(e) = self.output.write_all(&buf[..n]) {
                 tracing::debug!(console = %self.name, "host output closed: {e}");
             }
@@ -128,17 +128,6 @@ impl Console {
             }
         }
     }
-}
-
-fn read_fully(reader: &mut impl Read, buf: &mut [u8]) -> usize {
-    let mut done = 0;
-    while done < buf.len() {
-        match reader.read(&mut buf[done..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => done += n,
-        }
-    }
-    done
 }
 
 impl VirtioDevice for Console {

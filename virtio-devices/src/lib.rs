@@ -97,6 +97,20 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self) {}
 }
 
+/// Reads until `buf` is full or the reader runs dry; returns the bytes read.
+/// For descriptor chains, whose stated lengths a guest may not back: take
+/// what is there.
+pub fn read_fully(reader: &mut impl std::io::Read, buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        match reader.read(&mut buf[done..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => done += n,
+        }
+    }
+    done
+}
+
 /// Copies `src` into a configuration-space read of `data` at `offset`,
 /// reading zeros past the end of `src`.
 pub fn read_config_bytes(src: &[u8], offset: u64, data: &mut [u8]) {
