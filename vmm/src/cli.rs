@@ -62,9 +62,22 @@ pub enum Accel {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Which engine runs the guest's CPU.
-    #[arg(long, value_enum, default_value_t = Accel::Auto)]
-    pub accel: Accel,
+    /// Read the run's settings from a TOML file (keys as the long flags:
+    /// kernel, memory, gpu, inject, command, timeout, ...; see docs/ci.md).
+    /// Flags given here override its values; --inject adds to its list.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Put a host file or directory (recursively) into the guest before the
+    /// command runs, at GUEST_PATH [default: /NAME, NAME being the host
+    /// path's last component; a GUEST_PATH ending in / gets NAME appended].
+    /// Modes are kept and links followed. Repeatable.
+    #[arg(long, value_name = "HOST_PATH[:GUEST_PATH]")]
+    pub inject: Vec<String>,
+
+    /// Which engine runs the guest's CPU [default: auto].
+    #[arg(long, value_enum)]
+    pub accel: Option<Accel>,
 
     /// Guest kernel: a UML executable for `uml`, a bzImage or vmlinux ELF for `kvm`
     /// [default: the one images/build.sh made for the engine].
@@ -79,13 +92,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub cmdline: Option<String>,
 
-    /// Number of vCPUs (the user-mode engine runs one).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=255))]
-    pub cpus: u8,
+    /// Number of vCPUs (the user-mode engine runs one) [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=255))]
+    pub cpus: Option<u8>,
 
-    /// Guest memory: a number of MiB, or a size with a unit (K, M, G; KiB, MiB, GiB).
-    #[arg(long, value_name = "SIZE", default_value = "512M")]
-    pub memory: MemorySize,
+    /// Guest memory: a number of MiB, or a size with a unit (K, M, G; KiB,
+    /// MiB, GiB) [default: 512M].
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<MemorySize>,
 
     /// Kill the guest if it has not finished after this many seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
@@ -116,7 +130,7 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-fn parse_timeout(s: &str) -> Result<u64, String> {
+pub fn parse_timeout(s: &str) -> Result<u64, String> {
     let v: u64 = s
         .parse()
         .map_err(|_| format!("'{s}' is not a whole number of seconds"))?;
@@ -144,8 +158,8 @@ mod tests {
             panic!("parsed as another command");
         };
         assert_eq!(r.command, ["ls", "-l", "/"]);
-        assert_eq!(r.memory.mib(), 1024);
-        assert_eq!(r.accel, Accel::Auto);
+        assert_eq!(r.memory.map(|m| m.mib()), Some(1024));
+        assert_eq!(r.accel, None);
     }
 
     #[test]

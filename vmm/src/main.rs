@@ -1,9 +1,11 @@
 //! `dxvmm`: boots a Linux guest with dxvmm's virtual devices.
 
 mod cli;
+mod config;
 mod gpus;
 mod guest;
 mod images;
+mod inject;
 mod kvm;
 mod size;
 mod term;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 use cli::{Accel, Cli, Command, RunArgs};
+use config::Settings;
 use size::MemorySize;
 
 /// Exit statuses of `dxvmm run` besides the guest command's own.
@@ -86,6 +89,10 @@ enum Error {
     GpuSelect(#[from] device_dxg::SelectError),
     #[error("--gpu: {0}")]
     GpuBackend(dxvmm_host_backend::BackendError),
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error(transparent)]
+    Inject(#[from] inject::Error),
 }
 
 /// Opens the host GPUs for the guest. Without `--gpu`, a host with no
@@ -116,6 +123,7 @@ fn host_memory_mib() -> Option<u64> {
 }
 
 fn run(args: RunArgs) -> Result<Outcome, Error> {
+    let args: Settings = config::resolve(args)?;
     if args.memory.mib() < MIN_MEMORY_MIB {
         return Err(Error::MemoryTooSmall(args.memory));
     }
@@ -124,10 +132,18 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
             return Err(Error::MemoryTooLarge(args.memory, host));
         }
     }
+    // Injected files: the image's initramfs and their archive, in memory,
+    // for as long as the guest runs.
+    let injected = if args.inject.is_empty() {
+        None
+    } else {
+        let base = args.initramfs.clone().unwrap_or_else(images::initramfs);
+        Some(inject::Initramfs::build(&base, &args.inject)?)
+    };
     let gpu = gpu_config(args.gpu.as_ref())?;
     let cfg = RunConfig {
         kernel: args.kernel,
-        initramfs: args.initramfs,
+        initramfs: injected.as_ref().map(|i| i.path()).or(args.initramfs),
         cmdline: args.cmdline,
         cpus: args.cpus,
         memory: args.memory,

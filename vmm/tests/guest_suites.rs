@@ -1,0 +1,2 @@
+//! The guest test suites, each case its own test (being written).
+fn main() {}
