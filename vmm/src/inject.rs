@@ -164,10 +164,11 @@ pub struct Initramfs {
 impl Initramfs {
     /// Builds it from the image's initramfs `base` and the injected files.
     pub fn build(base: &Path, specs: &[InjectSpec]) -> Result<Initramfs, Error> {
+        // The user's paths first: they are the likelier mistake.
+        let entries = collect(specs)?;
         if !base.is_file() {
             return Err(Error::MissingBase(base.to_path_buf()));
         }
-        let entries = collect(specs)?;
         let fd = memfd()?;
         let mut file = File::from(fd.try_clone().map_err(Error::Memfd)?);
         let mut src = File::open(base).map_err(|e| Error::Base(base.to_path_buf(), e))?;
