@@ -9,6 +9,7 @@
 //! engine) and as a vhost-user device (user-mode engine).
 
 pub mod events;
+pub mod observe;
 pub mod select;
 pub mod vm;
 
@@ -28,6 +29,7 @@ use vm_memory::GuestMemoryMmap;
 use zerocopy::IntoBytes;
 
 pub use events::EventQueue;
+pub use observe::{Direction, FrameObserver};
 pub use select::{GpuSelection, SelectError};
 pub use vm::Vm;
 
@@ -51,6 +53,8 @@ pub struct DxgDevice {
     /// The guest's memory as of the last notification (requests that name
     /// guest pages hand the backend a view of it).
     mem: Option<GuestMemoryMmap>,
+    /// Sees every frame (`set_observer`); none by default.
+    observer: Option<Arc<dyn FrameObserver>>,
 }
 
 impl DxgDevice {
@@ -71,7 +75,14 @@ impl DxgDevice {
             stats: Stats::default(),
             events,
             mem: None,
+            observer: None,
         })
+    }
+
+    /// Lets `observer` see every request, reply and event frame from now on
+    /// (`None`: stop).
+    pub fn set_observer(&mut self, observer: Option<Arc<dyn FrameObserver>>) {
+        self.observer = observer;
     }
 
     /// Moves pending host events into the buffers the guest posted.
@@ -115,6 +126,11 @@ impl DxgDevice {
                     continue;
                 }
             };
+            if written > 0 {
+                if let Some(o) = &self.observer {
+                    o.observe(Direction::Event, &frame, Some(mem));
+                }
+            }
             queue.add_used(mem, head, written)?;
             used_any = true;
         }
@@ -137,6 +153,16 @@ impl DxgDevice {
     /// returns the reply frame. Any bytes at all are accepted: what is not
     /// a valid request gets a reply whose status says why.
     pub fn handle_frame(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let Some(observer) = self.observer.clone() else {
+            return self.answer_frame(bytes);
+        };
+        observer.observe(Direction::Request, bytes, self.mem.as_ref());
+        let reply = self.answer_frame(bytes);
+        observer.observe(Direction::Reply, &reply, self.mem.as_ref());
+        reply
+    }
+
+    fn answer_frame(&mut self, bytes: &[u8]) -> Vec<u8> {
         self.stats.requests += 1;
         // The request id, if the header is there at all, so that even a
         // refusal reaches the right waiter.

@@ -1,0 +1,339 @@
+//! Which guest memory a trace must hold for a replay to do the same work.
+//!
+//! Frames name guest memory but do not carry it: a command stream sits at a
+//! GPU VA inside a CPU-visible allocation, and the data a compute job reads
+//! is in the allocation's guest pages. The backend reads those pages at
+//! defined points only (docs/protocol.md §2.6), and this module copies them
+//! there, following the frames:
+//!
+//! - SETEXISTINGSYSMEMPAGES: remembers the allocation's page frames; the
+//!   pages are due for capture (their contents are uploaded at first use).
+//! - UNLOCK2: captures the allocation's pages (the CPU may have written them).
+//! - SUBMITCOMMAND / SUBMITCOMMANDTOHWQUEUE: captures the pages of the command
+//!   stream (found through the process's MAPGPUVIRTUALADDRESS mappings) and of
+//!   every allocation of the process that is due or still locked.
+//! - LOCK2 (after a successful reply): captures the allocation's pages as a
+//!   result: what the GPU computed, for a replay to compare.
+//!
+//! Each capture is per 4 KiB page and diffed against a shadow copy of what
+//! was last recorded, so unchanged pages cost no trace space.
+
+use std::collections::HashMap;
+
+use dxvmm_protocol::frame::{Frame, FrameKind};
+use dxvmm_protocol::message::Request;
+use dxvmm_protocol::vmbus::{
+    global, vgpu, DxgkvmbCommandLock2Return, DxgkvmbCommandMapGpuVirtualAddressReturn,
+    DXGKVMB_VGPU_TO_HOST, DXGKVMB_VM_TO_HOST,
+};
+use dxvmm_protocol::NtStatus;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use zerocopy::FromBytes;
+
+use crate::format::MAX_MEMORY_CHUNK;
+
+const PAGE: u64 = 4096;
+
+#[derive(Default)]
+struct Alloc {
+    pfns: Vec<u64>,
+    /// The backend will upload the pages at the next use.
+    due: bool,
+    locked: bool,
+}
+
+struct VaMap {
+    va: u64,
+    size: u64,
+    allocation: u32,
+    offset: u64,
+}
+
+enum Pending {
+    Map {
+        process: u32,
+        allocation: u32,
+        offset: u64,
+        size: u64,
+    },
+    Lock {
+        process: u32,
+        allocation: u32,
+    },
+}
+
+/// What the recorder knows of the guest's allocations.
+#[derive(Default)]
+pub struct Capture {
+    allocs: HashMap<(u32, u32), Alloc>,
+    vas: HashMap<u32, Vec<VaMap>>,
+    /// What the trace says each captured page holds.
+    shadow: HashMap<u64, Box<[u8]>>,
+    pending: Option<Pending>,
+}
+
+/// Whether a request frame is one that [`Capture`] follows (cheap: reads the
+/// command header's channel and number only).
+fn interesting(frame: &[u8]) -> bool {
+    let word = |at: usize| {
+        frame
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (Some(channel), Some(command)) = (word(32 + 12), word(32 + 16)) else {
+        return false;
+    };
+    match channel & 0xff {
+        DXGKVMB_VGPU_TO_HOST => matches!(
+            command,
+            vgpu::DXGK_VMBCOMMAND_SETEXISTINGSYSMEMPAGES
+                | vgpu::DXGK_VMBCOMMAND_UNLOCK2
+                | vgpu::DXGK_VMBCOMMAND_LOCK2
+                | vgpu::DXGK_VMBCOMMAND_SUBMITCOMMAND
+                | vgpu::DXGK_VMBCOMMAND_SUBMITCOMMANDTOHWQUEUE
+                | vgpu::DXGK_VMBCOMMAND_DESTROYALLOCATION
+                | vgpu::DXGK_VMBCOMMAND_MAPGPUVIRTUALADDRESS
+                | vgpu::DXGK_VMBCOMMAND_FREEGPUVIRTUALADDRESS
+        ),
+        DXGKVMB_VM_TO_HOST => command == global::DXGK_VMBCOMMAND_DESTROYPROCESS,
+        _ => false,
+    }
+}
+
+impl Capture {
+    /// Follows a request before the device acts on it; appends the guest
+    /// memory the backend is about to read to `out` as (address, bytes).
+    pub fn before_request(
+        &mut self,
+        frame: &[u8],
+        mem: Option<&GuestMemoryMmap>,
+        out: &mut Vec<(u64, Vec<u8>)>,
+    ) {
+        self.pending = None;
+        if !interesting(frame) {
+            return;
+        }
+        let Ok(f) = Frame::parse(frame, FrameKind::Request) else {
+            return;
+        };
+        let Ok(request) = Request::decode(f.payload) else {
+            return;
+        };
+        let process = request.process().0;
+        match request {
+            Request::SetExistingSysmemPages { cmd, pfns } => {
+                let a = self.allocs.entry((process, cmd.allocation.0)).or_default();
+                let start = cmd.alloc_offset_in_pages as usize;
+                let Some(end) = start.checked_add(pfns.len()) else {
+                    return;
+                };
+                // The device refuses page lists past the allocation; a
+                // bogus one here only costs a larger vector, bounded by the
+                // frame size.
+                if end > a.pfns.len() {
+                    a.pfns.resize(end, u64::MAX);
+                }
+                a.pfns[start..end].copy_from_slice(&pfns);
+                a.due = true;
+            }
+            Request::Unlock2(cmd) => {
+                let key = (process, cmd.args.allocation.0);
+                if let (Some(a), Some(mem)) = (self.allocs.get_mut(&key), mem) {
+                    a.locked = false;
+                    a.due = false;
+                    let pfns = a.pfns.clone();
+                    self.pages(mem, &pfns, out);
+                }
+            }
+            Request::Lock2(cmd) => {
+                self.pending = Some(Pending::Lock {
+                    process,
+                    allocation: cmd.args.allocation.0,
+                });
+            }
+            Request::SubmitCommand { cmd, .. } => {
+                let a = cmd.args;
+                self.submit(
+                    process,
+                    a.command_buffer,
+                    u64::from(a.command_length),
+                    mem,
+                    out,
+                );
+            }
+            Request::SubmitCommandToHwQueue { cmd, .. } => {
+                let a = cmd.args;
+                self.submit(
+                    process,
+                    a.command_buffer,
+                    u64::from(a.command_length),
+                    mem,
+                    out,
+                );
+            }
+            Request::DestroyAllocation { allocations, .. } => {
+                for h in allocations {
+                    self.allocs.remove(&(process, h.0));
+                    if let Some(v) = self.vas.get_mut(&process) {
+                        v.retain(|m| m.allocation != h.0);
+                    }
+                }
+            }
+            Request::MapGpuVirtualAddress(cmd) => {
+                let a = cmd.args;
+                if let (Some(offset), Some(size)) = (
+                    a.offset_in_pages.checked_mul(PAGE),
+                    a.size_in_pages.checked_mul(PAGE),
+                ) {
+                    self.pending = Some(Pending::Map {
+                        process,
+                        allocation: a.allocation.0,
+                        offset,
+                        size,
+                    });
+                }
+            }
+            Request::FreeGpuVirtualAddress(cmd) => {
+                let (base, size) = (cmd.args.base_address, cmd.args.size);
+                if let Some(v) = self.vas.get_mut(&process) {
+                    v.retain(|m| {
+                        m.va.saturating_add(m.size) <= base || m.va >= base.saturating_add(size)
+                    });
+                }
+            }
+            Request::DestroyProcess(_) => {
+                self.allocs.retain(|(p, _), _| *p != process);
+                self.vas.remove(&process);
+            }
+            _ => {}
+        }
+    }
+
+    /// Follows the reply to the request last given to `before_request`;
+    /// appends what the backend wrote into guest pages to `out`.
+    pub fn after_reply(
+        &mut self,
+        frame: &[u8],
+        mem: Option<&GuestMemoryMmap>,
+        out: &mut Vec<(u64, Vec<u8>)>,
+    ) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let Ok(f) = Frame::parse(frame, FrameKind::Reply) else {
+            return;
+        };
+        if !f.header.status.is_success() {
+            return;
+        }
+        match pending {
+            Pending::Map {
+                process,
+                allocation,
+                offset,
+                size,
+            } => {
+                if let Ok((r, _)) =
+                    DxgkvmbCommandMapGpuVirtualAddressReturn::read_from_prefix(f.payload)
+                {
+                    if r.status == NtStatus::SUCCESS && r.virtual_address != 0 {
+                        self.vas.entry(process).or_default().push(VaMap {
+                            va: r.virtual_address,
+                            size,
+                            allocation,
+                            offset,
+                        });
+                    }
+                }
+            }
+            Pending::Lock {
+                process,
+                allocation,
+            } => {
+                let Ok((r, _)) = DxgkvmbCommandLock2Return::read_from_prefix(f.payload) else {
+                    return;
+                };
+                if r.status != NtStatus::SUCCESS {
+                    return;
+                }
+                if let (Some(a), Some(mem)) = (self.allocs.get_mut(&(process, allocation)), mem) {
+                    a.locked = true;
+                    let pfns = a.pfns.clone();
+                    self.pages(mem, &pfns, out);
+                }
+            }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        process: u32,
+        va: u64,
+        len: u64,
+        mem: Option<&GuestMemoryMmap>,
+        out: &mut Vec<(u64, Vec<u8>)>,
+    ) {
+        let Some(mem) = mem else { return };
+        // The command stream.
+        let stream = self.vas.get(&process).and_then(|v| {
+            v.iter()
+                .find(|m| va >= m.va && va.checked_add(len).is_some_and(|e| e <= m.va + m.size))
+        });
+        if let Some(m) = stream {
+            let start = m.offset + (va - m.va);
+            let first = (start / PAGE) as usize;
+            let last = (start + len).div_ceil(PAGE) as usize;
+            if let Some(a) = self.allocs.get(&(process, m.allocation)) {
+                if let Some(pfns) = a.pfns.get(first..last.min(a.pfns.len())) {
+                    let pfns = pfns.to_vec();
+                    self.pages(mem, &pfns, out);
+                }
+            }
+        }
+        // Allocations whose pages the backend uploads before this work.
+        let mut due: Vec<u64> = Vec::new();
+        for ((p, _), a) in self.allocs.iter_mut() {
+            if *p == process && (a.due || a.locked) {
+                due.extend_from_slice(&a.pfns);
+                a.due = false;
+            }
+        }
+        self.pages(mem, &due, out);
+    }
+
+    /// Captures the pages `pfns` that differ from the shadow, in runs of
+    /// physically contiguous pages.
+    fn pages(&mut self, mem: &GuestMemoryMmap, pfns: &[u64], out: &mut Vec<(u64, Vec<u8>)>) {
+        let mut page = vec![0u8; PAGE as usize];
+        let mut run: Option<(u64, Vec<u8>)> = None;
+        for &pfn in pfns {
+            let Some(gpa) = pfn.checked_mul(PAGE) else {
+                continue;
+            };
+            if mem.read_slice(&mut page, GuestAddress(gpa)).is_err() {
+                continue;
+            }
+            let same = self.shadow.get(&pfn).is_some_and(|s| **s == *page);
+            if same {
+                continue;
+            }
+            self.shadow.insert(pfn, page.clone().into_boxed_slice());
+            match &mut run {
+                Some((start, bytes))
+                    if *start + bytes.len() as u64 == gpa && bytes.len() < MAX_MEMORY_CHUNK =>
+                {
+                    bytes.extend_from_slice(&page);
+                }
+                _ => {
+                    if let Some(r) = run.take() {
+                        out.push(r);
+                    }
+                    run = Some((gpa, page.clone()));
+                }
+            }
+        }
+        if let Some(r) = run {
+            out.push(r);
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! `dxvmm trace replay`: the recorded requests, without a guest, against a
+//! fresh backend, each reply checked against the recorded one.
+//!
+//! A fresh [`device_dxg::Vm`] dispatches the requests; a fresh guest memory
+//! of the recorded layout receives the recorded inputs (command streams,
+//! uploaded data) before the request that reads them. Handles the replay's
+//! backend makes are paired with the recorded ones as replies come, and
+//! later requests are rewritten to use them. What must match: every frame
+//! status and status field, the shape of each handle (null or not, the same
+//! pairing every time), GPU virtual addresses and pipeline ids (command
+//! streams in guest memory name them), allocation sizes, and every byte of
+//! guest memory the backend wrote at LOCK2. Host-specific answers (adapter
+//! names, memory budgets, LUIDs) are not compared.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use device_dxg::Vm;
+use dxvmm_host_backend::{Backend, EventSink, Handle};
+use dxvmm_protocol::abi::WinLuid;
+use dxvmm_protocol::escape::EscapeResponse;
+use dxvmm_protocol::frame::{Frame, FrameKind};
+use dxvmm_protocol::message::{Reply, Request};
+use dxvmm_protocol::NtStatus;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::error::ReplayError;
+use crate::format::{MemoryPurpose, Record, TraceHeader};
+use crate::reader::Located;
+use crate::remap::Remap;
+
+/// Where and how a replay went another way than the recording.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Divergence {
+    /// The record that differs (a reply or a memory result).
+    pub index: u64,
+    /// The command it belongs to.
+    pub command: String,
+    pub what: String,
+    pub recorded: String,
+    pub replayed: String,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "record {} ({}): {}: recorded {}, replayed {}",
+            self.index, self.command, self.what, self.recorded, self.replayed
+        )
+    }
+}
+
+/// What a replay did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub requests: u64,
+    pub replies_compared: u64,
+    pub memory_results_compared: u64,
+    pub memory_bytes_compared: u64,
+    pub memory_bytes_written: u64,
+    /// CPU waits whose completion the replay waited for.
+    pub waits: u64,
+    /// The replay's adapters, by name.
+    pub adapters: Vec<String>,
+    /// The first divergence, if any.
+    pub divergence: Option<Divergence>,
+}
+
+/// How to replay.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The replay's adapters for the recorded ones, in order; `None`: the
+    /// backend's first ones.
+    pub adapters: Option<Vec<WinLuid>>,
+    /// How long to wait for a CPU wait the recording saw satisfied.
+    pub wait_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            adapters: None,
+            wait_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The replay's event sink: which (process, cookie) waits were satisfied.
+#[derive(Default)]
+struct Events {
+    seen: Mutex<HashSet<(u32, u64)>>,
+    cv: Condvar,
+}
+
+impl EventSink for Events {
+    fn fence_signaled(&self, _process: Handle, _fence: Handle, _value: u64) {}
+
+    fn wait_satisfied(&self, process: Handle, cookie: u64) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((process.0, cookie));
+        self.cv.notify_all();
+    }
+}
+
+impl Events {
+    fn wait(&self, process: u32, cookie: u64, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if seen.remove(&(process, cookie)) {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            seen = self
+                .cv
+                .wait_timeout(seen, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+fn st(s: NtStatus) -> String {
+    s.name()
+        .map_or_else(|| format!("0x{:08X}", s.bits()), str::to_string)
+}
+
+/// The request being replayed.
+struct Current {
+    index: u64,
+    name: String,
+    /// As recorded (None: it did not decode, in the recording either).
+    recorded: Option<Request>,
+    /// The replay's process handle and the outcome.
+    process: u32,
+    outcome: Result<Reply, NtStatus>,
+}
+
+/// Replays `records` on `backend`.
+pub fn replay(
+    header: &TraceHeader,
+    records: &[Located],
+    backend: Arc<dyn Backend>,
+    opts: &Options,
+) -> Result<Report, ReplayError> {
+    let host = backend.adapters();
+    let need = header.adapters.len();
+    let chosen: Vec<WinLuid> = match &opts.adapters {
+        Some(l) => l.clone(),
+        None => host.iter().map(|a| a.luid).collect(),
+    };
+    if chosen.len() < need {
+        return Err(ReplayError::NotEnoughAdapters {
+            need,
+            have: chosen.len(),
+        });
+    }
+    let chosen = &chosen[..need];
+    let luid_for = |l: WinLuid| -> WinLuid {
+        header
+            .adapters
+            .iter()
+            .position(|a| a.luid == l)
+            .map_or(l, |i| chosen[i])
+    };
+    let events = Arc::new(Events::default());
+    backend.set_event_sink(Some(events.clone()));
+    let mut report = Report {
+        adapters: chosen
+            .iter()
+            .filter_map(|l| host.iter().find(|a| a.luid == *l).map(|a| a.name.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    let mut vm = Vm::new(backend.clone(), chosen);
+    let result = run(records, &mut vm, &events, &luid_for, opts, &mut report);
+    vm.reset();
+    backend.set_event_sink(None);
+    result?;
+    Ok(report)
+}
+
+fn run(
+    records: &[Located],
+    vm: &mut Vm,
+    events: &Events,
+    luid_for: &dyn Fn(WinLuid) -> WinLuid,
+    opts: &Options,
+    report: &mut Report,
+) -> Result<(), ReplayError> {
+    let mut mem: Option<GuestMemoryMmap> = None;
+    let mut remap = Remap::default();
+    let mut current: Option<Current> = None;
+    let mut last_name = String::new();
+    for l in records {
+        let diverge =
+            |command: &str, what: String, recorded: String, replayed: String| Divergence {
+                index: l.index,
+                command: command.to_string(),
+                what,
+                recorded,
+                replayed,
+            };
+        match &l.record {
+            Record::Layout { regions, .. } => {
+                if mem.is_none() {
+                    let ranges: Vec<(GuestAddress, usize)> = regions
+                        .iter()
+                        .map(|(s, n)| (GuestAddress(*s), *n as usize))
+                        .collect();
+                    mem = Some(
+                        GuestMemoryMmap::from_ranges(&ranges)
+                            .map_err(|e| ReplayError::Memory(e.to_string()))?,
+                    );
+                }
+            }
+            Record::Memory {
+                purpose: MemoryPurpose::Input,
+                gpa,
+                bytes,
+                ..
+            } => {
+                let m = mem.as_ref().ok_or_else(|| {
+                    ReplayError::Memory(format!("record {}: memory before the memory map", l.index))
+                })?;
+                m.write_slice(bytes, GuestAddress(*gpa)).map_err(|e| {
+                    ReplayError::Memory(format!("record {}: {gpa:#x}: {e}", l.index))
+                })?;
+                report.memory_bytes_written += bytes.len() as u64;
+            }
+            Record::Memory {
+                purpose: MemoryPurpose::Result,
+                gpa,
+                bytes,
+                ..
+            } => {
+                let m = mem.as_ref().ok_or_else(|| {
+                    ReplayError::Memory(format!("record {}: memory before the memory map", l.index))
+                })?;
+                let mut now = vec![0u8; bytes.len()];
+                m.read_slice(&mut now, GuestAddress(*gpa)).map_err(|e| {
+                    ReplayError::Memory(format!("record {}: {gpa:#x}: {e}", l.index))
+                })?;
+                report.memory_results_compared += 1;
+                report.memory_bytes_compared += bytes.len() as u64;
+                if let Some(at) = now.iter().zip(bytes).position(|(a, b)| a != b) {
+                    let show = |b: &[u8]| {
+                        let end = (at + 16).min(b.len());
+                        b[at..end]
+                            .iter()
+                            .map(|x| format!("{x:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    };
+                    report.divergence = Some(diverge(
+                        &last_name,
+                        format!(
+                            "guest memory at {:#x} (byte {at} of the result)",
+                            gpa + at as u64
+                        ),
+                        show(bytes),
+                        show(&now),
+                    ));
+                    return Ok(());
+                }
+            }
+            Record::Request { frame, .. } => {
+                report.requests += 1;
+                current = Some(dispatch(l.index, frame, vm, mem.as_ref(), &remap, luid_for));
+                last_name = current.as_ref().map(|c| c.name.clone()).unwrap_or_default();
+            }
+            Record::Reply { frame, .. } => {
+                let Some(cur) = current.take() else {
+                    continue;
+                };
+                report.replies_compared += 1;
+                let d = compare(&cur, frame, &mut remap, events, opts, report);
+                if let Some((what, recorded, replayed)) = d {
+                    report.divergence = Some(diverge(&cur.name, what, recorded, replayed));
+                    return Ok(());
+                }
+            }
+            Record::Event { .. } | Record::End { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+fn dispatch(
+    index: u64,
+    frame: &[u8],
+    vm: &mut Vm,
+    mem: Option<&GuestMemoryMmap>,
+    remap: &Remap,
+    luid_for: &dyn Fn(WinLuid) -> WinLuid,
+) -> Current {
+    let refused = |name: String, s: NtStatus| Current {
+        index,
+        name,
+        recorded: None,
+        process: 0,
+        outcome: Err(s),
+    };
+    let f = match Frame::parse(frame, FrameKind::Request) {
+        Ok(f) => f,
+        Err(e) => return refused("(bad frame)".into(), e.status()),
+    };
+    let recorded = match Request::decode(f.payload) {
+        Ok(r) => r,
+        Err(e) => return refused("(undecodable command)".into(), e.status()),
+    };
+    let name = recorded
+        .name()
+        .strip_prefix("DXGK_VMBCOMMAND_")
+        .unwrap_or(recorded.name())
+        .to_string();
+    let mut req = recorded.clone();
+    remap.apply(&mut req);
+    let vgpu = luid_for(f.header.vgpu_luid);
+    if let Request::OpenAdapter(c) = &mut req {
+        c.guest_adapter_luid = luid_for(c.guest_adapter_luid);
+    }
+    let process = req.process().0;
+    let outcome = vm.dispatch_with(vgpu, req, mem);
+    Current {
+        index,
+        name,
+        recorded: Some(recorded),
+        process,
+        outcome,
+    }
+}
+
+type Diff = Option<(String, String, String)>;
+
+fn differ(what: &str, a: impl ToString, b: impl ToString) -> Diff {
+    Some((what.to_string(), a.to_string(), b.to_string()))
+}
+
+/// Compares the replay's outcome with the recorded reply frame; pairs
+/// handles on the way.
+fn compare(
+    cur: &Current,
+    frame: &[u8],
+    remap: &mut Remap,
+    events: &Events,
+    opts: &Options,
+    report: &mut Report,
+) -> Diff {
+    let f = match Frame::parse(frame, FrameKind::Reply) {
+        Ok(f) => f,
+        Err(e) => return differ("the recorded reply", format!("undecodable ({e})"), "-"),
+    };
+    let new_status = match &cur.outcome {
+        Ok(_) => NtStatus::SUCCESS,
+        Err(s) => *s,
+    };
+    if f.header.status != new_status {
+        return differ("frame status", st(f.header.status), st(new_status));
+    }
+    let (Some(req), Ok(new)) = (&cur.recorded, &cur.outcome) else {
+        return None;
+    };
+    let old = match Reply::decode(req, f.payload) {
+        Ok(r) => r,
+        Err(e) => return differ("the recorded reply", format!("undecodable ({e})"), "-"),
+    };
+    let pair = |remap: &mut Remap, what: &str, a, b| -> Diff {
+        remap
+            .pair(what, a, b)
+            .err()
+            .map(|e| (what.to_string(), e, String::new()))
+    };
+    macro_rules! check {
+        ($e:expr) => {
+            if let Some(d) = $e {
+                return Some(d);
+            }
+        };
+    }
+    match (&old, new) {
+        (Reply::Status(a), Reply::Status(b)) => {
+            if let Request::WaitForSyncObjectFromCpu { cmd, .. } = req {
+                // Whether a CPU wait was satisfied at once is timing; what
+                // matters is that it is satisfied.
+                let done = |s: &NtStatus| *s == NtStatus::SUCCESS || *s == NtStatus::PENDING;
+                if done(a) && done(b) {
+                    if *b == NtStatus::PENDING {
+                        report.waits += 1;
+                        if !events.wait(cur.process, cmd.guest_event_pointer, opts.wait_timeout) {
+                            return differ(
+                                "CPU wait",
+                                "satisfied",
+                                format!("not satisfied within {:?}", opts.wait_timeout),
+                            );
+                        }
+                    }
+                    return None;
+                }
+            }
+            if a != b {
+                return differ("status", st(*a), st(*b));
+            }
+        }
+        (Reply::Empty, Reply::Empty) => {}
+        (Reply::CreateProcess(a), Reply::CreateProcess(b)) => {
+            check!(pair(remap, "process handle", a.hprocess, b.hprocess));
+        }
+        (Reply::OpenAdapter(a), Reply::OpenAdapter(b)) => {
+            if a.status != b.status {
+                return differ("status", st(a.status), st(b.status));
+            }
+            if a.vmbus_interface_version != b.vmbus_interface_version {
+                return differ(
+                    "interface version",
+                    a.vmbus_interface_version,
+                    b.vmbus_interface_version,
+                );
+            }
+            check!(pair(
+                remap,
+                "adapter handle",
+                a.host_adapter_handle,
+                b.host_adapter_handle
+            ));
+        }
+        (Reply::GetInternalAdapterInfo(_), Reply::GetInternalAdapterInfo(_))
+        | (Reply::QueryVideoMemoryInfo(_), Reply::QueryVideoMemoryInfo(_))
+        | (Reply::Evict(_), Reply::Evict(_)) => {}
+        (Reply::QueryAdapterInfo { status: a, .. }, Reply::QueryAdapterInfo { status: b, .. })
+        | (
+            Reply::QueryAllocationResidency { status: a, .. },
+            Reply::QueryAllocationResidency { status: b, .. },
+        )
+        | (
+            Reply::GetAllocationPriority { status: a, .. },
+            Reply::GetAllocationPriority { status: b, .. },
+        ) => {
+            if a != b {
+                return differ("status", st(*a), st(*b));
+            }
+        }
+        (Reply::CreateDevice(a), Reply::CreateDevice(b)) => {
+            check!(pair(remap, "device handle", a.device, b.device));
+        }
+        (Reply::GetDeviceState(a), Reply::GetDeviceState(b)) => {
+            if a.status != b.status {
+                return differ("status", st(a.status), st(b.status));
+            }
+        }
+        (
+            Reply::CreateContextVirtual { cmd: a, .. },
+            Reply::CreateContextVirtual { cmd: b, .. },
+        ) => {
+            check!(pair(remap, "context handle", a.context, b.context));
+        }
+        (Reply::CreateHwQueue { cmd: a, .. }, Reply::CreateHwQueue { cmd: b, .. }) => {
+            if a.status != b.status {
+                return differ("status", st(a.status), st(b.status));
+            }
+            check!(pair(remap, "hardware queue handle", a.hwqueue, b.hwqueue));
+            check!(pair(
+                remap,
+                "progress fence handle",
+                a.hwqueue_progress_fence,
+                b.hwqueue_progress_fence
+            ));
+        }
+        (Reply::CreatePagingQueue(a), Reply::CreatePagingQueue(b)) => {
+            check!(pair(
+                remap,
+                "paging queue handle",
+                a.paging_queue,
+                b.paging_queue
+            ));
+            check!(pair(
+                remap,
+                "paging fence handle",
+                a.sync_object,
+                b.sync_object
+            ));
+        }
+        (
+            Reply::CreateAllocation {
+                allocation_info: a, ..
+            },
+            Reply::CreateAllocation {
+                allocation_info: b, ..
+            },
+        ) => {
+            if a.len() != b.len() {
+                return differ("allocations", a.len(), b.len());
+            }
+            for (x, y) in a.iter().zip(b) {
+                if x.allocation_size != y.allocation_size {
+                    return differ("allocation size", x.allocation_size, y.allocation_size);
+                }
+                check!(pair(remap, "allocation handle", x.allocation, y.allocation));
+            }
+        }
+        (Reply::MakeResident(a), Reply::MakeResident(b)) => {
+            if a.status != b.status {
+                return differ("status", st(a.status), st(b.status));
+            }
+        }
+        (Reply::Lock2(a), Reply::Lock2(b)) => {
+            if a.status != b.status {
+                return differ("status", st(a.status), st(b.status));
+            }
+        }
+        (Reply::ReserveGpuVirtualAddress(a), Reply::ReserveGpuVirtualAddress(b)) => {
+            if a.virtual_address != b.virtual_address {
+                return differ(
+                    "GPU virtual address (command streams name it)",
+                    format!("{:#x}", a.virtual_address),
+                    format!("{:#x}", b.virtual_address),
+                );
+            }
+        }
+        (Reply::MapGpuVirtualAddress(a), Reply::MapGpuVirtualAddress(b)) => {
+            if a.status != b.status {
+                return differ("status", st(a.status), st(b.status));
+            }
+            if a.virtual_address != b.virtual_address {
+                return differ(
+                    "GPU virtual address (command streams name it)",
+                    format!("{:#x}", a.virtual_address),
+                    format!("{:#x}", b.virtual_address),
+                );
+            }
+        }
+        (Reply::CreateSyncObject(a), Reply::CreateSyncObject(b)) => {
+            check!(pair(remap, "fence handle", a.sync_object, b.sync_object));
+            if a.fence_storage_address != b.fence_storage_address {
+                return differ(
+                    "fence storage address",
+                    format!("{:#x}", a.fence_storage_address),
+                    format!("{:#x}", b.fence_storage_address),
+                );
+            }
+        }
+        (Reply::OpenSyncObject(a), Reply::OpenSyncObject(b)) => {
+            if a.status != b.status {
+                return differ("status", st(a.status), st(b.status));
+            }
+            check!(pair(remap, "fence handle", a.sync_object, b.sync_object));
+        }
+        (Reply::Escape { priv_drv_data: a }, Reply::Escape { priv_drv_data: b }) => {
+            match (EscapeResponse::decode(a), EscapeResponse::decode(b)) {
+                (Ok(x), Ok(y)) => {
+                    if x.status != y.status {
+                        let msg = if y.error.is_empty() {
+                            st(y.status)
+                        } else {
+                            format!(
+                                "{} ({})",
+                                st(y.status),
+                                y.error.lines().next().unwrap_or("")
+                            )
+                        };
+                        return differ(
+                            "escape status (a feature this host lacks?)",
+                            st(x.status),
+                            msg,
+                        );
+                    }
+                    if x.pipeline != y.pipeline {
+                        return differ(
+                            "pipeline id (command streams name it)",
+                            x.pipeline,
+                            y.pipeline,
+                        );
+                    }
+                }
+                (Ok(_), Err(e)) => return differ("escape reply", "decodable", e),
+                _ => {}
+            }
+        }
+        (a, b) => {
+            return differ("reply", format!("{a:?}"), format!("{b:?}"));
+        }
+    }
+    let _ = cur.index;
+    None
+}
