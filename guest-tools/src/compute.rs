@@ -773,21 +773,27 @@ fn bad_input(tap: &mut Tap, gpu: &Gpu, p: &Pipeline) {
     } else {
         tap.not_ok("destroyed fences", "could not create a fence");
     }
-    // A fence destroyed while a CPU wait is pending: the wait must end.
+    // A fence destroyed while a CPU wait is pending: the wait must end
+    // (§2.6.8). The waiter runs on a thread of its own so that a wait
+    // that never ends fails the case instead of hanging the suite; such a
+    // thread is left blocked (the process exit ends it).
     let r = (|| -> R<()> {
         let f = Fence::new(gpu, 0).map_err(s)?;
         let h = f.handle();
-        let dev = gpu.device();
-        let waiter = std::thread::scope(|sc| {
-            let t = sc.spawn(|| dxg.wait_from_cpu_raw(dev, &[h], &[1], false, 0));
-            std::thread::sleep(Duration::from_millis(100));
-            drop(f);
-            t.join()
+        let waiter_gpu = gpu.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = waiter_gpu
+                .dxg()
+                .wait_from_cpu_raw(waiter_gpu.device(), &[h], &[1], false, 0);
+            let _ = tx.send(r.is_ok());
         });
-        match waiter {
-            Ok(Err(_)) => Ok(()),
-            Ok(Ok(())) => Err("the wait succeeded although the fence never reached 1".into()),
-            Err(_) => Err("the waiting thread panicked".into()),
+        std::thread::sleep(Duration::from_millis(100));
+        drop(f);
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err("the wait succeeded although the fence never reached 1".into()),
+            Err(_) => Err("the wait was still blocked 10 s after its fence was destroyed".into()),
         }
     })();
     record(

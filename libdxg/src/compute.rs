@@ -44,10 +44,11 @@
 //!
 //! 1. CPU writes go into the pages ([`Buffer::write`] and friends), which
 //!    marks the buffer CPU-dirty;
-//! 2. [`Gpu::submit`] sends UNLOCK2 for every CPU-dirty buffer the stream
+//! 2. [`Gpu::submit`] sends UNLOCK2 for every locked buffer the stream
 //!    names before SUBMITCOMMAND (the submit does it, so a caller cannot
-//!    forget; a buffer that is only read by the CPU is not unlocked, so it
-//!    is not uploaded again);
+//!    forget). Only that: while an allocation is locked, its pages are the
+//!    CPU's and the host takes them again before each GPU use, so a
+//!    buffer left locked would lose what the GPU wrote in between;
 //! 3. a submission that may write a buffer (a read-write binding, a COPY,
 //!    FILL or TIMESTAMP destination) marks it GPU-written; the next read
 //!    sends LOCK2 first, which waits for that work and copies the result
@@ -576,10 +577,11 @@ impl BufShared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// UNLOCK2 when the CPU wrote since the last one.
+    /// UNLOCK2 when locked: while an allocation is locked its pages are
+    /// the CPU's, and the host takes them again at every GPU use.
     fn flush(&self) -> Result<()> {
         let mut s = self.state();
-        if s.locked && s.cpu_dirty {
+        if s.locked {
             self.gpu.dxg.unlock2_raw(self.gpu.device, self.raw.handle)?;
             s.locked = false;
             s.cpu_dirty = false;
