@@ -16,7 +16,8 @@
 //!   result: what the GPU computed, for a replay to compare.
 //!
 //! Each capture is per 4 KiB page and diffed against a shadow copy of what
-//! was last recorded, so unchanged pages cost no trace space.
+//! the trace last said the page holds (zeros at first, as in a replay's
+//! fresh guest memory), so unchanged pages cost no trace space.
 
 use std::collections::HashMap;
 
@@ -265,6 +266,31 @@ impl Capture {
         }
     }
 
+    /// The guest-physical (address, length) pieces of `[va, va + len)` in
+    /// `process`'s GPU VA space, as the frames followed so far map it.
+    pub fn guest_ranges(&self, process: u32, va: u64, len: u64) -> Option<Vec<(u64, u64)>> {
+        let m = self
+            .vas
+            .get(&process)?
+            .iter()
+            .find(|m| va >= m.va && va.checked_add(len).is_some_and(|e| e <= m.va + m.size))?;
+        let a = self.allocs.get(&(process, m.allocation))?;
+        let mut at = m.offset + (va - m.va);
+        let end = at + len;
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        while at < end {
+            let pfn = *a.pfns.get((at / PAGE) as usize)?;
+            let gpa = pfn.checked_mul(PAGE)? + at % PAGE;
+            let n = (PAGE - at % PAGE).min(end - at);
+            match out.last_mut() {
+                Some((g, l)) if *g + *l == gpa => *l += n,
+                _ => out.push((gpa, n)),
+            }
+            at += n;
+        }
+        Some(out)
+    }
+
     fn submit(
         &mut self,
         process: u32,
@@ -313,7 +339,11 @@ impl Capture {
             if mem.read_slice(&mut page, GuestAddress(gpa)).is_err() {
                 continue;
             }
-            let same = self.shadow.get(&pfn).is_some_and(|s| **s == *page);
+            // A page the trace never mentioned holds zeros in a replay.
+            let same = match self.shadow.get(&pfn) {
+                Some(s) => **s == *page,
+                None => page.iter().all(|b| *b == 0),
+            };
             if same {
                 continue;
             }

@@ -21,10 +21,13 @@ use dxvmm_host_backend::{Backend, EventSink, Handle};
 use dxvmm_protocol::abi::WinLuid;
 use dxvmm_protocol::escape::EscapeResponse;
 use dxvmm_protocol::frame::{Frame, FrameKind};
-use dxvmm_protocol::message::{Reply, Request};
+use dxvmm_protocol::message::{HostEvent, Reply, Request};
 use dxvmm_protocol::NtStatus;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use dxvmm_protocol::cmdstream::{Command, CommandStream};
+
+use crate::capture::Capture;
 use crate::error::ReplayError;
 use crate::format::{MemoryPurpose, Record, TraceHeader};
 use crate::reader::Located;
@@ -62,10 +65,20 @@ pub struct Report {
     pub memory_bytes_written: u64,
     /// CPU waits whose completion the replay waited for.
     pub waits: u64,
+    /// Guest bytes not compared: GPU timestamps (TIMESTAMP commands'
+    /// destinations), which differ every run.
+    pub volatile_bytes: u64,
     /// The replay's adapters, by name.
     pub adapters: Vec<String>,
     /// The first divergence, if any.
     pub divergence: Option<Divergence>,
+}
+
+impl Report {
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
 }
 
 /// How to replay.
@@ -199,6 +212,26 @@ fn run(
     let mut remap = Remap::default();
     let mut current: Option<Current> = None;
     let mut last_name = String::new();
+    // Follows the recorded frames to map GPU VAs to guest pages.
+    let mut tracker = Capture::default();
+    // Guest bytes the GPU writes differently every run (TIMESTAMP).
+    let mut volatile: HashSet<u64> = HashSet::new();
+    // CPU waits the recording saw satisfied by an event: (process, cookie).
+    let signalled: HashSet<(u32, u64)> = records
+        .iter()
+        .filter_map(|l| match &l.record {
+            Record::Event { frame, .. } => Frame::parse(frame, FrameKind::Event)
+                .ok()
+                .and_then(|f| HostEvent::decode(f.payload).ok()),
+            _ => None,
+        })
+        .filter_map(|e| match e {
+            HostEvent::SignalGuestEvent(c) | HostEvent::SignalGuestEventPassive(c) => {
+                Some((c.hdr.process.0, c.event))
+            }
+            HostEvent::SetGuestData(_) => None,
+        })
+        .collect();
     for l in records {
         let diverge =
             |command: &str, what: String, recorded: String, replayed: String| Divergence {
@@ -250,7 +283,10 @@ fn run(
                 })?;
                 report.memory_results_compared += 1;
                 report.memory_bytes_compared += bytes.len() as u64;
-                if let Some(at) = now.iter().zip(bytes).position(|(a, b)| a != b) {
+                let differs = |(i, (a, b)): &(usize, (&u8, &u8))| {
+                    a != b && !volatile.contains(&(gpa + *i as u64))
+                };
+                if let Some((at, _)) = now.iter().zip(bytes).enumerate().find(differs) {
                     let show = |b: &[u8]| {
                         let end = (at + 16).min(b.len());
                         b[at..end]
@@ -273,15 +309,20 @@ fn run(
             }
             Record::Request { frame, .. } => {
                 report.requests += 1;
+                tracker.before_request(frame, None, &mut Vec::new());
+                if let Some(m) = &mem {
+                    report.volatile_bytes += timestamp_bytes(&tracker, frame, m, &mut volatile);
+                }
                 current = Some(dispatch(l.index, frame, vm, mem.as_ref(), &remap, luid_for));
                 last_name = current.as_ref().map(|c| c.name.clone()).unwrap_or_default();
             }
             Record::Reply { frame, .. } => {
+                tracker.after_reply(frame, None, &mut Vec::new());
                 let Some(cur) = current.take() else {
                     continue;
                 };
                 report.replies_compared += 1;
-                let d = compare(&cur, frame, &mut remap, events, opts, report);
+                let d = compare(&cur, frame, &mut remap, events, &signalled, opts, report);
                 if let Some((what, recorded, replayed)) = d {
                     report.divergence = Some(diverge(&cur.name, what, recorded, replayed));
                     return Ok(());
@@ -291,6 +332,60 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// Adds the guest addresses that a submission's TIMESTAMP commands write
+/// to `volatile`; returns how many are new.
+fn timestamp_bytes(
+    tracker: &Capture,
+    frame: &[u8],
+    mem: &GuestMemoryMmap,
+    volatile: &mut HashSet<u64>,
+) -> u64 {
+    let Ok(f) = Frame::parse(frame, FrameKind::Request) else {
+        return 0;
+    };
+    let (process, va, len) = match Request::decode(f.payload) {
+        Ok(Request::SubmitCommand { cmd, .. }) => (
+            cmd.hdr.process.0,
+            cmd.args.command_buffer,
+            cmd.args.command_length,
+        ),
+        Ok(Request::SubmitCommandToHwQueue { cmd, .. }) => (
+            cmd.hdr.process.0,
+            cmd.args.command_buffer,
+            cmd.args.command_length,
+        ),
+        _ => return 0,
+    };
+    let Some(ranges) = tracker.guest_ranges(process, va, u64::from(len)) else {
+        return 0;
+    };
+    let mut stream = Vec::with_capacity(len as usize);
+    for (gpa, n) in ranges {
+        let mut b = vec![0u8; n as usize];
+        if mem.read_slice(&mut b, GuestAddress(gpa)).is_err() {
+            return 0;
+        }
+        stream.extend_from_slice(&b);
+    }
+    let Ok(stream) = CommandStream::decode(&stream) else {
+        return 0;
+    };
+    let mut added = 0;
+    for c in &stream.commands {
+        if let Command::Timestamp { dst_va } = c {
+            for (gpa, n) in tracker
+                .guest_ranges(process, *dst_va, 8)
+                .unwrap_or_default()
+            {
+                for a in gpa..gpa + n {
+                    added += u64::from(volatile.insert(a));
+                }
+            }
+        }
+    }
+    added
 }
 
 fn dispatch(
@@ -351,6 +446,7 @@ fn compare(
     frame: &[u8],
     remap: &mut Remap,
     events: &Events,
+    signalled: &HashSet<(u32, u64)>,
     opts: &Options,
     report: &mut Report,
 ) -> Diff {
@@ -392,7 +488,10 @@ fn compare(
                 // matters is that it is satisfied.
                 let done = |s: &NtStatus| *s == NtStatus::SUCCESS || *s == NtStatus::PENDING;
                 if done(a) && done(b) {
-                    if *b == NtStatus::PENDING {
+                    // Wait only for what the recording saw satisfied.
+                    let satisfied = *a == NtStatus::SUCCESS
+                        || signalled.contains(&(cmd.hdr.process.0, cmd.guest_event_pointer));
+                    if *b == NtStatus::PENDING && satisfied {
                         report.waits += 1;
                         if !events.wait(cur.process, cmd.guest_event_pointer, opts.wait_timeout) {
                             return differ(

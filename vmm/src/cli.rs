@@ -35,6 +35,79 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect, replay and export GPU-PV traces recorded with `run --trace`
+    /// (docs/trace.md).
+    Trace {
+        #[command(subcommand)]
+        command: TraceCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TraceCommand {
+    /// Print the decoded stream: one line per message.
+    Show {
+        /// The trace file.
+        file: PathBuf,
+        /// One JSON object per line, with each message fully decoded.
+        #[arg(long)]
+        json: bool,
+        /// Only this guest process (its handle, in hex as `show` prints it).
+        #[arg(long, value_name = "HANDLE", value_parser = parse_hex_u32)]
+        process: Option<u32>,
+        /// Only commands whose name contains this (any case), e.g. `lock2`.
+        #[arg(long, value_name = "NAME")]
+        command: Option<String>,
+        /// Also the memory, memory-map and end records.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Counts, failures, latencies and bytes per command.
+    Stats {
+        /// The trace file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-execute the recorded requests on this host's backend, without a
+    /// guest, and report the first reply that differs from the recording.
+    Replay {
+        /// The trace file.
+        file: PathBuf,
+        /// The backend: the host's Vulkan adapters, or the CPU test double.
+        #[arg(long, value_enum, default_value_t = ReplayBackend::Wgpu)]
+        backend: ReplayBackend,
+        /// Adapters to replay on, in the recorded guest's order (as `run
+        /// --gpu`) [default: the first ones].
+        #[arg(long, value_name = "SPEC")]
+        gpu: Option<device_dxg::GpuSelection>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a pcapng capture for Wireshark (dissector:
+    /// trace/wireshark/dxvmm.lua).
+    ExportPcapng {
+        /// The trace file.
+        file: PathBuf,
+        /// The capture to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReplayBackend {
+    /// The host's GPUs through wgpu (Vulkan; lavapipe included).
+    Wgpu,
+    /// dxvmm's CPU test double.
+    Soft,
+}
+
+fn parse_hex_u32(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0x"), 16)
+        .map_err(|_| format!("'{s}' is not a handle in hex"))
 }
 
 pub const EXIT_HELP: &str = "\
@@ -120,6 +193,11 @@ pub struct RunArgs {
     /// when the host has no Vulkan adapter].
     #[arg(long, value_name = "SPEC")]
     pub gpu: Option<device_dxg::GpuSelection>,
+
+    /// Record every GPU-PV message (and the guest memory the host reads at
+    /// submit and writes at LOCK2) to this trace file (docs/trace.md).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 
     /// Also show the guest kernel's console on stderr.
     #[arg(short, long)]

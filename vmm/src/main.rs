@@ -9,6 +9,7 @@ mod inject;
 mod kvm;
 mod size;
 mod term;
+mod trace;
 mod uml;
 
 use std::path::PathBuf;
@@ -55,6 +56,17 @@ pub struct RunConfig {
 pub struct GpuConfig {
     pub backend: Arc<dyn dxvmm_host_backend::Backend>,
     pub luids: Vec<dxvmm_protocol::abi::WinLuid>,
+    /// Sees every frame of the device (`--trace`).
+    pub observer: Option<Arc<dyn device_dxg::FrameObserver>>,
+}
+
+impl GpuConfig {
+    /// The guest's virtio-dxg device.
+    pub fn device(&self) -> std::io::Result<device_dxg::DxgDevice> {
+        let mut dev = device_dxg::DxgDevice::new(self.backend.clone(), &self.luids)?;
+        dev.set_observer(self.observer.clone());
+        Ok(dev)
+    }
 }
 
 impl std::fmt::Debug for GpuConfig {
@@ -93,6 +105,10 @@ enum Error {
     Config(#[from] config::Error),
     #[error(transparent)]
     Inject(#[from] inject::Error),
+    #[error("--trace: {0}")]
+    Trace(#[from] dxvmm_trace::TraceError),
+    #[error("--trace: the guest has no GPU device to record (--gpu none, or no Vulkan adapter)")]
+    TraceWithoutGpu,
 }
 
 /// Opens the host GPUs for the guest. Without `--gpu`, a host with no
@@ -112,7 +128,11 @@ fn gpu_config(selection: Option<&device_dxg::GpuSelection>) -> Result<Option<Gpu
     let backend: Arc<dyn dxvmm_host_backend::Backend> = Arc::new(backend);
     let default = device_dxg::GpuSelection::All;
     let luids = selection.unwrap_or(&default).resolve(&backend.adapters())?;
-    Ok(Some(GpuConfig { backend, luids }))
+    Ok(Some(GpuConfig {
+        backend,
+        luids,
+        observer: None,
+    }))
 }
 
 fn host_memory_mib() -> Option<u64> {
@@ -123,6 +143,7 @@ fn host_memory_mib() -> Option<u64> {
 }
 
 fn run(args: RunArgs) -> Result<Outcome, Error> {
+    let trace_path = args.trace.clone();
     let args: Settings = config::resolve(args)?;
     if args.memory.mib() < MIN_MEMORY_MIB {
         return Err(Error::MemoryTooSmall(args.memory));
@@ -140,7 +161,16 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
         let base = args.initramfs.clone().unwrap_or_else(images::initramfs);
         Some(inject::Initramfs::build(&base, &args.inject)?)
     };
-    let gpu = gpu_config(args.gpu.as_ref())?;
+    let mut gpu = gpu_config(args.gpu.as_ref())?;
+    let recorder = match (&trace_path, &mut gpu) {
+        (None, _) => None,
+        (Some(_), None) => return Err(Error::TraceWithoutGpu),
+        (Some(path), Some(gpu)) => {
+            let r = trace::recorder(path, gpu)?;
+            gpu.observer = Some(r.clone());
+            Some(r)
+        }
+    };
     let cfg = RunConfig {
         kernel: args.kernel,
         initramfs: injected.as_ref().map(|i| i.path()).or(args.initramfs),
@@ -154,17 +184,21 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
         command: args.command,
         gpu,
     };
-    match args.accel {
-        Accel::Kvm => Ok(kvm::run(&cfg)?),
-        Accel::Uml => Ok(uml::run(&cfg)?),
+    let outcome = match args.accel {
+        Accel::Kvm => kvm::run(&cfg).map_err(Error::from),
+        Accel::Uml => uml::run(&cfg).map_err(Error::from),
         Accel::Auto => match kvm::detect::detect() {
-            kvm::detect::Support::Hardware => Ok(kvm::run(&cfg)?),
+            kvm::detect::Support::Hardware => kvm::run(&cfg).map_err(Error::from),
             other => {
                 eprintln!("dxvmm: {other}: using the user-mode engine");
-                Ok(uml::run(&cfg)?)
+                uml::run(&cfg).map_err(Error::from)
             }
         },
+    };
+    if let (Some(r), Some(path)) = (recorder, &trace_path) {
+        trace::finish(&r, path);
     }
+    outcome
 }
 
 fn main() -> ExitCode {
@@ -180,6 +214,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Gpus { json } => gpus::run(json),
+        Command::Trace { command } => trace::run(command),
         Command::Run(args) => match run(args) {
             Ok(Outcome::Status(s)) => ExitCode::from((s & 0xff) as u8),
             Ok(Outcome::Panic(text)) => {

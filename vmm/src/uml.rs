@@ -261,10 +261,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
         ),
     ];
     if let Some(gpu) = &cfg.gpu {
-        devices.push((
-            "gpu",
-            Box::new(device_dxg::DxgDevice::new(gpu.backend.clone(), &gpu.luids)?),
-        ));
+        devices.push(("gpu", Box::new(gpu.device()?)));
     }
     let mut args: Vec<String> = vec![
         format!("mem={}M", cfg.memory.mib()),

@@ -412,10 +412,7 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
     ];
     // The GPU, served by the device thread like the consoles.
     if let Some(gpu) = &cfg.gpu {
-        virtio.push(Box::new(device_dxg::DxgDevice::new(
-            gpu.backend.clone(),
-            &gpu.luids,
-        )?));
+        virtio.push(Box::new(gpu.device()?));
     }
     let mut slots = Vec::new();
     let mut acpi_devices = Vec::new();

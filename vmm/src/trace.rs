@@ -1,0 +1,186 @@
+//! `dxvmm run --trace` and `dxvmm trace ...`: the command-line side of
+//! dxvmm-trace (docs/trace.md).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use dxvmm_host_backend::{Backend, SoftBackend, WgpuBackend};
+use dxvmm_trace::{pcapng, replay, show, Recorder, TraceHeader};
+
+use crate::cli::{ReplayBackend, TraceCommand};
+use crate::exit;
+use crate::GpuConfig;
+
+/// Starts recording what the guest's GPU device sees to `path`.
+pub fn recorder(path: &Path, gpu: &GpuConfig) -> Result<Arc<Recorder>, dxvmm_trace::TraceError> {
+    let all = gpu.backend.adapters();
+    let shown: Vec<_> = gpu
+        .luids
+        .iter()
+        .filter_map(|l| all.iter().find(|a| a.luid == *l).cloned())
+        .collect();
+    let header = TraceHeader::new(&shown, concat!("dxvmm ", env!("CARGO_PKG_VERSION")));
+    Recorder::create(path, &header)
+}
+
+/// Ends the recording (after the guest stopped).
+pub fn finish(recorder: &Recorder, path: &Path) {
+    match recorder.finish() {
+        Ok(s) => tracing::info!(
+            "trace: {} records, {} bytes in {} ({} waits for the writer)",
+            s.records,
+            s.bytes,
+            path.display(),
+            s.waits
+        ),
+        Err(e) => eprintln!("dxvmm: --trace: {e}"),
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("dxvmm: {e}");
+    ExitCode::from(exit::DXVMM_ERROR)
+}
+
+/// Output to a closed pipe (`| head`) ends quietly.
+fn written(r: std::io::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// Reads a trace; a damaged one is still shown up to the damage, then
+/// named in one line.
+fn load(file: &Path) -> Result<(TraceHeader, Vec<dxvmm_trace::Located>, Option<String>), ExitCode> {
+    let mut reader = dxvmm_trace::TraceReader::open(file)
+        .map_err(|e| fail(format_args!("{}: {e}", file.display())))?;
+    let mut records = Vec::new();
+    let mut damage = None;
+    for r in &mut reader {
+        match r {
+            Ok(l) => records.push(l),
+            Err(e) => damage = Some(format!("{}: {e}", file.display())),
+        }
+    }
+    Ok((reader.header.clone(), records, damage))
+}
+
+pub fn run(command: TraceCommand) -> ExitCode {
+    match command {
+        TraceCommand::Show {
+            file,
+            json,
+            process,
+            command,
+            all,
+        } => {
+            let (header, records, damage) = match load(&file) {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
+            let filter = show::Filter {
+                process,
+                command,
+                all,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let r =
+                show::show(&mut out, &header, &records, &filter, json).and_then(|()| out.flush());
+            let code = written(r);
+            match damage {
+                Some(d) => fail(d),
+                None => code,
+            }
+        }
+        TraceCommand::Stats { file, json } => {
+            let (_, records, damage) = match load(&file) {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
+            let s = show::stats(&records);
+            let mut out = std::io::stdout().lock();
+            let code = written(show::write_stats(&mut out, &s, json));
+            match damage {
+                Some(d) => fail(d),
+                None => code,
+            }
+        }
+        TraceCommand::Replay {
+            file,
+            backend,
+            gpu,
+            json,
+        } => {
+            let (header, records) = match dxvmm_trace::read_all(&file) {
+                Ok(v) => v,
+                Err(e) => return fail(format_args!("{}: {e}", file.display())),
+            };
+            let backend: Arc<dyn Backend> = match backend {
+                ReplayBackend::Soft => Arc::new(SoftBackend::new()),
+                ReplayBackend::Wgpu => match WgpuBackend::new() {
+                    Ok(b) => Arc::new(b),
+                    Err(e) => return fail(format_args!("replay: {e}")),
+                },
+            };
+            let adapters = match gpu {
+                None => None,
+                Some(sel) => match sel.resolve(&backend.adapters()) {
+                    Ok(l) => Some(l),
+                    Err(e) => return fail(format_args!("--gpu: {e}")),
+                },
+            };
+            let opts = replay::Options {
+                adapters,
+                ..Default::default()
+            };
+            let report = match replay::replay(&header, &records, backend, &opts) {
+                Ok(r) => r,
+                Err(e) => return fail(format_args!("replay: {e}")),
+            };
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                println!(
+                    "replayed {} requests on {}: {} replies and {} memory results ({} bytes) compared, {} CPU waits",
+                    report.requests,
+                    report.adapters.join(", "),
+                    report.replies_compared,
+                    report.memory_results_compared,
+                    report.memory_bytes_compared,
+                    report.waits
+                );
+                match &report.divergence {
+                    None => println!("no divergence"),
+                    Some(d) => println!("divergence at {d}"),
+                }
+            }
+            if report.divergence.is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        TraceCommand::ExportPcapng { file, output } => {
+            let (header, records) = match dxvmm_trace::read_all(&file) {
+                Ok(v) => v,
+                Err(e) => return fail(format_args!("{}: {e}", file.display())),
+            };
+            let f = match std::fs::File::create(&output) {
+                Ok(f) => f,
+                Err(e) => return fail(format_args!("{}: {e}", output.display())),
+            };
+            let mut w = std::io::BufWriter::new(f);
+            match pcapng::export(&mut w, &header, &records).and_then(|n| w.flush().map(|()| n)) {
+                Ok(n) => {
+                    eprintln!("dxvmm: {n} packets written to {}", output.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format_args!("{}: {e}", output.display())),
+            }
+        }
+    }
+}
