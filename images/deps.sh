@@ -20,6 +20,8 @@ pkgs=(
 	user-mode-linux
 	# Vulkan loader (the driver comes from backports below)
 	libvulkan1
+	# trace tests: the Wireshark dissector, run by tshark (noninteractive: not setuid)
+	tshark
 )
 
 updated=0

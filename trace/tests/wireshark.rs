@@ -1,0 +1,95 @@
+//! The Wireshark dissector (trace/wireshark/dxvmm.lua): it names every
+//! command protocol/ knows, and tshark decodes an exported corpus trace
+//! with it.
+
+use std::path::Path;
+use std::process::Command;
+
+use dxvmm_protocol::message::command_name;
+use dxvmm_protocol::vmbus::{DXGKVMB_HOST_TO_VM, DXGKVMB_VGPU_TO_HOST, DXGKVMB_VM_TO_HOST};
+
+fn lua() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("wireshark/dxvmm.lua"))
+        .unwrap()
+}
+
+/// The body of `local NAME = { ... }` in the script.
+fn table<'a>(src: &'a str, name: &str) -> &'a str {
+    let start = src.find(&format!("local {name} = {{")).expect(name);
+    let end = src[start..].find("\n}").unwrap();
+    &src[start..start + end]
+}
+
+#[test]
+fn the_dissector_names_every_command_of_the_protocol() {
+    let src = lua();
+    for (channel, t) in [
+        (DXGKVMB_VGPU_TO_HOST, "vgpu_commands"),
+        (DXGKVMB_VM_TO_HOST, "global_commands"),
+        (DXGKVMB_HOST_TO_VM, "host_commands"),
+    ] {
+        let body = table(&src, t);
+        let mut n = 0;
+        for command in 0..2000 {
+            if let Some(name) = command_name(channel, command) {
+                let short = name.strip_prefix("DXGK_VMBCOMMAND_").unwrap();
+                let entry = format!("[{command}] = \"{short}\",");
+                assert!(body.contains(&entry), "{t} lacks {entry}");
+                n += 1;
+            }
+        }
+        assert_eq!(
+            body.matches("] = \"").count(),
+            n,
+            "{t} has names protocol/ lacks"
+        );
+    }
+}
+
+#[test]
+fn tshark_decodes_an_exported_trace() {
+    if Command::new("tshark").arg("--version").output().is_err() {
+        eprintln!("skipped: tshark is not installed (images/deps.sh installs it)");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (header, records) = dxvmm_trace::read_all(&dir.join("corpus/dxginfo.dxtrace")).unwrap();
+    let out = std::env::temp_dir().join(format!("dxvmm-trace-{}.pcapng", std::process::id()));
+    let mut f = std::fs::File::create(&out).unwrap();
+    dxvmm_trace::pcapng::export(&mut f, &header, &records).unwrap();
+    drop(f);
+    let r = Command::new("tshark")
+        .arg("-X")
+        .arg(format!(
+            "lua_script:{}",
+            dir.join("wireshark/dxvmm.lua").display()
+        ))
+        .arg("-r")
+        .arg(&out)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "dxvmm.kind",
+            "-e",
+            "dxvmm.command_name",
+            "-e",
+            "dxvmm.frame.status",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&out);
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let expected: Vec<String> = dxvmm_trace::show::messages(&records, false)
+        .iter()
+        .filter(|m| matches!(m.kind, "request" | "reply"))
+        .map(|m| m.command.clone())
+        .collect();
+    let got: Vec<&str> = text
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(got, expected, "tshark said:\n{text}");
+    assert!(got.contains(&"OPENADAPTER") && got.contains(&"CREATEPROCESS"));
+}
