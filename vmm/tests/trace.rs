@@ -1,0 +1,269 @@
+//! `dxvmm run --trace` and `dxvmm trace ...` end to end: a UML guest's
+//! compute run recorded, replayed without the guest on the host's Vulkan
+//! driver (lavapipe on CI), exported and dissected by tshark; bad trace files
+//! and impossible replays each get one line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dxvmm_trace::format::{AdapterEntry, Record, TraceHeader};
+
+fn dxvmm() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dxvmm"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("dxvmm-trace-test-{}-{name}", std::process::id()))
+}
+
+fn guest(trace: Option<&Path>, cmd: &[&str]) -> Output {
+    let mut c = dxvmm();
+    c.args(["run", "--accel", "uml", "--timeout", "120"]);
+    if let Some(t) = trace {
+        c.arg("--trace").arg(t);
+    }
+    c.arg("--").args(cmd).output().expect("spawn dxvmm")
+}
+
+#[test]
+fn a_recorded_compute_run_replays_without_the_guest_and_dissects() {
+    let t = tmp("compute.dxtrace");
+    let out = guest(
+        Some(&t),
+        &[
+            "dxgbench", "--n", "16", "--reps", "1", "--tiny", "4", "--mib", "1", "--rounds", "1",
+        ],
+    );
+    ok(&out);
+    // Replay on the host's adapter: statuses, handles, GPU VAs, pipelines
+    // and every LOCK2 result byte as recorded.
+    let r = dxvmm()
+        .args(["trace", "replay", "--json"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    ok(&r);
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(report["divergence"].is_null(), "{report}");
+    assert!(
+        report["memory_results_compared"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(
+        report["replies_compared"].as_u64().unwrap() > 10,
+        "{report}"
+    );
+    // The CPU double cannot run shaders: the first divergence is named.
+    let r = dxvmm()
+        .args(["trace", "replay", "--backend", "soft"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r.stdout));
+    assert!(
+        text(&r.stdout).contains("divergence at record"),
+        "{}",
+        text(&r.stdout)
+    );
+    // Show with filters, stats.
+    let s = dxvmm()
+        .args(["trace", "show", "--command", "lock2"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    ok(&s);
+    let lines: Vec<String> = text(&s.stdout)
+        .lines()
+        .skip(2)
+        .map(str::to_string)
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.contains("LOCK2")),
+        "{lines:?}"
+    );
+    let s = dxvmm()
+        .args(["trace", "show", "--json"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    ok(&s);
+    for l in text(&s.stdout).lines() {
+        let _: serde_json::Value = serde_json::from_str(l).unwrap();
+    }
+    let s = dxvmm()
+        .args(["trace", "stats", "--json"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    ok(&s);
+    let stats: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert!(stats["events"].as_u64().unwrap() > 0, "{stats}");
+    // pcapng, dissected by tshark.
+    let p = tmp("compute.pcapng");
+    ok(&dxvmm()
+        .args(["trace", "export-pcapng"])
+        .arg(&t)
+        .arg("-o")
+        .arg(&p)
+        .output()
+        .unwrap());
+    if Command::new("tshark").arg("--version").output().is_ok() {
+        let lua = Path::new(env!("CARGO_MANIFEST_DIR")).join("../trace/wireshark/dxvmm.lua");
+        let d = Command::new("tshark")
+            .arg("-X")
+            .arg(format!("lua_script:{}", lua.display()))
+            .arg("-r")
+            .arg(&p)
+            .args(["-T", "fields", "-e", "dxvmm.command_name"])
+            .output()
+            .unwrap();
+        ok(&d);
+        let names = text(&d.stdout);
+        for n in [
+            "CREATEPROCESS",
+            "ESCAPE",
+            "SUBMITCOMMAND",
+            "LOCK2",
+            "SIGNALGUESTEVENT",
+        ] {
+            assert!(
+                names.lines().any(|l| l == n),
+                "tshark named no {n}:\n{names}"
+            );
+        }
+    } else {
+        eprintln!("tshark is not installed (images/deps.sh installs it): dissection not checked");
+    }
+    let _ = std::fs::remove_file(&t);
+    let _ = std::fs::remove_file(&p);
+}
+
+#[test]
+fn recording_does_not_change_what_the_guest_sees() {
+    let t = tmp("info.dxtrace");
+    let plain = guest(None, &["dxginfo", "--json"]);
+    let traced = guest(Some(&t), &["dxginfo", "--json"]);
+    ok(&plain);
+    ok(&traced);
+    assert_eq!(text(&plain.stdout), text(&traced.stdout));
+    assert!(std::fs::metadata(&t).unwrap().len() > 0);
+    let _ = std::fs::remove_file(&t);
+}
+
+/// `dxvmm ARGS` fails with exit status 125 and one line that contains `what`.
+fn one_line_error(args: &[&str], file: &Path, what: &str) {
+    let out = dxvmm().args(args).arg(file).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(what), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn header(adapters: usize) -> TraceHeader {
+    TraceHeader {
+        start_unix_ns: 0,
+        frame_version: 1,
+        producer: "test".into(),
+        host: "test".into(),
+        adapters: (0..adapters)
+            .map(|i| AdapterEntry {
+                luid: dxvmm_protocol::abi::WinLuid {
+                    a: i as u32 + 1,
+                    b: 1,
+                },
+                vendor_id: 0,
+                device_id: 0,
+                software: true,
+                name: format!("gpu {i}"),
+                driver: String::new(),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn bad_trace_files_get_one_line_each() {
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("../trace/corpus/roundtrip.dxtrace");
+    let bytes = std::fs::read(&good).unwrap();
+    let f = tmp("bad.dxtrace");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (bytes[..bytes.len() - 7].to_vec(), "truncated"),
+        (bytes[..bytes.len() - 3].to_vec(), "did not finish"),
+        (
+            b"not a trace at all, just text\n".to_vec(),
+            "not a dxvmm trace",
+        ),
+        (
+            {
+                let mut b = bytes.clone();
+                b[8] = 9;
+                b
+            },
+            "format version 9; this dxvmm reads version 1",
+        ),
+        (
+            {
+                let mut b = bytes.clone();
+                let at = b.len() / 2;
+                b[at..at + 16].fill(0xff);
+                b
+            },
+            "corrupt",
+        ),
+    ];
+    for (content, what) in cases {
+        std::fs::write(&f, content).unwrap();
+        for cmd in [
+            &["trace", "show"][..],
+            &["trace", "stats"],
+            &["trace", "replay", "--backend", "soft"],
+        ] {
+            one_line_error(cmd, &f, what);
+        }
+    }
+    one_line_error(&["trace", "show"], &tmp("missing.dxtrace"), "No such file");
+    // A trace of a guest with two GPUs, on a host backend with one.
+    let mut b = header(2).encode();
+    Record::End { t: 0, records: 0 }.encode_into(&mut b);
+    std::fs::write(&f, b).unwrap();
+    one_line_error(
+        &["trace", "replay", "--backend", "soft"],
+        &f,
+        "needs 2 GPU adapter(s); this host has 1",
+    );
+    let _ = std::fs::remove_file(&f);
+}
+
+#[test]
+fn trace_without_a_gpu_is_one_line() {
+    let out = dxvmm()
+        .args(["run", "--accel", "uml", "--gpu", "none", "--trace"])
+        .arg(tmp("none.dxtrace"))
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
+}
