@@ -11,7 +11,8 @@
 //! - UNLOCK2: captures the allocation's pages (the CPU may have written them).
 //! - SUBMITCOMMAND / SUBMITCOMMANDTOHWQUEUE: captures the pages of the command
 //!   stream (found through the process's MAPGPUVIRTUALADDRESS mappings) and of
-//!   every allocation of the process that is due or still locked.
+//!   every allocation the stream names that is due or still locked (every
+//!   due or locked one when the stream does not decode).
 //! - LOCK2 (after a successful reply): captures the allocation's pages as a
 //!   result: what the GPU computed, for a replay to compare.
 //!
@@ -21,6 +22,7 @@
 
 use std::collections::HashMap;
 
+use dxvmm_protocol::cmdstream::{Command, CommandStream};
 use dxvmm_protocol::frame::{Frame, FrameKind};
 use dxvmm_protocol::message::Request;
 use dxvmm_protocol::vmbus::{
@@ -300,26 +302,57 @@ impl Capture {
         out: &mut Vec<(u64, Vec<u8>)>,
     ) {
         let Some(mem) = mem else { return };
-        // The command stream.
-        let stream = self.vas.get(&process).and_then(|v| {
-            v.iter()
-                .find(|m| va >= m.va && va.checked_add(len).is_some_and(|e| e <= m.va + m.size))
-        });
-        if let Some(m) = stream {
-            let start = m.offset + (va - m.va);
-            let first = (start / PAGE) as usize;
-            let last = (start + len).div_ceil(PAGE) as usize;
-            if let Some(a) = self.allocs.get(&(process, m.allocation)) {
-                if let Some(pfns) = a.pfns.get(first..last.min(a.pfns.len())) {
-                    let pfns = pfns.to_vec();
-                    self.pages(mem, &pfns, out);
+        // The command stream: its pages, and the allocations it names.
+        let mut touched: Option<Vec<u32>> = None;
+        if let Some(ranges) = self.guest_ranges(process, va, len) {
+            let mut stream = Vec::with_capacity(len as usize);
+            let mut pfns = Vec::new();
+            for (gpa, n) in &ranges {
+                let mut b = vec![0u8; *n as usize];
+                if mem.read_slice(&mut b, GuestAddress(*gpa)).is_err() {
+                    stream.clear();
+                    break;
                 }
+                stream.extend_from_slice(&b);
+                let first = gpa / PAGE;
+                let last = (gpa + n).div_ceil(PAGE);
+                pfns.extend(first..last);
+            }
+            self.pages(mem, &pfns, out);
+            if let Ok(s) = CommandStream::decode(&stream) {
+                let mut vas: Vec<u64> = Vec::new();
+                for c in &s.commands {
+                    match c {
+                        Command::Copy { src_va, dst_va, .. } => vas.extend([*src_va, *dst_va]),
+                        Command::Fill { dst_va, .. } | Command::Timestamp { dst_va } => {
+                            vas.push(*dst_va)
+                        }
+                        Command::Dispatch { bindings, .. } => {
+                            vas.extend(bindings.iter().map(|b| b.va))
+                        }
+                        Command::FenceSignal { .. } | Command::FenceWait { .. } => {}
+                    }
+                }
+                let maps = self.vas.get(&process);
+                touched = Some(
+                    vas.iter()
+                        .filter_map(|v| {
+                            maps?
+                                .iter()
+                                .find(|m| *v >= m.va && *v < m.va + m.size)
+                                .map(|m| m.allocation)
+                        })
+                        .collect(),
+                );
             }
         }
-        // Allocations whose pages the backend uploads before this work.
+        // Allocations whose pages the backend uploads before this work: due
+        // (new pages, UNLOCK2) or locked, and named by the stream (all of
+        // them when the stream did not decode).
         let mut due: Vec<u64> = Vec::new();
-        for ((p, _), a) in self.allocs.iter_mut() {
-            if *p == process && (a.due || a.locked) {
+        for ((p, h), a) in self.allocs.iter_mut() {
+            let named = touched.as_ref().is_none_or(|t| t.contains(h));
+            if *p == process && (a.due || a.locked) && named {
                 due.extend_from_slice(&a.pfns);
                 a.due = false;
             }

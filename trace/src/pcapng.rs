@@ -32,7 +32,7 @@ pub const PSEUDO_HEADER_SIZE: usize = 24;
 pub const MAX_MEMORY_CAPTURE: usize = 64 * 1024;
 
 fn pad4(v: &mut Vec<u8>) {
-    while v.len() % 4 != 0 {
+    while !v.len().is_multiple_of(4) {
         v.push(0);
     }
 }
