@@ -280,14 +280,24 @@ fn open(adapter: &wgpu::Adapter) -> std::result::Result<Gpu, String> {
     std::thread::Builder::new()
         .name("dxvmm-gpu-completion".into())
         .spawn(move || {
-            for (index, done) in rx {
+            // One wait covers every submission queued so far: submissions
+            // complete in order, so waiting for the newest completes them
+            // all. Under many small submits this polls once per batch
+            // instead of once per submit, and each poll holds the device
+            // away from the submitting thread for less time in total.
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let newest = batch.last().map(|(index, _)| index.clone());
                 if let Err(e) = poll_device.poll(wgpu::PollType::Wait {
-                    submission_index: Some(index),
+                    submission_index: newest,
                     timeout: None,
                 }) {
                     tracing::error!("waiting for GPU work: {e}");
                 }
-                done();
+                for (_, done) in batch {
+                    done();
+                }
             }
         })
         .map_err(|e| format!("starting the completion thread: {e}"))?;

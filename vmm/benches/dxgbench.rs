@@ -312,7 +312,9 @@ fn guest(sz: &Sizes) -> Vec<(String, f64)> {
         "--rounds".into(),
         sz.rounds.to_string(),
     ];
-    let out = Command::new(env!("CARGO_BIN_EXE_dxvmm"))
+    // $DXVMM_BIN: the dxvmm to run, for a machine without the build tree.
+    let dxvmm = std::env::var("DXVMM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_dxvmm").into());
+    let out = Command::new(dxvmm)
         .env_remove("RUST_LOG")
         .args([
             "run",

@@ -198,6 +198,14 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
     if let (Some(r), Some(path)) = (recorder, &trace_path) {
         trace::finish(&r, path);
     }
+    // The process is about to exit: let it take the GPU backend down
+    // rather than its destructors. NVIDIA's Vulkan driver aborts the
+    // process ("free(): invalid pointer") when its device is destroyed at
+    // exit, which would replace the guest's status with SIGABRT; every
+    // guest object was already freed when the device was dropped.
+    if let Some(gpu) = cfg.gpu {
+        std::mem::forget(gpu.backend);
+    }
     outcome
 }
 
