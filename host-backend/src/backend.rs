@@ -459,7 +459,9 @@ pub trait Backend: Send + Sync {
 
     /// WAITFORSYNCOBJECTFROMCPU with an event: reports
     /// [`EventSink::wait_satisfied`] with `cookie` when the condition holds
-    /// (at once if it already does). Dropped with the process.
+    /// (at once if it already does). Dropped, unreported, with the process
+    /// or with any fence it names: the caller, who destroyed it, ends the
+    /// wait itself.
     fn notify_when_reached(
         &self,
         process: Handle,

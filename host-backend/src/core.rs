@@ -189,6 +189,17 @@ impl<E: Engine> Process<E> {
             .is_none_or(|f| f.value >= fv.value)
     }
 
+    /// Drops the registered CPU waits that name a fence this process no
+    /// longer has. Such a wait can never be satisfied as asked, and its
+    /// registrant ends it itself when it destroys the fence (device-dxg
+    /// sends the guest its event, protocol §2.6.8); kept, it would stay
+    /// until the process ends, one more for every wait-then-destroy.
+    fn drop_waits_on_dead_fences(&mut self) {
+        let fences = &self.fences;
+        self.waiters
+            .retain(|w| w.fences.iter().all(|f| fences.contains_key(&f.fence)));
+    }
+
     fn wait_met(&self, fences: &[FenceValue], mode: WaitMode) -> bool {
         match mode {
             WaitMode::All => fences.iter().all(|f| self.fence_reached(f)),
@@ -762,6 +773,7 @@ impl<E: Engine> Core<E> {
         if let Some(q) = p.queues.remove(&h) {
             if let Some(f) = q.progress_fence {
                 p.fences.remove(&f);
+                p.drop_waits_on_dead_fences();
             }
         }
         let children: Vec<Handle> = p
@@ -798,6 +810,7 @@ impl<E: Engine> Core<E> {
         }
         p.paging_queues.retain(|_, q| q.device != h);
         p.fences.retain(|_, f| f.device != h);
+        p.drop_waits_on_dead_fences();
         p.pipelines.retain(|_, pl| pl.device != h);
     }
 
@@ -1051,6 +1064,7 @@ impl<E: Engine> Backend for Core<E> {
                 .remove(&queue)
                 .ok_or(BackendError::handle(ObjectKind::PagingQueue, queue.0))?;
             p.fences.remove(&q.fence);
+            p.drop_waits_on_dead_fences();
             Ok(())
         })
     }
@@ -1474,6 +1488,7 @@ impl<E: Engine> Backend for Core<E> {
             p.fences
                 .remove(&fence)
                 .ok_or(BackendError::handle(ObjectKind::SyncObject, fence.0))?;
+            p.drop_waits_on_dead_fences();
             Ok(())
         })?;
         // Queues held on it move on (a destroyed fence holds nobody).

@@ -172,3 +172,46 @@ fn gpu_guest_pages_and_events() {
         guest_pages(&b);
     }
 }
+
+/// A registered wait that names a fence which is then destroyed is dropped
+/// unreported: the caller that destroyed the fence ends it (device-dxg
+/// sends the guest its event), and the backend keeps nothing for it.
+fn waits_on_destroyed_fences(b: &dyn Backend) {
+    let (tx, rx) = channel();
+    b.set_event_sink(Some(Arc::new(Sink(Mutex::new(tx)))));
+    let fx = Fx::new(b);
+    let (p, d) = (fx.process, fx.device);
+    let gone = b.create_sync_object(p, d, 0, None).unwrap();
+    let kept = b.create_sync_object(p, d, 0, None).unwrap();
+    let on = |fence, value| FenceValue { fence, value };
+    b.notify_when_reached(p, &[on(gone, 1)], WaitMode::All, 1)
+        .unwrap();
+    b.notify_when_reached(p, &[on(gone, 1), on(kept, 1)], WaitMode::Any, 2)
+        .unwrap();
+    b.notify_when_reached(p, &[on(kept, 1)], WaitMode::All, 3)
+        .unwrap();
+    b.destroy_sync_object(p, gone).unwrap();
+    // A signal re-checks the waits: only the one on `kept` alone is left.
+    b.signal_from_cpu(p, &[on(kept, 1)]).unwrap();
+    let mut waits = Vec::new();
+    while let Ok(e) = rx.recv_timeout(Duration::from_millis(200)) {
+        if let Event::Wait(c) = e {
+            waits.push(c);
+        }
+    }
+    assert_eq!(waits, [3]);
+    b.set_event_sink(None);
+    b.destroy_process(p).unwrap();
+}
+
+#[test]
+fn soft_waits_on_destroyed_fences() {
+    waits_on_destroyed_fences(&SoftBackend::new());
+}
+
+#[test]
+fn gpu_waits_on_destroyed_fences() {
+    if let Some(b) = new_gpu() {
+        waits_on_destroyed_fences(&b);
+    }
+}
