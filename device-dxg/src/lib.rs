@@ -65,7 +65,7 @@ impl DxgDevice {
     pub fn new(backend: Arc<dyn Backend>, luids: &[WinLuid]) -> std::io::Result<DxgDevice> {
         let events = Arc::new(EventQueue::new()?);
         backend.set_event_sink(Some(events.clone()));
-        let vm = Vm::new(backend.clone(), luids);
+        let vm = Vm::with_events(backend.clone(), luids, events.clone());
         let shown: Vec<WinLuid> = vm.adapters().iter().map(|a| a.luid).collect();
         Ok(DxgDevice {
             config: VirtioDxgConfig::new(&shown),
@@ -193,6 +193,11 @@ impl DxgDevice {
         let name = request.name();
         match self.vm.dispatch_with(vgpu, request, self.mem.as_ref()) {
             Ok(reply) => {
+                if let dxvmm_protocol::message::Reply::Status(s) = &reply {
+                    if !s.is_success() {
+                        tracing::debug!(request = name, status = ?s, "failed");
+                    }
+                }
                 let payload = reply.encode();
                 tracing::trace!(request = name, reply_len = payload.len(), "done");
                 encode_frame(

@@ -36,6 +36,8 @@ use dxvmm_protocol::NtStatus;
 use vm_memory::GuestMemoryMmap;
 use zerocopy::IntoBytes;
 
+use crate::events::{EventQueue, TrackError};
+
 /// Guest memory as the backend holds it: the device's view, shared.
 type Memory = Arc<GuestMemoryMmap>;
 
@@ -86,6 +88,10 @@ pub struct Vm {
     opened: BTreeMap<u32, WinLuid>,
     next_adapter_handle: u32,
     processes: HashMap<D3dkmtHandle, Process>,
+    /// Where pending CPU waits are kept and their events go (the backend's
+    /// event sink); without one, waits are not tracked and a wait whose
+    /// fence is destroyed is not ended.
+    events: Option<Arc<EventQueue>>,
 }
 
 /// A request's outcome: a reply payload, or a status for the frame (the
@@ -93,7 +99,22 @@ pub struct Vm {
 pub type Outcome = Result<Reply, NtStatus>;
 
 impl Vm {
-    /// A VM that sees the adapters of `backend` whose LUIDs are in `luids`.
+    /// A VM that sees the adapters of `backend` whose LUIDs are in `luids`
+    /// and ends the pending CPU waits it tracks in `events` (which must be
+    /// the backend's event sink) when they can no longer be satisfied.
+    pub fn with_events(
+        backend: Arc<dyn Backend>,
+        luids: &[WinLuid],
+        events: Arc<EventQueue>,
+    ) -> Vm {
+        let mut vm = Vm::new(backend, luids);
+        vm.events = Some(events);
+        vm
+    }
+
+    /// A VM that sees the adapters of `backend` whose LUIDs are in `luids`,
+    /// with no event queue of its own (whoever set the backend's event
+    /// sink hears of satisfied waits).
     pub fn new(backend: Arc<dyn Backend>, luids: &[WinLuid]) -> Vm {
         let all = backend.adapters();
         let adapters = luids
@@ -106,6 +127,7 @@ impl Vm {
             opened: BTreeMap::new(),
             next_adapter_handle: 1,
             processes: HashMap::new(),
+            events: None,
         }
     }
 
@@ -178,6 +200,24 @@ impl Vm {
             }
         }
         self.opened.clear();
+        if let Some(events) = &self.events {
+            events.forget_waits();
+        }
+    }
+
+    /// Ends the pending CPU waits of `process` that name a fence the
+    /// backend no longer has (§2.6.8: a wait that can no longer be
+    /// satisfied gets its event). Called after every destroy that can take
+    /// fences with it: a sync object, a device, a context, a hardware or a
+    /// paging queue.
+    fn end_abandoned_waits(&self, process: D3dkmtHandle) {
+        if let Some(events) = &self.events {
+            let ended =
+                events.end_waits(process, |f| self.backend.fence_value(process, f).is_err());
+            if ended > 0 {
+                tracing::debug!(?process, ended, "CPU waits on destroyed fences ended");
+            }
+        }
     }
 
     /// The device that holds `process`'s GPU VA space on `vgpu`.
@@ -233,7 +273,11 @@ impl Vm {
             Request::DestroyProcess(_) => {
                 self.process(process)?;
                 self.processes.remove(&process);
-                Ok(Reply::Status(result(self.backend.destroy_process(process))))
+                let r = self.backend.destroy_process(process);
+                if let Some(events) = &self.events {
+                    events.end_process_waits(process);
+                }
+                Ok(Reply::Status(result(r)))
             }
             Request::SetIoSpaceRegion(cmd) => {
                 // dxvmm maps no I/O space aperture; an empty one is accepted
@@ -403,6 +447,7 @@ impl Vm {
                 let p = self.process(process)?;
                 if r.is_ok() {
                     p.devices.retain(|(_, d)| *d != cmd.device);
+                    self.end_abandoned_waits(process);
                 }
                 Ok(Reply::Status(result(r)))
             }
@@ -667,9 +712,11 @@ impl Vm {
             }
             Request::DestroyPagingQueue(cmd) => {
                 self.process(process)?;
-                Ok(Reply::Status(result(
-                    self.backend.destroy_paging_queue(process, cmd.paging_queue),
-                )))
+                let r = self.backend.destroy_paging_queue(process, cmd.paging_queue);
+                if r.is_ok() {
+                    self.end_abandoned_waits(process);
+                }
+                Ok(Reply::Status(result(r)))
             }
             Request::CreateContextVirtual {
                 mut cmd,
@@ -684,9 +731,11 @@ impl Vm {
             }
             Request::DestroyContext(cmd) => {
                 self.process(process)?;
-                Ok(Reply::Status(result(
-                    self.backend.destroy_context(process, cmd.context),
-                )))
+                let r = self.backend.destroy_context(process, cmd.context);
+                if r.is_ok() {
+                    self.end_abandoned_waits(process);
+                }
+                Ok(Reply::Status(result(r)))
             }
             Request::CreateHwQueue {
                 mut cmd,
@@ -712,6 +761,7 @@ impl Vm {
                 let r = self.backend.destroy_hw_queue(process, cmd.hwqueue);
                 if r.is_ok() {
                     self.process(process)?.hw_queues.remove(&cmd.hwqueue);
+                    self.end_abandoned_waits(process);
                 }
                 Ok(Reply::Status(result(r)))
             }
@@ -737,9 +787,11 @@ impl Vm {
             }
             Request::DestroySyncObject(cmd) => {
                 self.process(process)?;
-                Ok(Reply::Status(result(
-                    self.backend.destroy_sync_object(process, cmd.sync_object),
-                )))
+                let r = self.backend.destroy_sync_object(process, cmd.sync_object);
+                if r.is_ok() {
+                    self.end_abandoned_waits(process);
+                }
+                Ok(Reply::Status(result(r)))
             }
             Request::SignalSyncObject {
                 cmd,
@@ -795,12 +847,30 @@ impl Vm {
                 if done {
                     return Ok(Reply::Status(NtStatus::SUCCESS));
                 }
-                if cmd.guest_event_pointer == 0 {
+                let cookie = cmd.guest_event_pointer;
+                if cookie == 0 {
                     return Err(NtStatus::INVALID_PARAMETER);
                 }
-                self.backend
-                    .notify_when_reached(process, &fences, mode, cmd.guest_event_pointer)
-                    .map_err(|e| status(&e))?;
+                // Tracked before the backend hears of it: it may report the
+                // wait satisfied before it returns.
+                if let Some(events) = &self.events {
+                    let named = fences.iter().map(|f| f.fence).collect();
+                    events
+                        .track_wait(process, cookie, named)
+                        .map_err(|e| match e {
+                            TrackError::Duplicate => NtStatus::INVALID_PARAMETER,
+                            TrackError::TooMany => NtStatus::INSUFFICIENT_RESOURCES,
+                        })?;
+                }
+                if let Err(e) = self
+                    .backend
+                    .notify_when_reached(process, &fences, mode, cookie)
+                {
+                    if let Some(events) = &self.events {
+                        events.untrack_wait(process, cookie);
+                    }
+                    return Err(status(&e));
+                }
                 Ok(Reply::Status(NtStatus::PENDING))
             }
             Request::WaitForSyncObjectFromGpu {
@@ -926,6 +996,7 @@ fn guest_range_ok(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> bool {
 
 /// The NTSTATUS of a backend error.
 fn status(e: &BackendError) -> NtStatus {
+    tracing::debug!("backend: {e}");
     e.status()
 }
 
@@ -1011,6 +1082,9 @@ mod tests {
         dxvmm_protocol::vmbus::DxgkvmbCommandSetExistingSysmemPages,
         dxvmm_protocol::vmbus::DxgkvmbCommandSubmitCommand,
         dxvmm_protocol::vmbus::DxgkvmbCommandWaitForSyncObjectFromCpu,
+        dxvmm_protocol::vmbus::DxgkvmbCommandSignalSyncObject,
+        dxvmm_protocol::vmbus::DxgkvmbCommandDestroySyncObject,
+        dxvmm_protocol::vmbus::DxgkvmbCommandDestroyHwQueue,
         DxgkvmbCommandCreateDevice,
         DxgkvmbCommandDestroyDevice,
         DxgkvmbCommandDestroyProcess,
@@ -1206,10 +1280,11 @@ mod tests {
         use dxvmm_protocol::cmdstream::{Command, CommandStream};
         use dxvmm_protocol::vmbus::{
             DxgkvmbCommandCreateAllocation, DxgkvmbCommandCreateContextVirtual,
-            DxgkvmbCommandCreateSyncObject, DxgkvmbCommandLock2,
+            DxgkvmbCommandCreateSyncObject, DxgkvmbCommandDestroyHwQueue,
+            DxgkvmbCommandDestroySyncObject, DxgkvmbCommandLock2,
             DxgkvmbCommandMapGpuVirtualAddress, DxgkvmbCommandReserveGpuVirtualAddress,
-            DxgkvmbCommandSetExistingSysmemPages, DxgkvmbCommandSubmitCommand,
-            DxgkvmbCommandWaitForSyncObjectFromCpu,
+            DxgkvmbCommandSetExistingSysmemPages, DxgkvmbCommandSignalSyncObject,
+            DxgkvmbCommandSubmitCommand, DxgkvmbCommandWaitForSyncObjectFromCpu,
         };
         use vm_memory::{Bytes, GuestAddress};
         use zerocopy::FromZeros;
@@ -1228,7 +1303,7 @@ mod tests {
             let events = Arc::new(crate::EventQueue::new().unwrap());
             backend.set_event_sink(Some(events.clone()));
             let luid = backend.adapters()[0].luid;
-            let mut vm = Vm::new(backend, &[luid]);
+            let mut vm = Vm::with_events(backend, &[luid], events.clone());
             let p = create_process(&mut vm);
             let dev = match vm.dispatch(luid, Request::CreateDevice(with_process(p))) {
                 Ok(Reply::CreateDevice(r)) => r.device,
@@ -1252,6 +1327,77 @@ mod tests {
 
             fn hdr<T: FromZeros + HasHeader>(&self) -> T {
                 with_process(self.p)
+            }
+
+            /// A monitored fence of `dev` at 0 whose value lives at `gpa`.
+            fn fence_on(&mut self, dev: D3dkmtHandle, gpa: u64) -> D3dkmtHandle {
+                let mut c: DxgkvmbCommandCreateSyncObject = self.hdr();
+                c.args.device = dev;
+                c.args.info.r#type = syncobject_type::MONITORED_FENCE;
+                c.args.info.set_monitored_fence(MonitoredFenceInfo {
+                    fence_cpu_virtual_address: gpa,
+                    ..Default::default()
+                });
+                match self.run(Request::CreateSyncObject(c)) {
+                    Ok(Reply::CreateSyncObject(r)) => r.sync_object,
+                    o => panic!("{o:?}"),
+                }
+            }
+
+            /// WAITFORSYNCOBJECTFROMCPU for every fence to reach its value.
+            fn wait(&mut self, fences: &[(D3dkmtHandle, u64)], cookie: u64) -> Outcome {
+                let mut w: DxgkvmbCommandWaitForSyncObjectFromCpu = self.hdr();
+                w.device = self.dev;
+                w.object_count = fences.len() as u32;
+                w.guest_event_pointer = cookie;
+                self.run(Request::WaitForSyncObjectFromCpu {
+                    cmd: w,
+                    objects: fences.iter().map(|f| f.0).collect(),
+                    fence_values: fences.iter().map(|f| f.1).collect(),
+                })
+            }
+
+            /// SIGNALSYNCOBJECT from the CPU: `fence` to `value`.
+            fn signal(&mut self, fence: D3dkmtHandle, value: u64) {
+                let mut c: DxgkvmbCommandSignalSyncObject = self.hdr();
+                c.object_count = 1;
+                c.cpu_event_handle = u64::from(self.dev.0);
+                assert_eq!(
+                    self.run(Request::SignalSyncObject {
+                        cmd: c,
+                        objects: vec![fence],
+                        contexts: vec![],
+                        fence_values: vec![value],
+                    }),
+                    Ok(Reply::Status(NtStatus::SUCCESS))
+                );
+            }
+
+            fn destroy_fence(&mut self, fence: D3dkmtHandle) {
+                let mut d: DxgkvmbCommandDestroySyncObject = self.hdr();
+                d.sync_object = fence;
+                assert_eq!(
+                    self.run(Request::DestroySyncObject(d)),
+                    Ok(Reply::Status(NtStatus::SUCCESS))
+                );
+            }
+
+            /// The cookies of the SIGNALGUESTEVENTs queued so far, in order.
+            fn events(&self) -> Vec<u64> {
+                use dxvmm_protocol::frame::{Frame, FrameKind};
+                use dxvmm_protocol::HostEvent;
+                std::iter::from_fn(|| self.events.pop())
+                    .map(|ev| {
+                        let frame = Frame::parse(&ev, FrameKind::Event).unwrap();
+                        match HostEvent::decode(frame.payload).unwrap() {
+                            HostEvent::SignalGuestEvent(e) => {
+                                assert_eq!(e.process_id, u64::from(self.p.0));
+                                e.event
+                            }
+                            e => panic!("{e:?}"),
+                        }
+                    })
+                    .collect()
             }
 
             /// A CPU-visible allocation of `pages` pages backed by guest
@@ -1554,6 +1700,130 @@ mod tests {
                 f.run(Request::SubmitCommand { cmd: Box::new(s), history_buffers: vec![], priv_drv_data: vec![] }),
                 Ok(Reply::Status(st)) if !st.is_success()
             ));
+        }
+        #[test]
+        fn a_wait_on_a_destroyed_fence_ends_with_one_event() {
+            let mut f = fixture();
+            let a = f.fence_on(f.dev, 0x30000);
+            let b = f.fence_on(f.dev, 0x30008);
+            let pending = Ok(Reply::Status(NtStatus::PENDING));
+            assert_eq!(f.wait(&[(a, 1)], 0x10), pending);
+            assert_eq!(f.wait(&[(a, 1), (b, 1)], 0x11), pending);
+            assert_eq!(f.wait(&[(b, 1)], 0x12), pending);
+            assert_eq!(f.events.pending_waits(f.p), 3);
+            // Destroying `a` ends the two waits that name it, at once.
+            f.destroy_fence(a);
+            let mut got = f.events();
+            got.sort_unstable();
+            assert_eq!(got, [0x10, 0x11]);
+            assert_eq!(f.events.pending_waits(f.p), 1);
+            // `b` reaching its value satisfies only the wait still pending:
+            // the one that also named `a` had its event and gets no second.
+            f.signal(b, 1);
+            f.vm.backend.flush().unwrap();
+            assert_eq!(f.events(), [0x12]);
+            assert_eq!(f.events.pending_waits(f.p), 0);
+            // A wait on the destroyed handle is refused, not registered.
+            assert_eq!(f.wait(&[(a, 1)], 0x13), Err(NtStatus::INVALID_HANDLE));
+            assert_eq!(f.events.pending_waits(f.p), 0);
+        }
+
+        #[test]
+        fn waits_end_with_the_device_the_queue_or_the_process_of_their_fences() {
+            use dxvmm_protocol::vmbus::DxgkvmbCommandCreateHwQueue;
+            let mut f = fixture();
+            let pending = Ok(Reply::Status(NtStatus::PENDING));
+            // A second device: destroying it ends the waits on its fence.
+            let dev2 = match f
+                .vm
+                .dispatch(f.luid, Request::CreateDevice(with_process(f.p)))
+            {
+                Ok(Reply::CreateDevice(r)) => r.device,
+                o => panic!("{o:?}"),
+            };
+            let on2 = f.fence_on(dev2, 0x30000);
+            let mine = f.fence_on(f.dev, 0x30008);
+            assert_eq!(f.wait(&[(on2, 1)], 0x20), pending);
+            assert_eq!(f.wait(&[(mine, 1)], 0x21), pending);
+            let mut d: DxgkvmbCommandDestroyDevice = f.hdr();
+            d.device = dev2;
+            assert_eq!(
+                f.run(Request::DestroyDevice(d)),
+                Ok(Reply::Status(NtStatus::SUCCESS))
+            );
+            assert_eq!(f.events(), [0x20]);
+            // A hardware queue takes its progress fence with it.
+            let mut ctx: DxgkvmbCommandCreateContextVirtual = f.hdr();
+            ctx.device = f.dev;
+            let context = match f.run(Request::CreateContextVirtual {
+                cmd: ctx,
+                priv_drv_data: vec![],
+            }) {
+                Ok(Reply::CreateContextVirtual { cmd, .. }) => cmd.context,
+                o => panic!("{o:?}"),
+            };
+            let mut q: DxgkvmbCommandCreateHwQueue = f.hdr();
+            q.context = context;
+            q.hwqueue_progress_fence_cpuva = 0x30010;
+            let (queue, progress) = match f.run(Request::CreateHwQueue {
+                cmd: q,
+                priv_drv_data: vec![],
+            }) {
+                Ok(Reply::CreateHwQueue { cmd, .. }) => (cmd.hwqueue, cmd.hwqueue_progress_fence),
+                o => panic!("{o:?}"),
+            };
+            assert_eq!(f.wait(&[(progress, 1)], 0x22), pending);
+            let mut d: DxgkvmbCommandDestroyHwQueue = f.hdr();
+            d.hwqueue = queue;
+            assert_eq!(
+                f.run(Request::DestroyHwQueue(d)),
+                Ok(Reply::Status(NtStatus::SUCCESS))
+            );
+            assert_eq!(f.events(), [0x22]);
+            assert_eq!(f.events.pending_waits(f.p), 1);
+            // The process going ends the rest and leaves nothing tracked.
+            assert_eq!(f.wait(&[(mine, 2)], 0x23), pending);
+            assert_eq!(
+                f.vm.dispatch(
+                    WinLuid::default(),
+                    Request::DestroyProcess(with_process(f.p))
+                ),
+                Ok(Reply::Status(NtStatus::SUCCESS))
+            );
+            let mut got = f.events();
+            got.sort_unstable();
+            assert_eq!(got, [0x21, 0x23]);
+            assert_eq!(f.events.pending_waits(f.p), 0);
+        }
+
+        #[test]
+        fn a_cookie_names_one_pending_wait_and_a_process_has_a_bounded_number() {
+            let mut f = fixture();
+            let a = f.fence_on(f.dev, 0x30000);
+            let pending = Ok(Reply::Status(NtStatus::PENDING));
+            assert_eq!(f.wait(&[(a, 1)], 7), pending);
+            assert_eq!(f.wait(&[(a, 2)], 7), Err(NtStatus::INVALID_PARAMETER));
+            for cookie in 8..(8 + crate::events::MAX_PENDING_WAITS as u64 - 1) {
+                assert_eq!(f.wait(&[(a, 1)], cookie), pending);
+            }
+            assert_eq!(
+                f.wait(&[(a, 1)], 1 << 40),
+                Err(NtStatus::INSUFFICIENT_RESOURCES)
+            );
+            // All satisfied at once: one event each, nothing left tracked,
+            // and a cookie is free again once its wait ended.
+            f.signal(a, 2);
+            f.vm.backend.flush().unwrap();
+            assert_eq!(f.events().len(), crate::events::MAX_PENDING_WAITS);
+            assert_eq!(f.events.pending_waits(f.p), 0);
+            assert_eq!(f.wait(&[(a, 3)], 7), pending);
+            // A wait satisfied already is not tracked at all.
+            assert_eq!(f.wait(&[(a, 2)], 9), Ok(Reply::Status(NtStatus::SUCCESS)));
+            assert_eq!(f.events.pending_waits(f.p), 1);
+            // A reset forgets the waits without events.
+            f.vm.reset();
+            assert_eq!(f.events.pending_waits(f.p), 0);
+            assert!(f.events().is_empty());
         }
     }
 }
