@@ -342,6 +342,9 @@ int dxg_process_check_handles(struct dxg_process *proc,
 void dxg_process_drop_children(struct dxg_process *proc, u32 types,
 			       struct d3dkmthandle device,
 			       struct d3dkmthandle parent);
+bool dxg_process_fences_live(struct dxg_process *proc,
+			     struct d3dkmthandle device,
+			     const struct d3dkmthandle *handles, u32 count);
 
 /* ---- guest pages, fence slots, mmap (dxgmem.c) ------------------------ */
 

@@ -376,3 +376,30 @@ void dxg_process_drop_children(struct dxg_process *proc, u32 types,
 	}
 	mutex_unlock(&proc->lock);
 }
+
+/*
+ * Whether every fence of a CPU wait on `device` is still the process's: in
+ * the table, on a device still in the table and, for a hardware queue's
+ * fence, with its context still there. Every destroy takes these entries
+ * out before its message goes, so a wait that the host ended because an
+ * object it names was destroyed (§2.6.8) finds one missing when it wakes.
+ */
+bool dxg_process_fences_live(struct dxg_process *proc,
+			     struct d3dkmthandle device,
+			     const struct d3dkmthandle *handles, u32 count)
+{
+	struct dxg_object *obj;
+	bool live;
+	u32 i;
+
+	mutex_lock(&proc->lock);
+	live = !!xa_load(&proc->devices, device.v);
+	for (i = 0; live && i < count; i++) {
+		obj = xa_load(&proc->objects, handles[i].v);
+		live = obj && (DXG_OBJ_MASK(obj->type) & DXG_OBJS_FENCE) &&
+		       obj->device.v == device.v &&
+		       (!obj->parent.v || xa_load(&proc->objects, obj->parent.v));
+	}
+	mutex_unlock(&proc->lock);
+	return live;
+}

@@ -1788,6 +1788,9 @@ static long dxgk_signal_from_gpu2(struct dxg_process *proc, struct file *file,
  * fresh cookie before the request goes, so an event that overtakes the
  * reply is not lost. The struct has no timeout: the wait ends when the
  * host signals the cookie, on a signal (-EINTR) or when the device goes.
+ * The host signals the cookie also when the wait can no longer be
+ * satisfied, because a fence it names was destroyed (with its device,
+ * context or queue); that is -ENOENT.
  */
 static long dxgk_wait_from_cpu(struct dxg_process *proc, struct file *file,
 			       void *p)
@@ -1818,6 +1821,14 @@ static long dxgk_wait_from_cpu(struct dxg_process *proc, struct file *file,
 			ret = -EINTR;
 		else
 			ret = w.result;
+		/*
+		 * Satisfied or abandoned: the destroy that abandons a wait
+		 * went through this process's table first (§2.6.8).
+		 */
+		if (!ret && !dxg_process_fences_live(proc, args->device,
+						     objects,
+						     args->object_count))
+			ret = -ENOENT;
 	}
 	dxgvm_waiter_del(proc->dxg, &w);
 out:

@@ -570,6 +570,31 @@ fn killed_mid_submission(tap: &mut Tap, gpu: &Gpu, p: &Pipeline) {
     );
 }
 
+/// Blocks a thread in a CPU wait for value 1 on the fence `make` returns,
+/// then drops the owner `make` returned with it (destroying the fence) and
+/// checks that the wait ends with ENOENT. A wait that never ends fails the
+/// case instead of hanging the suite; its thread is left blocked (the
+/// process exit ends it).
+fn abandoned_wait<O>(gpu: &Gpu, make: impl FnOnce(&Gpu) -> R<(D3dkmtHandle, O)>) -> R<()> {
+    let (h, owner) = make(gpu)?;
+    let waiter_gpu = gpu.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = waiter_gpu
+            .dxg()
+            .wait_from_cpu_raw(waiter_gpu.device(), &[h], &[1], false, 0);
+        let _ = tx.send(r.map_err(|e| e.errno()));
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(owner);
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Err(Some(e))) if e.0 == libc::ENOENT => Ok(()),
+        Ok(Err(e)) => Err(format!("the wait failed with {e:?}, not ENOENT")),
+        Ok(Ok(())) => Err("the wait succeeded although the fence never reached 1".into()),
+        Err(_) => Err("the wait was still blocked 10 s after its fence was destroyed".into()),
+    }
+}
+
 /// A stream with a valid header around `body`, `count` commands.
 fn stream_bytes(count: u32, body: &[u8]) -> Vec<u8> {
     let mut v = DxgvCmdStreamHeader {
@@ -773,32 +798,26 @@ fn bad_input(tap: &mut Tap, gpu: &Gpu, p: &Pipeline) {
     } else {
         tap.not_ok("destroyed fences", "could not create a fence");
     }
-    // A fence destroyed while a CPU wait is pending: the wait must end
-    // (§2.6.8). The waiter runs on a thread of its own so that a wait
-    // that never ends fails the case instead of hanging the suite; such a
-    // thread is left blocked (the process exit ends it).
-    let r = (|| -> R<()> {
+    // A fence destroyed while a CPU wait is pending, by itself or with its
+    // hardware queue: the wait must end, with ENOENT (§2.6.8).
+    let r = abandoned_wait(gpu, |gpu| {
         let f = Fence::new(gpu, 0).map_err(s)?;
         let h = f.handle();
-        let waiter_gpu = gpu.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let r = waiter_gpu
-                .dxg()
-                .wait_from_cpu_raw(waiter_gpu.device(), &[h], &[1], false, 0);
-            let _ = tx.send(r.is_ok());
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        drop(f);
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(false) => Ok(()),
-            Ok(true) => Err("the wait succeeded although the fence never reached 1".into()),
-            Err(_) => Err("the wait was still blocked 10 s after its fence was destroyed".into()),
-        }
-    })();
+        Ok((h, f))
+    });
     record(
         tap,
-        "a CPU wait ends with an error when its fence is destroyed",
+        "a CPU wait ends with ENOENT when its fence is destroyed",
+        r,
+    );
+    let r = abandoned_wait(gpu, |gpu| {
+        let q = HwQueue::new(gpu).map_err(s)?;
+        let h = q.progress_fence();
+        Ok((h, q))
+    });
+    record(
+        tap,
+        "a CPU wait on a hardware queue's fence ends with ENOENT when the queue is destroyed",
         r,
     );
     still(tap, "destroyed fences");

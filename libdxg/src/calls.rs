@@ -623,7 +623,9 @@ impl Dxg {
     /// WAITFORSYNCHRONIZATIONOBJECTFROMCPU. With `async_event` 0 the call
     /// blocks until the fences reach their values (all, or any with
     /// `wait_any`); with an eventfd it returns at once and the driver
-    /// signals the eventfd then.
+    /// signals the eventfd then. A blocking wait fails with `ENOENT` when
+    /// one of its fences is destroyed (by itself, or with its device,
+    /// context or queue) before the wait returns (protocol §2.6.8).
     pub fn wait_from_cpu_raw(
         &self,
         device: D3dkmtHandle,
