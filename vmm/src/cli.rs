@@ -139,7 +139,8 @@ pub enum Accel {
 pub struct RunArgs {
     /// Read the run's settings from a TOML file (keys as the long flags:
     /// kernel, memory, gpu, inject, command, timeout, ...; see docs/ci.md).
-    /// Flags given here override its values; --inject adds to its list.
+    /// Flags given here override its values; --inject and --collect add to
+    /// its lists.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -149,6 +150,14 @@ pub struct RunArgs {
     /// Modes are kept and links followed. Repeatable.
     #[arg(long, value_name = "HOST_PATH[:GUEST_PATH]")]
     pub inject: Vec<String>,
+
+    /// Once the command exits, copy this guest file to the host, at
+    /// HOST_PATH [default: the guest file's name, in the current directory;
+    /// a HOST_PATH that is a directory gets the name appended]. The file
+    /// appears whole or not at all; one the guest lacks is a warning.
+    /// Repeatable.
+    #[arg(long, value_name = "GUEST_PATH[:HOST_PATH]")]
+    pub collect: Vec<String>,
 
     /// Which engine runs the guest's CPU [default: auto].
     #[arg(long, value_enum)]

@@ -10,7 +10,8 @@
 //! memory = "1G"                  # or a number of MiB: 1024
 //! gpu = "all"                    # all | none | indices, LUIDs, name fragments
 //! inject = ["target/release/mytests:/bin/mytests", "testdata:/data"]
-//! command = ["mytests", "--data", "/data"]
+//! command = ["mytests", "--data", "/data", "--junit", "/tmp/junit.xml"]
+//! collect = ["/tmp/junit.xml:junit.xml"]
 //! timeout = 60
 //! serial-log = "console.log"
 //! runtime-dir = "/run/user/1000"
@@ -18,8 +19,8 @@
 //! ```
 //!
 //! A flag given on the command line overrides the file's value; `--inject`
-//! adds to the file's list (later entries win on the same guest path) and a
-//! command after `--` replaces the file's. An unknown key or a value of the
+//! adds to the file's list (later entries win on the same guest path), so
+//! does `--collect`, and a command after `--` replaces the file's. An unknown key or a value of the
 //! wrong type is one line naming the file, the line and the key.
 
 use std::io;
@@ -32,6 +33,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::cli::{Accel, RunArgs};
+use crate::collect::CollectSpec;
 use crate::inject::InjectSpec;
 use crate::size::MemorySize;
 
@@ -51,6 +53,8 @@ pub enum Error {
     File { file: String, message: String },
     #[error(transparent)]
     Inject(#[from] crate::inject::Error),
+    #[error(transparent)]
+    Collect(#[from] crate::collect::Error),
 }
 
 /// The file as written.
@@ -71,6 +75,8 @@ struct ConfigFile {
     #[serde(default, deserialize_with = "inject")]
     inject: Vec<InjectSpec>,
     command: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "collect")]
+    collect: Vec<CollectSpec>,
     #[serde(default, deserialize_with = "timeout")]
     timeout: Option<u64>,
     serial_log: Option<PathBuf>,
@@ -80,7 +86,7 @@ struct ConfigFile {
 
 /// The keys, for the message about an unknown one.
 const KEYS: &str = "accel, kernel, initramfs, cmdline, cpus, memory, gpu, inject, command, \
-    timeout, serial-log, runtime-dir, verbose";
+    collect, timeout, serial-log, runtime-dir, verbose";
 
 fn accel<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Accel>, D::Error> {
     let s = String::deserialize(d)?;
@@ -114,6 +120,14 @@ fn inject<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<InjectSpec>, D::Error> 
         .map(|s| InjectSpec::parse(s))
         .collect::<Result<_, _>>()
         .map_err(|e| de::Error::custom(e.to_string().trim_start_matches("--inject ").to_string()))
+}
+
+fn collect<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CollectSpec>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| CollectSpec::parse(s))
+        .collect::<Result<_, _>>()
+        .map_err(|e| de::Error::custom(e.to_string().trim_start_matches("--collect ").to_string()))
 }
 
 /// A size as `memory = "1G"` or `memory = 1024` (MiB).
@@ -154,6 +168,7 @@ pub struct Settings {
     pub gpu: Option<GpuSelection>,
     pub verbose: bool,
     pub inject: Vec<InjectSpec>,
+    pub collect: Vec<CollectSpec>,
     pub command: Vec<String>,
 }
 
@@ -166,6 +181,10 @@ pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
     let mut inject = file.inject;
     for s in &args.inject {
         inject.push(InjectSpec::parse(s)?);
+    }
+    let mut collect = file.collect;
+    for s in &args.collect {
+        collect.push(CollectSpec::parse(s)?);
     }
     let default_memory = DEFAULT_MEMORY
         .parse()
@@ -183,6 +202,7 @@ pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
         gpu: args.gpu.or(file.gpu),
         verbose: args.verbose || file.verbose.unwrap_or(false),
         inject,
+        collect,
         command: if args.command.is_empty() {
             file.command.unwrap_or_default()
         } else {
@@ -210,6 +230,15 @@ fn load(path: &Path) -> Result<ConfigFile, Error> {
     for spec in &mut file.inject {
         if spec.host.is_relative() {
             spec.host = dir.join(&spec.host);
+        }
+    }
+    // A collected file without a host path lands beside the file too.
+    for spec in &mut file.collect {
+        let host = spec.host.take().unwrap_or_default();
+        if host.is_relative() {
+            spec.host = Some(dir.join(host));
+        } else {
+            spec.host = Some(host);
         }
     }
     Ok(file)
@@ -289,6 +318,7 @@ memory = "1G"
 gpu = "none"
 inject = ["t", "d:/opt/d"]
 command = ["/t", "-v"]
+collect = ["/tmp/j.xml:out/"]
 timeout = 30
 serial-log = "log"
 runtime-dir = "/run"
@@ -303,6 +333,7 @@ verbose = true
         assert_eq!(f.gpu, Some(GpuSelection::None));
         assert_eq!(f.inject[1].guest.as_deref(), Some("/opt/d"));
         assert_eq!(f.command.unwrap(), ["/t", "-v"]);
+        assert_eq!(f.collect[0].guest, "/tmp/j.xml");
         assert_eq!(f.timeout, Some(30));
         assert_eq!(f.verbose, Some(true));
         assert_eq!(
@@ -355,6 +386,11 @@ verbose = true
         assert_eq!(
             e,
             "run.toml:1: inject: t:rel: the guest path 'rel' is not absolute"
+        );
+        let e = err("collect = [\"j.xml\"]\n");
+        assert_eq!(
+            e,
+            "run.toml:1: collect: j.xml: the guest path 'j.xml' is not absolute"
         );
         let e = err("cpus = \n");
         assert!(e.starts_with("run.toml:1: "), "{e}");

@@ -5,7 +5,8 @@
 //! The control console (hvc2) carries lines from /init: `ready` once the
 //! command's terminal is set up (host input is held back until then: a tty
 //! that is not yet open or still echoing would lose or reflect it), then
-//! `exit N` with the command's status.
+//! `exit N` with the command's status; between the two, after the command
+//! exits, the `--collect` files (see collect.rs).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -15,22 +16,41 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use base64::Engine as _;
 
+use crate::collect::Receiver;
+
 /// The guest command as one kernel command-line word: `dxvmm.cmd=` followed
 /// by the base64 of each argument with a NUL after it (see images/init).
 pub fn encode_command(argv: &[String]) -> Option<String> {
-    if argv.is_empty() {
+    encode_words("dxvmm.cmd", argv)
+}
+
+/// The `--collect` guest paths, as `dxvmm.collect=` in the form of
+/// [`encode_command`]: the order numbers the files in /init's replies.
+pub fn encode_collect(paths: &[String]) -> Option<String> {
+    encode_words("dxvmm.collect", paths)
+}
+
+/// `KEY=` and the base64 of the NUL-terminated words: one command-line word
+/// whatever the words hold (spaces, quotes, newlines).
+fn encode_words(key: &str, words: &[String]) -> Option<String> {
+    if words.is_empty() {
         return None;
     }
     let mut raw = Vec::new();
-    for a in argv {
-        raw.extend_from_slice(a.as_bytes());
+    for w in words {
+        raw.extend_from_slice(w.as_bytes());
         raw.push(0);
     }
     Some(format!(
-        "dxvmm.cmd={}",
+        "{key}={}",
         base64::engine::general_purpose::STANDARD.encode(raw)
     ))
 }
+
+/// The longest control line taken: `file I CHUNK` with busybox base64's
+/// 76-column chunks fits with room to spare. A longer line is dropped
+/// whole rather than cut (a cut chunk would still decode).
+const MAX_CONTROL_LINE: usize = 256;
 
 /// What the supervisor of a running guest hears about.
 #[derive(Debug)]
@@ -75,25 +95,48 @@ impl InputGate {
 }
 
 /// Output sink of the control console: parses the lines of the guest's
-/// init (`ready`, `exit N`) and acts on them.
+/// init (`ready`, `file...` for `--collect`, `exit N`) and acts on them.
 pub struct ControlChannel {
     line: Vec<u8>,
+    overlong: bool,
     events: Sender<Event>,
     gate: InputGate,
+    files: Option<Arc<Mutex<Receiver>>>,
 }
 
 impl ControlChannel {
     pub fn new(events: Sender<Event>, gate: InputGate) -> Self {
         ControlChannel {
             line: Vec::new(),
+            overlong: false,
             events,
             gate,
+            files: None,
         }
+    }
+
+    /// Also receives the `--collect` files. /init sends them before `exit
+    /// N`, on this same console, so they are written before the status is.
+    pub fn collecting(mut self, files: Option<Arc<Mutex<Receiver>>>) -> Self {
+        self.files = files;
+        self
     }
 
     fn take_line(&mut self) {
         let line = String::from_utf8_lossy(&self.line).trim().to_string();
         self.line.clear();
+        if std::mem::take(&mut self.overlong) {
+            tracing::warn!("overlong control line from the guest dropped");
+            return;
+        }
+        if line.starts_with("file") {
+            if let Some(files) = &self.files {
+                let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
+                if files.line(&line) {
+                    return;
+                }
+            }
+        }
         if line == "ready" {
             self.gate.open();
             return;
@@ -115,8 +158,10 @@ impl Write for ControlChannel {
         for &b in buf {
             if b == b'\n' {
                 self.take_line();
-            } else if self.line.len() < 256 {
+            } else if self.line.len() < MAX_CONTROL_LINE {
                 self.line.push(b);
+            } else {
+                self.overlong = true;
             }
         }
         Ok(buf.len())
@@ -262,6 +307,32 @@ mod tests {
             e => panic!("{e:?}"),
         }
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn control_channel_takes_collected_files_and_drops_overlong_lines() {
+        let dir = std::env::temp_dir().join(format!("dxvmm-guest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let host = dir.join("f");
+        let spec = crate::collect::CollectSpec::parse(&format!("/f:{}", host.display())).unwrap();
+        let wanted = crate::collect::plan(&[spec]).unwrap();
+        let files = Arc::new(Mutex::new(Receiver::new(wanted, 1 << 20)));
+        let (tx, rx) = channel();
+        let mut c = ControlChannel::new(tx, InputGate::default()).collecting(Some(files.clone()));
+        // A cut chunk would decode to fewer bytes, still valid base64.
+        let long = format!("file 0 {}\n", "QUJD".repeat(100));
+        c.write_all(long.as_bytes()).unwrap();
+        c.write_all(b"file 0 aGk=\r\nfile-end 0 2\nexit 0\n")
+            .unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Event::GuestStatus(0))));
+        let report = files.lock().unwrap().finish(true);
+        assert!(report.error.is_none() && report.warnings.is_empty());
+        assert_eq!(std::fs::read(&host).unwrap(), b"hi");
+        assert_eq!(
+            encode_collect(&["/tmp/j.xml".into()]).unwrap(),
+            "dxvmm.collect=L3RtcC9qLnhtbAA="
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `dxvmm`: boots a Linux guest with dxvmm's virtual devices.
 
 mod cli;
+mod collect;
 mod config;
 mod gpus;
 mod guest;
@@ -14,7 +15,7 @@ mod uml;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 
@@ -50,6 +51,20 @@ pub struct RunConfig {
     /// The virtio-dxg device's backend and the adapters the guest sees;
     /// `None`: no GPU device.
     pub gpu: Option<GpuConfig>,
+    /// Receives the `--collect` files on the control console.
+    pub collect: Option<Arc<Mutex<collect::Receiver>>>,
+}
+
+impl RunConfig {
+    /// The kernel command-line word that names the `--collect` files.
+    pub fn collect_word(&self) -> Option<String> {
+        let files = self.collect.as_ref()?;
+        let paths = files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .guest_paths();
+        guest::encode_collect(&paths)
+    }
 }
 
 /// What the guest's virtio-dxg device is made of.
@@ -105,6 +120,8 @@ enum Error {
     Config(#[from] config::Error),
     #[error(transparent)]
     Inject(#[from] inject::Error),
+    #[error(transparent)]
+    Collect(#[from] collect::Error),
     #[error("--trace: {0}")]
     Trace(#[from] dxvmm_trace::TraceError),
     #[error("--trace: the guest has no GPU device to record (--gpu none, or no Vulkan adapter)")]
@@ -161,6 +178,15 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
         let base = args.initramfs.clone().unwrap_or_else(images::initramfs);
         Some(inject::Initramfs::build(&base, &args.inject)?)
     };
+    // Checked before booting: a run must not end with nowhere to put them.
+    let collect = match collect::plan(&args.collect)? {
+        wanted if wanted.is_empty() => None,
+        // A file cannot be larger than the guest's memory, which held it.
+        wanted => Some(Arc::new(Mutex::new(collect::Receiver::new(
+            wanted,
+            args.memory.mib() << 20,
+        )))),
+    };
     let mut gpu = gpu_config(args.gpu.as_ref())?;
     let recorder = match (&trace_path, &mut gpu) {
         (None, _) => None,
@@ -183,6 +209,7 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
         verbose: args.verbose,
         command: args.command,
         gpu,
+        collect,
     };
     let outcome = match args.accel {
         Accel::Kvm => kvm::run(&cfg).map_err(Error::from),
@@ -198,6 +225,10 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
     if let (Some(r), Some(path)) = (recorder, &trace_path) {
         trace::finish(&r, path);
     }
+    let outcome = match (outcome, &cfg.collect) {
+        (Ok(outcome), Some(files)) => collected(outcome, files),
+        (outcome, _) => outcome,
+    };
     // The process is about to exit: let it take the GPU backend down
     // rather than its destructors. NVIDIA's Vulkan driver aborts the
     // process ("free(): invalid pointer") when its device is destroyed at
@@ -207,6 +238,27 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
         std::mem::forget(gpu.backend);
     }
     outcome
+}
+
+/// Says what became of the `--collect` files: a missing one is a warning and
+/// leaves the command's status; one dxvmm failed to deliver replaces it.
+fn collected(outcome: Outcome, files: &Mutex<collect::Receiver>) -> Result<Outcome, Error> {
+    let finished = matches!(outcome, Outcome::Status(_));
+    let report = files
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .finish(finished);
+    for w in &report.warnings {
+        eprintln!("dxvmm: {w}");
+    }
+    match report.error {
+        Some(e) if finished => Err(e.into()),
+        Some(e) => {
+            eprintln!("dxvmm: {e}");
+            Ok(outcome)
+        }
+        None => Ok(outcome),
+    }
 }
 
 fn main() -> ExitCode {

@@ -255,7 +255,10 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
             "control",
             Box::new(Console::new(
                 "control",
-                Box::new(ControlChannel::new(events_tx.clone(), gate.clone())),
+                Box::new(
+                    ControlChannel::new(events_tx.clone(), gate.clone())
+                        .collecting(cfg.collect.clone()),
+                ),
                 None,
             )),
         ),
@@ -285,6 +288,9 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     }
     let ndevices = threads.len();
     if let Some(word) = guest::encode_command(&cfg.command) {
+        args.push(word);
+    }
+    if let Some(word) = cfg.collect_word() {
         args.push(word);
     }
     if stdin_tty && stdout_tty {

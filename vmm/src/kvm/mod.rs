@@ -118,6 +118,9 @@ pub fn cmdline(cfg: &RunConfig, tty: bool) -> String {
     if let Some(w) = guest::encode_command(&cfg.command) {
         words.push(w);
     }
+    if let Some(w) = cfg.collect_word() {
+        words.push(w);
+    }
     if tty {
         words.push("dxvmm.tty=1".into());
     }
@@ -406,7 +409,9 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
         Box::new(Console::new("stderr", Box::new(io::stderr()), None)),
         Box::new(Console::new(
             "control",
-            Box::new(ControlChannel::new(io.control, io.gate.clone())),
+            Box::new(
+                ControlChannel::new(io.control, io.gate.clone()).collecting(cfg.collect.clone()),
+            ),
             None,
         )),
     ];
@@ -727,6 +732,7 @@ mod tests {
             verbose: false,
             command: command.iter().map(|s| s.to_string()).collect(),
             gpu: None,
+            collect: None,
         }
     }
 
