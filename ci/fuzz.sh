@@ -14,6 +14,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 	echo "[fuzz] installing cargo-fuzz"
 	cargo install --locked -q cargo-fuzz
 fi
+# Seeds from the committed traces' frames (trace/examples/fuzz_seeds.rs);
+# fuzzing still runs, from what the corpus already holds, if that fails.
+if ! cargo run -q -p dxvmm-trace --example fuzz_seeds; then
+	echo "[fuzz] no seeds from trace/corpus; fuzzing from the existing corpus" >&2
+fi
 export RUSTC_BOOTSTRAP=1
 cd protocol/fuzz
 for target in $(cargo fuzz list); do

@@ -361,41 +361,50 @@ impl Capture {
     }
 
     /// Captures the pages `pfns` that differ from the shadow, in runs of
-    /// physically contiguous pages.
+    /// physically contiguous pages. Each page is read once, straight into
+    /// the run that may carry it, and compared there; an unchanged one is
+    /// dropped from the run again. Shadows are overwritten in place, so a
+    /// page captured before costs no allocation.
     fn pages(&mut self, mem: &GuestMemoryMmap, pfns: &[u64], out: &mut Vec<(u64, Vec<u8>)>) {
-        let mut page = vec![0u8; PAGE as usize];
+        const LEN: usize = PAGE as usize;
+        // A page the trace never mentioned holds zeros in a replay.
+        static ZERO: [u8; LEN] = [0; LEN];
         let mut run: Option<(u64, Vec<u8>)> = None;
         for &pfn in pfns {
             let Some(gpa) = pfn.checked_mul(PAGE) else {
                 continue;
             };
-            if mem.read_slice(&mut page, GuestAddress(gpa)).is_err() {
-                continue;
-            }
-            // A page the trace never mentioned holds zeros in a replay.
-            let same = match self.shadow.get(&pfn) {
-                Some(s) => **s == *page,
-                None => page.iter().all(|b| *b == 0),
-            };
-            if same {
-                continue;
-            }
-            self.shadow.insert(pfn, page.clone().into_boxed_slice());
             match &mut run {
+                Some((start, bytes)) if bytes.is_empty() => *start = gpa,
                 Some((start, bytes))
-                    if *start + bytes.len() as u64 == gpa && bytes.len() < MAX_MEMORY_CHUNK =>
-                {
-                    bytes.extend_from_slice(&page);
-                }
+                    if *start + bytes.len() as u64 == gpa && bytes.len() < MAX_MEMORY_CHUNK => {}
                 _ => {
                     if let Some(r) = run.take() {
                         out.push(r);
                     }
-                    run = Some((gpa, page.clone()));
+                    run = Some((gpa, Vec::new()));
+                }
+            }
+            let Some((_, bytes)) = &mut run else {
+                continue;
+            };
+            let at = bytes.len();
+            bytes.resize(at + LEN, 0);
+            let page = &mut bytes[at..];
+            if mem.read_slice(page, GuestAddress(gpa)).is_err() {
+                bytes.truncate(at);
+                continue;
+            }
+            match self.shadow.get_mut(&pfn) {
+                Some(s) if **s == *page => bytes.truncate(at),
+                Some(s) => s.copy_from_slice(page),
+                None if *page == ZERO => bytes.truncate(at),
+                None => {
+                    self.shadow.insert(pfn, Box::from(&*page));
                 }
             }
         }
-        if let Some(r) = run {
+        if let Some(r) = run.filter(|(_, b)| !b.is_empty()) {
             out.push(r);
         }
     }

@@ -48,4 +48,6 @@ pub enum ReplayError {
     NotEnoughAdapters { need: usize, have: usize },
     #[error("the trace's guest memory map cannot be rebuilt here: {0}")]
     Memory(String),
+    #[error("the replay's event queue cannot be made: {0}")]
+    Events(#[source] std::io::Error),
 }

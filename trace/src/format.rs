@@ -138,6 +138,28 @@ impl Record {
 
     /// Appends the encoded record to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let (head, tail) = self.head();
+        out.extend_from_slice(&head);
+        out.extend_from_slice(tail);
+    }
+
+    /// The record as its encoded head (length, kind, time, fields) and the
+    /// bytes after it (a frame or memory), which it owns: a writer can
+    /// write the two without copying the bulk into one buffer first.
+    pub fn into_parts(self) -> (Vec<u8>, Vec<u8>) {
+        let head = self.head().0;
+        let tail = match self {
+            Record::Request { frame, .. }
+            | Record::Reply { frame, .. }
+            | Record::Event { frame, .. } => frame,
+            Record::Memory { bytes, .. } => bytes,
+            Record::Layout { .. } | Record::End { .. } => Vec::new(),
+        };
+        (head, tail)
+    }
+
+    /// The encoded head and the tail it announces.
+    fn head(&self) -> (Vec<u8>, &[u8]) {
         let mut body = Vec::with_capacity(16);
         body.push(self.kind());
         put_varint(&mut body, self.t());
@@ -170,9 +192,10 @@ impl Record {
                 &[]
             }
         };
-        put_varint(out, (body.len() + tail.len()) as u64);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(tail);
+        let mut head = Vec::with_capacity(body.len() + 10);
+        put_varint(&mut head, (body.len() + tail.len()) as u64);
+        head.extend_from_slice(&body);
+        (head, tail)
     }
 
     /// Decodes one record body (after its length); `offset` is where the

@@ -26,6 +26,16 @@ use crate::format::{AdapterEntry, Record, TraceHeader};
 /// Records in flight between the device thread and the writer.
 const CHANNEL_DEPTH: usize = 4096;
 
+/// The writer's buffer: small records (frames, scattered pages) gather
+/// into one write; memory runs at least this large go to the file
+/// directly, without a copy into the buffer.
+const WRITE_BUFFER: usize = 256 << 10;
+
+/// An encoded record: its head and the bytes after it, handed to the writer
+/// as the recorder made them (the bulk of a memory record is not copied
+/// into a second buffer).
+type Encoded = (Vec<u8>, Vec<u8>);
+
 /// The process handle in a request frame's command header (0 if none).
 pub fn frame_process(frame: &[u8]) -> u32 {
     frame
@@ -63,7 +73,7 @@ impl TraceHeader {
 }
 
 struct State {
-    tx: Option<SyncSender<Vec<u8>>>,
+    tx: Option<SyncSender<Encoded>>,
     records: u64,
     /// The process of the request being answered.
     process: u32,
@@ -91,7 +101,7 @@ pub struct Summary {
 }
 
 fn writer_thread(
-    rx: Receiver<Vec<u8>>,
+    rx: Receiver<Encoded>,
     mut out: BufWriter<File>,
     head: u64,
 ) -> std::io::Result<u64> {
@@ -99,10 +109,10 @@ fn writer_thread(
     let mut failed: Option<std::io::Error> = None;
     // Drain the channel even after a write error, so that the device thread
     // never waits on a writer that stopped.
-    for rec in rx {
+    for (head, tail) in rx {
         if failed.is_none() {
-            match out.write_all(&rec) {
-                Ok(()) => bytes += rec.len() as u64,
+            match out.write_all(&head).and_then(|()| out.write_all(&tail)) {
+                Ok(()) => bytes += (head.len() + tail.len()) as u64,
                 Err(e) => failed = Some(e),
             }
         }
@@ -119,7 +129,7 @@ impl Recorder {
     /// Creates `path` (replacing it) and writes the header.
     pub fn create(path: &Path, header: &TraceHeader) -> Result<Arc<Recorder>, TraceError> {
         let file = File::create(path).map_err(|e| TraceError::io(path, e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
         let head = header.encode();
         out.write_all(&head).map_err(|e| TraceError::io(path, e))?;
         let (tx, rx) = sync_channel(CHANNEL_DEPTH);
@@ -180,13 +190,11 @@ impl Recorder {
 /// Encodes `rec` and hands it to the writer (waiting for room if need be).
 fn emit(st: &mut State, rec: Record) {
     let Some(tx) = &st.tx else { return };
-    let mut buf = Vec::with_capacity(32 + rec_len_hint(&rec));
-    rec.encode_into(&mut buf);
-    match tx.try_send(buf) {
+    match tx.try_send(rec.into_parts()) {
         Ok(()) => {}
-        Err(std::sync::mpsc::TrySendError::Full(buf)) => {
+        Err(std::sync::mpsc::TrySendError::Full(parts)) => {
             st.waits += 1;
-            if tx.send(buf).is_err() {
+            if tx.send(parts).is_err() {
                 st.tx = None;
                 return;
             }
@@ -197,16 +205,6 @@ fn emit(st: &mut State, rec: Record) {
         }
     }
     st.records += 1;
-}
-
-fn rec_len_hint(rec: &Record) -> usize {
-    match rec {
-        Record::Request { frame, .. }
-        | Record::Reply { frame, .. }
-        | Record::Event { frame, .. } => frame.len(),
-        Record::Memory { bytes, .. } => bytes.len(),
-        _ => 0,
-    }
 }
 
 impl FrameObserver for Recorder {

@@ -12,11 +12,11 @@
 //! guest memory the backend wrote at LOCK2. Host-specific answers (adapter
 //! names, memory budgets, LUIDs) are not compared.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use device_dxg::Vm;
+use device_dxg::{EventQueue, Vm};
 use dxvmm_host_backend::{Backend, EventSink, Handle};
 use dxvmm_protocol::abi::WinLuid;
 use dxvmm_protocol::escape::EscapeResponse;
@@ -101,29 +101,55 @@ impl Default for Options {
 }
 
 /// The replay's event sink: which (process, cookie) waits were satisfied.
-#[derive(Default)]
+///
+/// Events come from two places, as in the recording: the backend reports a
+/// wait satisfied, and the device ends a wait whose fence (or process) was
+/// destroyed with an event of its own (docs/protocol.md §2.6.8), which the
+/// backend never reports. Both reach `queue`, the device's event queue,
+/// and are read back from it here.
 struct Events {
+    queue: Arc<EventQueue>,
     seen: Mutex<HashSet<(u32, u64)>>,
     cv: Condvar,
 }
 
 impl EventSink for Events {
-    fn fence_signaled(&self, _process: Handle, _fence: Handle, _value: u64) {}
+    fn fence_signaled(&self, process: Handle, fence: Handle, value: u64) {
+        self.queue.fence_signaled(process, fence, value);
+    }
 
     fn wait_satisfied(&self, process: Handle, cookie: u64) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((process.0, cookie));
+        self.queue.wait_satisfied(process, cookie);
+        // Taking the lock orders this after a waiter's look at the queue.
+        let _seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         self.cv.notify_all();
     }
 }
 
 impl Events {
+    fn new() -> Result<Events, ReplayError> {
+        Ok(Events {
+            queue: Arc::new(EventQueue::new().map_err(ReplayError::Events)?),
+            seen: Mutex::new(HashSet::new()),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// Moves the SIGNALGUESTEVENTs the device queued into `seen`.
+    fn drain(&self, seen: &mut HashSet<(u32, u64)>) {
+        self.queue.acknowledge();
+        while let Some(frame) = self.queue.pop() {
+            if let Some((process, cookie)) = signalled_wait(&frame) {
+                seen.insert((process, cookie));
+            }
+        }
+    }
+
     fn wait(&self, process: u32, cookie: u64, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         loop {
+            self.drain(&mut seen);
             if seen.remove(&(process, cookie)) {
                 return true;
             }
@@ -137,6 +163,17 @@ impl Events {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+}
+
+/// The (process, cookie) of the wait an event frame ends, if it ends one.
+fn signalled_wait(frame: &[u8]) -> Option<(u32, u64)> {
+    let f = Frame::parse(frame, FrameKind::Event).ok()?;
+    match HostEvent::decode(f.payload).ok()? {
+        HostEvent::SignalGuestEvent(c) | HostEvent::SignalGuestEventPassive(c) => {
+            Some((c.hdr.process.0, c.event))
+        }
+        HostEvent::SetGuestData(_) => None,
     }
 }
 
@@ -183,7 +220,7 @@ pub fn replay(
             .position(|a| a.luid == l)
             .map_or(l, |i| chosen[i])
     };
-    let events = Arc::new(Events::default());
+    let events = Arc::new(Events::new()?);
     backend.set_event_sink(Some(events.clone()));
     let mut report = Report {
         adapters: chosen
@@ -192,7 +229,9 @@ pub fn replay(
             .collect(),
         ..Default::default()
     };
-    let mut vm = Vm::new(backend.clone(), chosen);
+    // The device's own wait tracking, as the recording's device had it: a
+    // destroy that takes a fence a pending wait names ends the wait.
+    let mut vm = Vm::with_events(backend.clone(), chosen, events.queue.clone());
     let result = run(records, &mut vm, &events, &luid_for, opts, &mut report);
     vm.reset();
     backend.set_event_sink(None);
@@ -216,22 +255,12 @@ fn run(
     let mut tracker = Capture::default();
     // Guest bytes the GPU writes differently every run (TIMESTAMP).
     let mut volatile: HashSet<u64> = HashSet::new();
-    // CPU waits the recording saw satisfied by an event: (process, cookie).
-    let signalled: HashSet<(u32, u64)> = records
-        .iter()
-        .filter_map(|l| match &l.record {
-            Record::Event { frame, .. } => Frame::parse(frame, FrameKind::Event)
-                .ok()
-                .and_then(|f| HostEvent::decode(f.payload).ok()),
-            _ => None,
-        })
-        .filter_map(|e| match e {
-            HostEvent::SignalGuestEvent(c) | HostEvent::SignalGuestEventPassive(c) => {
-                Some((c.hdr.process.0, c.event))
-            }
-            HostEvent::SetGuestData(_) => None,
-        })
-        .collect();
+    // CPU waits pending in the recording and in the replay: (recorded
+    // process, cookie) -> the replay's process. Each is checked where the
+    // recording delivered its event: by then the replay has dispatched
+    // whatever ended it (a signal, a destroy of a fence it names), and a
+    // wait the recording never saw end is not waited for.
+    let mut pending: HashMap<(u32, u64), u32> = HashMap::new();
     for l in records {
         let diverge =
             |command: &str, what: String, recorded: String, replayed: String| Divergence {
@@ -322,13 +351,31 @@ fn run(
                     continue;
                 };
                 report.replies_compared += 1;
-                let d = compare(&cur, frame, &mut remap, events, &signalled, opts, report);
+                let d = compare(&cur, frame, &mut remap, events, &mut pending, opts, report);
                 if let Some((what, recorded, replayed)) = d {
                     report.divergence = Some(diverge(&cur.name, what, recorded, replayed));
                     return Ok(());
                 }
             }
-            Record::Event { .. } | Record::End { .. } => {}
+            Record::Event { frame, .. } => {
+                let Some(wait) = signalled_wait(frame) else {
+                    continue;
+                };
+                let Some(process) = pending.remove(&wait) else {
+                    continue;
+                };
+                report.waits += 1;
+                if !events.wait(process, wait.1, opts.wait_timeout) {
+                    report.divergence = Some(diverge(
+                        "WAITFORSYNCOBJECTFROMCPU",
+                        format!("CPU wait {:#x} (its event)", wait.1),
+                        "satisfied".into(),
+                        format!("not satisfied within {:?}", opts.wait_timeout),
+                    ));
+                    return Ok(());
+                }
+            }
+            Record::End { .. } => {}
         }
     }
     Ok(())
@@ -446,7 +493,7 @@ fn compare(
     frame: &[u8],
     remap: &mut Remap,
     events: &Events,
-    signalled: &HashSet<(u32, u64)>,
+    pending: &mut HashMap<(u32, u64), u32>,
     opts: &Options,
     report: &mut Report,
 ) -> Diff {
@@ -488,18 +535,25 @@ fn compare(
                 // matters is that it is satisfied.
                 let done = |s: &NtStatus| *s == NtStatus::SUCCESS || *s == NtStatus::PENDING;
                 if done(a) && done(b) {
-                    // Wait only for what the recording saw satisfied.
-                    let satisfied = *a == NtStatus::SUCCESS
-                        || signalled.contains(&(cmd.hdr.process.0, cmd.guest_event_pointer));
-                    if *b == NtStatus::PENDING && satisfied {
-                        report.waits += 1;
-                        if !events.wait(cur.process, cmd.guest_event_pointer, opts.wait_timeout) {
-                            return differ(
-                                "CPU wait",
-                                "satisfied",
-                                format!("not satisfied within {:?}", opts.wait_timeout),
-                            );
+                    let cookie = cmd.guest_event_pointer;
+                    match (*a == NtStatus::PENDING, *b == NtStatus::PENDING) {
+                        // Pending in both: checked at the recorded event.
+                        (true, true) => {
+                            pending.insert((cmd.hdr.process.0, cookie), cur.process);
                         }
+                        // Satisfied at once when recorded: the guest went
+                        // on at once, so the replay waits here.
+                        (false, true) => {
+                            report.waits += 1;
+                            if !events.wait(cur.process, cookie, opts.wait_timeout) {
+                                return differ(
+                                    "CPU wait",
+                                    "satisfied",
+                                    format!("not satisfied within {:?}", opts.wait_timeout),
+                                );
+                            }
+                        }
+                        _ => {}
                     }
                     return None;
                 }
@@ -688,4 +742,176 @@ fn compare(
     }
     let _ = cur.index;
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dxvmm_host_backend::SoftBackend;
+    use dxvmm_protocol::abi::{syncobject_type, D3dkmtHandle, MonitoredFenceInfo};
+    use dxvmm_protocol::frame::encode_frame;
+    use dxvmm_protocol::vmbus::{
+        global, vgpu, DxgkvmbCommandCreateDevice, DxgkvmbCommandCreateProcess,
+        DxgkvmbCommandCreateSyncObject, DxgkvmbCommandDestroySyncObject, DxgkvmbCommandVgpuToHost,
+        DxgkvmbCommandVmToHost, DxgkvmbCommandWaitForSyncObjectFromCpu,
+    };
+    use zerocopy::FromZeros;
+
+    /// Records requests the way `dxvmm run --trace` does: each request,
+    /// its reply, then the events the device queued meanwhile.
+    struct Recording {
+        vm: Vm,
+        luid: WinLuid,
+        queue: Arc<EventQueue>,
+        mem: GuestMemoryMmap,
+        records: Vec<Record>,
+    }
+
+    impl Recording {
+        fn new() -> (Recording, TraceHeader) {
+            let backend: Arc<dyn Backend> = Arc::new(SoftBackend::new());
+            let queue = Arc::new(EventQueue::new().unwrap());
+            backend.set_event_sink(Some(queue.clone()));
+            let luid = backend.adapters()[0].luid;
+            let header = TraceHeader::new(&backend.adapters(), "test");
+            let regions = vec![(0, 1 << 20)];
+            let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+            let rec = Recording {
+                vm: Vm::with_events(backend, &[luid], queue.clone()),
+                luid,
+                queue,
+                mem,
+                records: vec![Record::Layout { t: 0, regions }],
+            };
+            (rec, header)
+        }
+
+        fn run(&mut self, request: Request) -> Reply {
+            let id = self.records.len() as u64;
+            let frame = encode_frame(
+                FrameKind::Request,
+                id,
+                self.luid,
+                NtStatus::SUCCESS,
+                &request.encode(),
+            );
+            let process = request.process().0;
+            self.records.push(Record::Request {
+                t: 0,
+                process,
+                frame,
+            });
+            let reply = self
+                .vm
+                .dispatch_with(self.luid, request, Some(&self.mem))
+                .unwrap();
+            let frame = encode_frame(
+                FrameKind::Reply,
+                id,
+                self.luid,
+                NtStatus::SUCCESS,
+                &reply.encode(),
+            );
+            self.records.push(Record::Reply {
+                t: 0,
+                process,
+                frame,
+            });
+            while let Some(frame) = self.queue.pop() {
+                self.records.push(Record::Event { t: 0, frame });
+            }
+            reply
+        }
+
+        fn located(&self) -> Vec<Located> {
+            self.records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Located {
+                    index: i as u64,
+                    offset: 0,
+                    record: r.clone(),
+                })
+                .collect()
+        }
+    }
+
+    /// A process with a device and a monitored fence; a CPU wait on the
+    /// fence that stays pending; then the fence destroyed, which ends the
+    /// wait with its event (the backend never reports it).
+    fn wait_ended_by_destroy() -> (Vec<Located>, TraceHeader, usize) {
+        let (mut rec, header) = Recording::new();
+        let mut c = DxgkvmbCommandCreateProcess::new_zeroed();
+        c.hdr = DxgkvmbCommandVmToHost::new(global::DXGK_VMBCOMMAND_CREATEPROCESS, D3dkmtHandle(0));
+        let process = match rec.run(Request::CreateProcess(Box::new(c))) {
+            Reply::CreateProcess(r) => r.hprocess,
+            r => panic!("{r:?}"),
+        };
+        let mut c = DxgkvmbCommandCreateDevice::new_zeroed();
+        c.hdr = DxgkvmbCommandVgpuToHost::new(vgpu::DXGK_VMBCOMMAND_CREATEDEVICE, process);
+        let device = match rec.run(Request::CreateDevice(c)) {
+            Reply::CreateDevice(r) => r.device,
+            r => panic!("{r:?}"),
+        };
+        let mut c = DxgkvmbCommandCreateSyncObject::new_zeroed();
+        c.hdr = DxgkvmbCommandVgpuToHost::new(vgpu::DXGK_VMBCOMMAND_CREATESYNCOBJECT, process);
+        c.args.device = device;
+        c.args.info.r#type = syncobject_type::MONITORED_FENCE;
+        c.args.info.set_monitored_fence(MonitoredFenceInfo {
+            fence_cpu_virtual_address: 0x3000,
+            ..Default::default()
+        });
+        let fence: D3dkmtHandle = match rec.run(Request::CreateSyncObject(c)) {
+            Reply::CreateSyncObject(r) => r.sync_object,
+            r => panic!("{r:?}"),
+        };
+        let mut w = DxgkvmbCommandWaitForSyncObjectFromCpu::new_zeroed();
+        w.hdr =
+            DxgkvmbCommandVgpuToHost::new(vgpu::DXGK_VMBCOMMAND_WAITFORSYNCOBJECTFROMCPU, process);
+        w.device = device;
+        w.object_count = 1;
+        w.guest_event_pointer = 0x10;
+        let waited = rec.run(Request::WaitForSyncObjectFromCpu {
+            cmd: w,
+            objects: vec![fence],
+            fence_values: vec![1],
+        });
+        assert_eq!(waited, Reply::Status(NtStatus::PENDING));
+        let destroy = rec.records.len();
+        let mut d = DxgkvmbCommandDestroySyncObject::new_zeroed();
+        d.hdr = DxgkvmbCommandVmToHost::new(global::DXGK_VMBCOMMAND_DESTROYSYNCOBJECT, process);
+        d.sync_object = fence;
+        rec.run(Request::DestroySyncObject(d));
+        assert!(
+            matches!(rec.records.last(), Some(Record::Event { .. })),
+            "the destroy ended the wait with an event"
+        );
+        (rec.located(), header, destroy)
+    }
+
+    fn opts() -> Options {
+        Options {
+            adapters: None,
+            wait_timeout: Duration::from_millis(300),
+        }
+    }
+
+    #[test]
+    fn a_wait_ended_by_a_destroy_replays_as_recorded() {
+        let (records, header, _) = wait_ended_by_destroy();
+        let report = replay(&header, &records, Arc::new(SoftBackend::new()), &opts()).unwrap();
+        assert_eq!(report.divergence, None, "{}", report.to_json());
+        assert_eq!(report.waits, 1, "the wait's event was checked");
+    }
+
+    #[test]
+    fn a_wait_the_replay_never_ends_diverges_at_its_event() {
+        let (mut records, header, destroy) = wait_ended_by_destroy();
+        // Without the destroy, nothing ends the wait in the replay.
+        records.drain(destroy..destroy + 2);
+        let report = replay(&header, &records, Arc::new(SoftBackend::new()), &opts()).unwrap();
+        let d = report.divergence.expect("a divergence");
+        assert!(d.what.contains("CPU wait 0x10"), "{d}");
+        assert!(d.replayed.contains("not satisfied"), "{d}");
+    }
 }
