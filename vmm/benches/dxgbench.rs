@@ -20,49 +20,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const MATMUL: &str = "
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
-@group(0) @binding(3) var<storage, read> dims: array<u32>;
-var<workgroup> ta: array<f32, 256>;
-var<workgroup> tb: array<f32, 256>;
-@compute @workgroup_size(16, 16)
-fn main(@builtin(global_invocation_id) g: vec3<u32>,
-        @builtin(local_invocation_id) l: vec3<u32>) {
-    let n = dims[0];
-    let row = g.y;
-    let col = g.x;
-    var acc = 0.0;
-    let tiles = (n + 15u) / 16u;
-    for (var t = 0u; t < tiles; t++) {
-        let ac = t * 16u + l.x;
-        let br = t * 16u + l.y;
-        var va = 0.0;
-        if (row < n && ac < n) { va = a[row * n + ac]; }
-        var vb = 0.0;
-        if (br < n && col < n) { vb = b[br * n + col]; }
-        ta[l.y * 16u + l.x] = va;
-        tb[l.y * 16u + l.x] = vb;
-        workgroupBarrier();
-        for (var k = 0u; k < 16u; k++) {
-            acc += ta[l.y * 16u + k] * tb[k * 16u + l.x];
-        }
-        workgroupBarrier();
-    }
-    if (row < n && col < n) {
-        c[row * n + col] = acc;
-    }
-}
-";
-
-const TINY: &str = "
-@group(0) @binding(0) var<storage, read_write> x: array<u32>;
-@compute @workgroup_size(1)
-fn main() {
-    x[0] = x[0] + 1u;
-}
-";
+// The guest's own shaders, so both sides run exactly the same work.
+use dxvmm_guest_tools::shaders::{MATMUL, TINY};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
