@@ -16,9 +16,12 @@
 //! - LOCK2 (after a successful reply): captures the allocation's pages as a
 //!   result: what the GPU computed, for a replay to compare.
 //!
-//! Each capture is per 4 KiB page and diffed against a shadow copy of what
+//! [`Capture`] only decides which page frames to copy, and when; the copying
+//! is [`Shadow::pages`]: per 4 KiB page, diffed against a shadow copy of what
 //! the trace last said the page holds (zeros at first, as in a replay's
-//! fresh guest memory), so unchanged pages cost no trace space.
+//! fresh guest memory), so unchanged pages cost no trace space. The recorder
+//! runs it on the device thread or on its writer thread (see
+//! [`crate::recorder`]).
 
 use std::collections::HashMap;
 
@@ -70,20 +73,48 @@ enum Pending {
 pub struct Capture {
     allocs: HashMap<(u32, u32), Alloc>,
     vas: HashMap<u32, Vec<VaMap>>,
-    /// What the trace says each captured page holds.
-    shadow: HashMap<u64, Box<[u8]>>,
     pending: Option<Pending>,
 }
 
-/// Whether a request frame is one that [`Capture`] follows (cheap: reads the
-/// command header's channel and number only).
-fn interesting(frame: &[u8]) -> bool {
+/// What the trace says each captured page holds.
+#[derive(Default)]
+pub struct Shadow {
+    pages: HashMap<u64, Box<[u8]>>,
+}
+
+/// Whether a request frame lets the guest change, or reuse, pages captured
+/// before it: LOCK2 (the guest may write the allocation once it is locked,
+/// and the backend writes its results there), DESTROYALLOCATION and
+/// DESTROYPROCESS (the pages go back to the guest). Captures still in
+/// flight must be done before the device acts on it.
+pub fn releases_pages(frame: &[u8]) -> bool {
+    let Some((channel, command)) = command_of(frame) else {
+        return false;
+    };
+    match channel & 0xff {
+        DXGKVMB_VGPU_TO_HOST => matches!(
+            command,
+            vgpu::DXGK_VMBCOMMAND_LOCK2 | vgpu::DXGK_VMBCOMMAND_DESTROYALLOCATION
+        ),
+        DXGKVMB_VM_TO_HOST => command == global::DXGK_VMBCOMMAND_DESTROYPROCESS,
+        _ => false,
+    }
+}
+
+/// The command header's channel and command number.
+pub(crate) fn command_of(frame: &[u8]) -> Option<(u32, u32)> {
     let word = |at: usize| {
         frame
             .get(at..at + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
-    let (Some(channel), Some(command)) = (word(32 + 12), word(32 + 16)) else {
+    Some((word(32 + 12)?, word(32 + 16)?))
+}
+
+/// Whether a request frame is one that [`Capture`] follows (cheap: reads the
+/// command header's channel and number only).
+fn interesting(frame: &[u8]) -> bool {
+    let Some((channel, command)) = command_of(frame) else {
         return false;
     };
     match channel & 0xff {
@@ -105,12 +136,13 @@ fn interesting(frame: &[u8]) -> bool {
 
 impl Capture {
     /// Follows a request before the device acts on it; appends the guest
-    /// memory the backend is about to read to `out` as (address, bytes).
+    /// page frames the backend is about to read to `out`, one list per
+    /// capture (`mem` reads command streams; without it nothing is due).
     pub fn before_request(
         &mut self,
         frame: &[u8],
         mem: Option<&GuestMemoryMmap>,
-        out: &mut Vec<(u64, Vec<u8>)>,
+        out: &mut Vec<Vec<u64>>,
     ) {
         self.pending = None;
         if !interesting(frame) {
@@ -141,11 +173,10 @@ impl Capture {
             }
             Request::Unlock2(cmd) => {
                 let key = (process, cmd.args.allocation.0);
-                if let (Some(a), Some(mem)) = (self.allocs.get_mut(&key), mem) {
+                if let (Some(a), Some(_)) = (self.allocs.get_mut(&key), mem) {
                     a.locked = false;
                     a.due = false;
-                    let pfns = a.pfns.clone();
-                    self.pages(mem, &pfns, out);
+                    out.push(a.pfns.clone());
                 }
             }
             Request::Lock2(cmd) => {
@@ -213,12 +244,12 @@ impl Capture {
     }
 
     /// Follows the reply to the request last given to `before_request`;
-    /// appends what the backend wrote into guest pages to `out`.
+    /// appends the page frames the backend wrote to `out`.
     pub fn after_reply(
         &mut self,
         frame: &[u8],
         mem: Option<&GuestMemoryMmap>,
-        out: &mut Vec<(u64, Vec<u8>)>,
+        out: &mut Vec<Vec<u64>>,
     ) {
         let Some(pending) = self.pending.take() else {
             return;
@@ -259,10 +290,9 @@ impl Capture {
                 if r.status != NtStatus::SUCCESS {
                     return;
                 }
-                if let (Some(a), Some(mem)) = (self.allocs.get_mut(&(process, allocation)), mem) {
+                if let (Some(a), Some(_)) = (self.allocs.get_mut(&(process, allocation)), mem) {
                     a.locked = true;
-                    let pfns = a.pfns.clone();
-                    self.pages(mem, &pfns, out);
+                    out.push(a.pfns.clone());
                 }
             }
         }
@@ -299,7 +329,7 @@ impl Capture {
         va: u64,
         len: u64,
         mem: Option<&GuestMemoryMmap>,
-        out: &mut Vec<(u64, Vec<u8>)>,
+        out: &mut Vec<Vec<u64>>,
     ) {
         let Some(mem) = mem else { return };
         // The command stream: its pages, and the allocations it names.
@@ -318,7 +348,7 @@ impl Capture {
                 let last = (gpa + n).div_ceil(PAGE);
                 pfns.extend(first..last);
             }
-            self.pages(mem, &pfns, out);
+            out.push(pfns);
             if let Ok(s) = CommandStream::decode(&stream) {
                 let mut vas: Vec<u64> = Vec::new();
                 for c in &s.commands {
@@ -357,15 +387,17 @@ impl Capture {
                 a.due = false;
             }
         }
-        self.pages(mem, &due, out);
+        out.push(due);
     }
+}
 
+impl Shadow {
     /// Captures the pages `pfns` that differ from the shadow, in runs of
     /// physically contiguous pages. Each page is read once, straight into
     /// the run that may carry it, and compared there; an unchanged one is
     /// dropped from the run again. Shadows are overwritten in place, so a
     /// page captured before costs no allocation.
-    fn pages(&mut self, mem: &GuestMemoryMmap, pfns: &[u64], out: &mut Vec<(u64, Vec<u8>)>) {
+    pub fn pages(&mut self, mem: &GuestMemoryMmap, pfns: &[u64], out: &mut Vec<(u64, Vec<u8>)>) {
         const LEN: usize = PAGE as usize;
         // A page the trace never mentioned holds zeros in a replay.
         static ZERO: [u8; LEN] = [0; LEN];
@@ -395,12 +427,12 @@ impl Capture {
                 bytes.truncate(at);
                 continue;
             }
-            match self.shadow.get_mut(&pfn) {
+            match self.pages.get_mut(&pfn) {
                 Some(s) if **s == *page => bytes.truncate(at),
                 Some(s) => s.copy_from_slice(page),
                 None if *page == ZERO => bytes.truncate(at),
                 None => {
-                    self.shadow.insert(pfn, Box::from(&*page));
+                    self.pages.insert(pfn, Box::from(&*page));
                 }
             }
         }

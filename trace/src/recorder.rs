@@ -5,12 +5,23 @@
 //! thread waits for room (a trace is complete or it is nothing). Besides the
 //! frames, it copies the guest memory the backend reads or writes at the
 //! points the protocol defines (see [`crate::capture`]).
+//!
+//! Large inputs (UNLOCK2, a submit's pages) are copied on the writer thread:
+//! the device thread sends the page frames in order with the records, and
+//! the writer reads, diffs and writes them while the backend does its own
+//! copy. The device thread waits for those copies to be done where the
+//! guest could change the pages: before a LOCK2 or a destroy, and before
+//! the reply to a submit whose pages are still being copied. LOCK2 results
+//! and small inputs are copied on the device thread, after what is in
+//! flight (one order); a large LOCK2 result is split between the device
+//! thread and the writer (the shadow is in two halves, by 1 MiB stripes of
+//! guest memory), and its reply goes on once both are done.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,9 +30,9 @@ use dxvmm_host_backend::AdapterInfo;
 use dxvmm_protocol::frame::DXGV_FRAME_VERSION;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use crate::capture::Capture;
+use crate::capture::{releases_pages, Capture, Shadow};
 use crate::error::TraceError;
-use crate::format::{AdapterEntry, Record, TraceHeader};
+use crate::format::{AdapterEntry, MemoryPurpose, Record, TraceHeader};
 
 /// Records in flight between the device thread and the writer.
 const CHANNEL_DEPTH: usize = 4096;
@@ -35,6 +46,62 @@ const WRITE_BUFFER: usize = 256 << 10;
 /// as the recorder made them (the bulk of a memory record is not copied
 /// into a second buffer).
 type Encoded = (Vec<u8>, Vec<u8>);
+
+/// Inputs of at most this many pages are copied on the device thread when
+/// no copy is in flight (handing them over would cost more).
+const INLINE_PAGES: usize = 16;
+
+/// What the device thread hands the writer.
+enum Msg {
+    Record(Encoded),
+    /// Copy these pages (diffed against the shadow) into memory records,
+    /// then count the copy as done.
+    Capture {
+        t: u64,
+        purpose: MemoryPurpose,
+        pfns: Vec<u64>,
+        mem: GuestMemoryMmap,
+    },
+    /// The end record: the writer knows how many records came before it.
+    End {
+        t: u64,
+    },
+}
+
+/// What the device thread and the writer share.
+#[derive(Default)]
+struct Shared {
+    /// The shadow's halves, by 1 MiB stripes (`half`).
+    shadow: [Mutex<Shadow>; 2],
+    /// Captures the writer has finished.
+    done: Mutex<u64>,
+    finished: Condvar,
+}
+
+/// Which half of the shadow holds page frame `pfn`.
+fn half(pfn: u64) -> usize {
+    ((pfn >> 8) & 1) as usize
+}
+
+impl Shared {
+    /// Diffs the pages `pfns` of the shadow's halves `halves` into `runs`.
+    fn pages(
+        &self,
+        mem: &GuestMemoryMmap,
+        pfns: &[u64],
+        halves: &[usize],
+        runs: &mut Vec<(u64, Vec<u8>)>,
+    ) {
+        for &h in halves {
+            let mine: Vec<u64> = pfns.iter().copied().filter(|p| half(*p) == h).collect();
+            lock(&self.shadow[h]).pages(mem, &mine, runs);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The process handle in a request frame's command header (0 if none).
 pub fn frame_process(frame: &[u8]) -> u32 {
@@ -73,8 +140,12 @@ impl TraceHeader {
 }
 
 struct State {
-    tx: Option<SyncSender<Encoded>>,
-    records: u64,
+    tx: Option<SyncSender<Msg>>,
+    /// Captures handed to the writer.
+    queued: u64,
+    /// The request being answered had its pages handed to the writer:
+    /// its reply waits for them.
+    reply_waits: bool,
     /// The process of the request being answered.
     process: u32,
     layout: Vec<(u64, u64)>,
@@ -83,12 +154,29 @@ struct State {
     waits: u64,
 }
 
+impl State {
+    /// Waits until the writer has done every capture handed to it.
+    fn settle(&self, shared: &Shared) {
+        if self.tx.is_none() {
+            return;
+        }
+        let mut done = lock(&shared.done);
+        while *done < self.queued {
+            done = shared
+                .finished
+                .wait(done)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
 /// Writes a trace of everything the device it observes sees.
 pub struct Recorder {
     start: Instant,
     path: PathBuf,
     state: Mutex<State>,
-    writer: Mutex<Option<JoinHandle<Result<u64, std::io::Error>>>>,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<Written>>>,
 }
 
 /// What a finished recording wrote.
@@ -100,29 +188,96 @@ pub struct Summary {
     pub waits: u64,
 }
 
-fn writer_thread(
-    rx: Receiver<Encoded>,
-    mut out: BufWriter<File>,
-    head: u64,
-) -> std::io::Result<u64> {
-    let mut bytes = head;
-    let mut failed: Option<std::io::Error> = None;
-    // Drain the channel even after a write error, so that the device thread
-    // never waits on a writer that stopped.
-    for (head, tail) in rx {
-        if failed.is_none() {
-            match out.write_all(&head).and_then(|()| out.write_all(&tail)) {
-                Ok(()) => bytes += (head.len() + tail.len()) as u64,
-                Err(e) => failed = Some(e),
+/// The writer's file and what it wrote.
+struct Sink {
+    out: BufWriter<File>,
+    bytes: u64,
+    records: u64,
+    failed: Option<std::io::Error>,
+}
+
+impl Sink {
+    fn write(&mut self, (head, tail): Encoded) {
+        if self.failed.is_none() {
+            match self
+                .out
+                .write_all(&head)
+                .and_then(|()| self.out.write_all(&tail))
+            {
+                Ok(()) => {
+                    self.bytes += (head.len() + tail.len()) as u64;
+                    self.records += 1;
+                }
+                Err(e) => self.failed = Some(e),
             }
         }
     }
-    if let Some(e) = failed {
+}
+
+/// What the writer wrote: (bytes, records before the end record).
+type Written = std::io::Result<(u64, u64)>;
+
+/// Writes what the device thread sends.
+fn writer_thread(
+    rx: Receiver<Msg>,
+    out: BufWriter<File>,
+    head: u64,
+    shared: Arc<Shared>,
+) -> Written {
+    let mut sink = Sink {
+        out,
+        bytes: head,
+        records: 0,
+        failed: None,
+    };
+    let mut runs = Vec::new();
+    // Drain the channel even after a write error, so that the device thread
+    // never waits on a writer that stopped.
+    for msg in rx {
+        match msg {
+            Msg::Record(parts) => sink.write(parts),
+            Msg::Capture {
+                t,
+                purpose,
+                pfns,
+                mem,
+            } => {
+                // A result's device thread does half 0 itself.
+                let halves: &[usize] = match purpose {
+                    MemoryPurpose::Input => &[0, 1],
+                    MemoryPurpose::Result => &[1],
+                };
+                shared.pages(&mem, &pfns, halves, &mut runs);
+                for (gpa, b) in runs.drain(..) {
+                    sink.write(memory(t, purpose, gpa, b));
+                }
+                *lock(&shared.done) += 1;
+                shared.finished.notify_all();
+            }
+            Msg::End { t } => {
+                let records = sink.records;
+                sink.write(Record::End { t, records }.into_parts());
+            }
+        }
+    }
+    if let Some(e) = sink.failed {
         return Err(e);
     }
+    let mut out = sink.out;
     out.flush()?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok(bytes)
+    // The summary counts the records before the end record.
+    Ok((sink.bytes, sink.records.saturating_sub(1)))
+}
+
+fn memory(t: u64, purpose: MemoryPurpose, gpa: u64, bytes: Vec<u8>) -> Encoded {
+    Record::Memory {
+        t,
+        purpose,
+        gpa,
+        bytes,
+    }
+    .into_parts()
 }
 
 impl Recorder {
@@ -133,27 +288,31 @@ impl Recorder {
         let head = header.encode();
         out.write_all(&head).map_err(|e| TraceError::io(path, e))?;
         let (tx, rx) = sync_channel(CHANNEL_DEPTH);
+        let shared = Arc::new(Shared::default());
+        let theirs = shared.clone();
         let writer = std::thread::Builder::new()
             .name("dxvmm-trace".into())
-            .spawn(move || writer_thread(rx, out, head.len() as u64))
+            .spawn(move || writer_thread(rx, out, head.len() as u64, theirs))
             .map_err(|e| TraceError::io(path, e))?;
         Ok(Arc::new(Recorder {
             start: Instant::now(),
             path: path.to_path_buf(),
             state: Mutex::new(State {
                 tx: Some(tx),
-                records: 0,
+                queued: 0,
+                reply_waits: false,
                 process: 0,
                 layout: Vec::new(),
                 capture: Capture::default(),
                 waits: 0,
             }),
+            shared,
             writer: Mutex::new(Some(writer)),
         }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn now(&self) -> u64 {
@@ -163,19 +322,18 @@ impl Recorder {
     /// Writes the end record, waits for the writer and closes the file.
     /// Frames observed afterwards are ignored.
     pub fn finish(&self) -> Result<Summary, TraceError> {
-        let (records, waits) = {
+        let waits = {
             let mut st = self.lock();
             let t = self.now();
-            let records = st.records;
-            emit(&mut st, Record::End { t, records });
+            send(&mut st, Msg::End { t });
             st.tx = None;
-            (records, st.waits)
+            st.waits
         };
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(handle) = handle else {
             return Err(TraceError::Recorder("already finished".into()));
         };
-        let bytes = handle
+        let (bytes, records) = handle
             .join()
             .map_err(|_| TraceError::Recorder("the writer thread panicked".into()))?
             .map_err(|e| TraceError::io(&self.path, e))?;
@@ -187,24 +345,91 @@ impl Recorder {
     }
 }
 
-/// Encodes `rec` and hands it to the writer (waiting for room if need be).
-fn emit(st: &mut State, rec: Record) {
-    let Some(tx) = &st.tx else { return };
-    match tx.try_send(rec.into_parts()) {
-        Ok(()) => {}
-        Err(std::sync::mpsc::TrySendError::Full(parts)) => {
+/// Hands `msg` to the writer (waiting for room if need be).
+fn send(st: &mut State, msg: Msg) -> bool {
+    let Some(tx) = &st.tx else { return false };
+    match tx.try_send(msg) {
+        Ok(()) => true,
+        Err(std::sync::mpsc::TrySendError::Full(msg)) => {
             st.waits += 1;
-            if tx.send(parts).is_err() {
+            if tx.send(msg).is_err() {
                 st.tx = None;
-                return;
+                return false;
             }
+            true
         }
         Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
             st.tx = None;
-            return;
+            false
         }
     }
-    st.records += 1;
+}
+
+/// Encodes `rec` and hands it to the writer.
+fn emit(st: &mut State, rec: Record) {
+    send(st, Msg::Record(rec.into_parts()));
+}
+
+impl Recorder {
+    /// Copies the pages `pfns` into memory records: on this thread when they
+    /// are few (or `purpose` is a result, which the guest may change as soon
+    /// as it has the reply), on the writer thread otherwise. Returns whether
+    /// the writer got them.
+    fn capture(
+        &self,
+        st: &mut State,
+        t: u64,
+        purpose: MemoryPurpose,
+        pfns: Vec<u64>,
+        mem: &GuestMemoryMmap,
+    ) -> bool {
+        if pfns.is_empty() {
+            return false;
+        }
+        let settled = *lock(&self.shared.done) == st.queued;
+        let few = pfns.len() <= INLINE_PAGES;
+        if purpose == MemoryPurpose::Input && !(settled && few) {
+            st.queued += 1;
+            let mem = mem.clone();
+            if !send(
+                st,
+                Msg::Capture {
+                    t,
+                    purpose,
+                    pfns,
+                    mem,
+                },
+            ) {
+                st.queued -= 1;
+            }
+            return true;
+        }
+        // One order: what is in flight goes first.
+        st.settle(&self.shared);
+        let mut runs = Vec::new();
+        if few {
+            self.shared.pages(mem, &pfns, &[0, 1], &mut runs);
+        } else {
+            // The writer does half 1 meanwhile.
+            st.queued += 1;
+            let theirs = Msg::Capture {
+                t,
+                purpose,
+                pfns: pfns.clone(),
+                mem: mem.clone(),
+            };
+            if send(st, theirs) {
+                self.shared.pages(mem, &pfns, &[0], &mut runs);
+            } else {
+                st.queued -= 1;
+            }
+            st.settle(&self.shared);
+        }
+        for (gpa, b) in runs {
+            send(st, Msg::Record(memory(t, purpose, gpa, b)));
+        }
+        false
+    }
 }
 
 impl FrameObserver for Recorder {
@@ -224,21 +449,28 @@ impl FrameObserver for Recorder {
                         emit(&mut st, Record::Layout { t, regions });
                     }
                 }
+                if releases_pages(frame) {
+                    st.settle(&self.shared);
+                }
                 let process = frame_process(frame);
                 st.process = process;
                 let mut inputs = Vec::new();
                 st.capture.before_request(frame, mem, &mut inputs);
-                for (gpa, bytes) in inputs {
-                    emit(
-                        &mut st,
-                        Record::Memory {
-                            t,
-                            purpose: crate::format::MemoryPurpose::Input,
-                            gpa,
-                            bytes,
-                        },
-                    );
+                let mut deferred = false;
+                if let Some(mem) = mem {
+                    for pfns in inputs {
+                        deferred |= self.capture(&mut st, t, MemoryPurpose::Input, pfns, mem);
+                    }
                 }
+                // UNLOCK2's pages are the guest's again only at its next
+                // LOCK2; a submit's (command stream, locked allocations) may
+                // change once it has the reply.
+                st.reply_waits = deferred
+                    && !matches!(
+                        crate::capture::command_of(frame),
+                        Some((c, n)) if c & 0xff == dxvmm_protocol::vmbus::DXGKVMB_VGPU_TO_HOST
+                            && n == dxvmm_protocol::vmbus::vgpu::DXGK_VMBCOMMAND_UNLOCK2
+                    );
                 emit(
                     &mut st,
                     Record::Request {
@@ -249,6 +481,9 @@ impl FrameObserver for Recorder {
                 );
             }
             Direction::Reply => {
+                if std::mem::take(&mut st.reply_waits) {
+                    st.settle(&self.shared);
+                }
                 let process = st.process;
                 emit(
                     &mut st,
@@ -260,16 +495,10 @@ impl FrameObserver for Recorder {
                 );
                 let mut results = Vec::new();
                 st.capture.after_reply(frame, mem, &mut results);
-                for (gpa, bytes) in results {
-                    emit(
-                        &mut st,
-                        Record::Memory {
-                            t,
-                            purpose: crate::format::MemoryPurpose::Result,
-                            gpa,
-                            bytes,
-                        },
-                    );
+                if let Some(mem) = mem {
+                    for pfns in results {
+                        self.capture(&mut st, t, MemoryPurpose::Result, pfns, mem);
+                    }
                 }
             }
             Direction::Event => emit(
