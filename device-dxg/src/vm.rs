@@ -220,6 +220,25 @@ impl Vm {
         }
     }
 
+    /// A DESTROY* request: checks the process is this VM's before the
+    /// backend sees any handle, then forgets `process`'s table entries
+    /// (`forget`) and ends the CPU waits that named a fence the destroy
+    /// took with it.
+    fn destroy(
+        &mut self,
+        process: D3dkmtHandle,
+        run: impl FnOnce(&dyn Backend) -> Result<(), BackendError>,
+        forget: impl FnOnce(&mut Process),
+    ) -> Outcome {
+        self.process(process)?;
+        let r = run(&*self.backend);
+        if r.is_ok() {
+            forget(self.process(process)?);
+            self.end_abandoned_waits(process);
+        }
+        Ok(Reply::Status(result(r)))
+    }
+
     /// The device that holds `process`'s GPU VA space on `vgpu`.
     fn va_device(
         &mut self,
@@ -442,15 +461,11 @@ impl Vm {
                     device,
                 }))
             }
-            Request::DestroyDevice(cmd) => {
-                let r = self.backend.destroy_device(process, cmd.device);
-                let p = self.process(process)?;
-                if r.is_ok() {
-                    p.devices.retain(|(_, d)| *d != cmd.device);
-                    self.end_abandoned_waits(process);
-                }
-                Ok(Reply::Status(result(r)))
-            }
+            Request::DestroyDevice(cmd) => self.destroy(
+                process,
+                |b| b.destroy_device(process, cmd.device),
+                |p| p.devices.retain(|(_, d)| *d != cmd.device),
+            ),
             Request::FlushDevice(_) => {
                 self.process(process)?;
                 Ok(Reply::Status(result(self.backend.flush())))
@@ -710,14 +725,11 @@ impl Vm {
                     },
                 ))
             }
-            Request::DestroyPagingQueue(cmd) => {
-                self.process(process)?;
-                let r = self.backend.destroy_paging_queue(process, cmd.paging_queue);
-                if r.is_ok() {
-                    self.end_abandoned_waits(process);
-                }
-                Ok(Reply::Status(result(r)))
-            }
+            Request::DestroyPagingQueue(cmd) => self.destroy(
+                process,
+                |b| b.destroy_paging_queue(process, cmd.paging_queue),
+                |_| {},
+            ),
             Request::CreateContextVirtual {
                 mut cmd,
                 priv_drv_data,
@@ -730,12 +742,7 @@ impl Vm {
                 Ok(Reply::CreateContextVirtual { cmd, priv_drv_data })
             }
             Request::DestroyContext(cmd) => {
-                self.process(process)?;
-                let r = self.backend.destroy_context(process, cmd.context);
-                if r.is_ok() {
-                    self.end_abandoned_waits(process);
-                }
-                Ok(Reply::Status(result(r)))
+                self.destroy(process, |b| b.destroy_context(process, cmd.context), |_| {})
             }
             Request::CreateHwQueue {
                 mut cmd,
@@ -757,14 +764,13 @@ impl Vm {
                 }
                 Ok(Reply::CreateHwQueue { cmd, priv_drv_data })
             }
-            Request::DestroyHwQueue(cmd) => {
-                let r = self.backend.destroy_hw_queue(process, cmd.hwqueue);
-                if r.is_ok() {
-                    self.process(process)?.hw_queues.remove(&cmd.hwqueue);
-                    self.end_abandoned_waits(process);
-                }
-                Ok(Reply::Status(result(r)))
-            }
+            Request::DestroyHwQueue(cmd) => self.destroy(
+                process,
+                |b| b.destroy_hw_queue(process, cmd.hwqueue),
+                |p| {
+                    p.hw_queues.remove(&cmd.hwqueue);
+                },
+            ),
             Request::CreateSyncObject(cmd) => {
                 self.process(process)?;
                 let info = cmd.args.info;
@@ -785,14 +791,11 @@ impl Vm {
                     },
                 ))
             }
-            Request::DestroySyncObject(cmd) => {
-                self.process(process)?;
-                let r = self.backend.destroy_sync_object(process, cmd.sync_object);
-                if r.is_ok() {
-                    self.end_abandoned_waits(process);
-                }
-                Ok(Reply::Status(result(r)))
-            }
+            Request::DestroySyncObject(cmd) => self.destroy(
+                process,
+                |b| b.destroy_sync_object(process, cmd.sync_object),
+                |_| {},
+            ),
             Request::SignalSyncObject {
                 cmd,
                 objects,
