@@ -2,17 +2,10 @@
 //! guest tools (images/build.sh), the virtio-dxg device in dxvmm, and the
 //! host's Vulkan driver (lavapipe on CI) behind it.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn dxvmm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dxvmm"));
-    c.env_remove("RUST_LOG");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{dxvmm, ok, text};
 
 fn guest(args: &[&str]) -> Output {
     dxvmm()
@@ -20,16 +13,6 @@ fn guest(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("spawn dxvmm")
-}
-
-fn ok(out: &Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
 }
 
 fn json(s: &str) -> serde_json::Value {

@@ -6,9 +6,8 @@
 
 use std::process::{Command, Output};
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::text;
 
 fn guest(cmd: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dxvmm"))

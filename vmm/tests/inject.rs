@@ -6,15 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn dxvmm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dxvmm"));
-    c.env_remove("RUST_LOG");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{dxvmm, text};
 
 /// A private directory, removed on drop.
 struct Scratch(PathBuf);

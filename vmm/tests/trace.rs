@@ -8,25 +8,8 @@ use std::process::{Command, Output};
 
 use dxvmm_trace::format::{AdapterEntry, Record, TraceHeader};
 
-fn dxvmm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dxvmm"));
-    c.env_remove("RUST_LOG");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(out: &Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
+mod common;
+use common::{dxvmm, ok, text};
 
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("dxvmm-trace-test-{}-{name}", std::process::id()))

@@ -6,11 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn dxvmm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dxvmm"));
-    c.env_remove("RUST_LOG");
-    c
-}
+mod common;
+use common::{dxvmm, text};
 
 fn images_present() {
     let cache = std::env::var_os("DXVMM_CACHE")
@@ -41,10 +38,6 @@ fn run_guest(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("spawn dxvmm")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Processes whose command line mentions `needle` (other than ourselves).
