@@ -213,6 +213,15 @@ fn invalid(what: &'static str, value: u64) -> DecodeError {
     DecodeError::InvalidValue { what, value }
 }
 
+/// Padding must be zero, so that a stream decodes to exactly one meaning
+/// and re-encodes to the same bytes (a trace replays what the guest sent).
+fn zero_pad(pad: u32) -> Result<(), DecodeError> {
+    if pad != 0 {
+        return Err(invalid("command padding", pad.into()));
+    }
+    Ok(())
+}
+
 /// Checks a `[va, va + size)` range: non-empty, aligned, no wrap-around.
 fn check_range(what: &'static str, va: u64, size: u64, align: u64) -> Result<(), DecodeError> {
     if size == 0 || !size.is_multiple_of(align) {
@@ -351,6 +360,7 @@ impl Command {
             opcode::FILL => {
                 expect(DxgvCmdFill::SIZE)?;
                 let c: DxgvCmdFill = r.read()?;
+                zero_pad(c._pad0)?;
                 check_range("fill destination", c.dst_va, c.size, COPY_ALIGNMENT)?;
                 Command::Fill {
                     dst_va: c.dst_va,
@@ -360,6 +370,7 @@ impl Command {
             }
             opcode::DISPATCH => {
                 let c: DxgvCmdDispatch = r.read()?;
+                zero_pad(c._pad0)?;
                 let n = check_count("binding_count", c.binding_count, MAX_BINDINGS)?;
                 expect(DxgvCmdDispatch::SIZE + n * DxgvCmdBinding::SIZE)?;
                 let groups = [c.group_count_x, c.group_count_y, c.group_count_z];
@@ -401,6 +412,7 @@ impl Command {
             opcode::FENCE_SIGNAL | opcode::FENCE_WAIT => {
                 expect(DxgvCmdFence::SIZE)?;
                 let c: DxgvCmdFence = r.read()?;
+                zero_pad(c._pad0)?;
                 if c.sync_object.is_null() {
                     return Err(invalid("fence sync object", 0));
                 }

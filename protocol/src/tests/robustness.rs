@@ -378,3 +378,19 @@ fn escape_rejections() {
     op[6] = 9;
     assert!(EscapeRequest::decode(&op).is_err());
 }
+
+/// Found by the decode_cmdstream fuzz target: a FENCE_SIGNAL with non-zero
+/// padding decoded, and re-encoded to other bytes. Padding is now refused,
+/// so whatever decodes re-encodes to the same bytes.
+#[test]
+fn stream_padding_must_be_zero() {
+    let crash: [u8; 40] = [
+        68, 88, 67, 83, 1, 0, 0, 0, 40, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 24, 0, 0, 0, 0, 0, 0, 20,
+        19, 19, 11, 0, 0, 32, 2, 0, 2, 0, 0, 0,
+    ];
+    assert!(CommandStream::decode(&crash).is_err());
+    let mut clean = crash;
+    clean[28..32].fill(0);
+    let stream = CommandStream::decode(&clean).unwrap();
+    assert_eq!(stream.encode(), clean);
+}
