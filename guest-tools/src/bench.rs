@@ -19,8 +19,8 @@ pub struct Sizes {
     pub reps: u64,
     /// Tiny dispatches per timed round.
     pub tiny: u64,
-    /// Transfer size in MiB.
-    pub mib: u64,
+    /// Transfer size in KiB (`--kib`; `--mib` sets it in MiB).
+    pub kib: u64,
     /// Timed rounds per workload; the best counts.
     pub rounds: u64,
 }
@@ -31,7 +31,7 @@ impl Default for Sizes {
             n: 1024,
             reps: 5,
             tiny: 10_000,
-            mib: 64,
+            kib: 64 << 10,
             rounds: 3,
         }
     }
@@ -161,9 +161,9 @@ pub fn tiny(gpu: &Gpu, sz: Sizes) -> Result<Row, Error> {
 }
 
 /// Upload and download bandwidth (GB/s) through the LOCK2 mapping of one
-/// buffer of `mib` MiB.
+/// buffer of `kib` KiB.
 pub fn transfers(gpu: &Gpu, sz: Sizes) -> Result<(Row, Row), Error> {
-    let bytes = sz.mib << 20;
+    let bytes = sz.kib << 10;
     let mut big = Buffer::new(gpu, bytes)?;
     let sink = Buffer::new(gpu, 4096)?;
     let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();

@@ -2,18 +2,23 @@
 //! whole GPU-PV path: the same workloads as host-backend's benchmark, so a
 //! host-side run (vmm's `dxgbench` bench) can print guest/native ratios.
 //!
-//! Usage: dxgbench [--json] [--n N] [--reps R] [--tiny T] [--mib M] [--rounds K]
-//! Defaults come from DXVMM_BENCH_N, _REPS, _TINY, _MIB, _ROUNDS, else
-//! 1024, 5, 10000, 64, 3.
+//! Usage: dxgbench [--json] [--n N] [--reps R] [--tiny T] [--mib M | --kib K] [--rounds K]
+//! Defaults come from DXVMM_BENCH_N, _REPS, _TINY, _MIB (or _KIB), _ROUNDS,
+//! else 1024, 5, 10000, 64 MiB, 3. `--kib` exists for traces small enough
+//! to keep (trace/corpus/): a MiB goes each way per transfer.
 
 use std::process::ExitCode;
 
 use dxvmm_guest_tools::bench::{self, Sizes};
 use libdxg::{Gpu, DXG_PATH};
 
-const USAGE: &str = "usage: dxgbench [--json] [--n N] [--reps R] [--tiny T] [--mib M] [--rounds K]
-  matrix multiply (GFLOP/s), tiny dispatches (submits/s), upload and download (GB/s);
-  --json prints one JSON object per workload";
+const USAGE: &str =
+    "usage: dxgbench [--json] [--n N] [--reps R] [--tiny T] [--mib M | --kib K] [--rounds K]
+  matrix multiply (GFLOP/s), tiny dispatches (submits/s), upload and download (GB/s)
+  of M MiB (or K KiB; the last one given counts); --json prints one JSON object per workload";
+
+/// Largest transfer: 1 GiB.
+const MAX_KIB: u64 = 1 << 20;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -28,7 +33,11 @@ fn parse(args: &[String]) -> Result<(bool, Sizes), String> {
         n: env("DXVMM_BENCH_N", d.n.into()).clamp(16, 8192) as u32,
         reps: env("DXVMM_BENCH_REPS", d.reps).max(1),
         tiny: env("DXVMM_BENCH_TINY", d.tiny).max(1),
-        mib: env("DXVMM_BENCH_MIB", d.mib).max(1),
+        kib: match std::env::var("DXVMM_BENCH_KIB") {
+            Ok(_) => env("DXVMM_BENCH_KIB", d.kib),
+            Err(_) => env("DXVMM_BENCH_MIB", d.kib >> 10).saturating_mul(1024),
+        }
+        .clamp(1, MAX_KIB),
         rounds: env("DXVMM_BENCH_ROUNDS", d.rounds).max(1),
     };
     let mut json = false;
@@ -49,9 +58,10 @@ fn parse(args: &[String]) -> Result<(bool, Sizes), String> {
             "--n" if v <= 8192 => sz.n = v as u32,
             "--reps" => sz.reps = v,
             "--tiny" => sz.tiny = v,
-            "--mib" if v <= 1024 => sz.mib = v,
+            "--mib" if v <= MAX_KIB >> 10 => sz.kib = v << 10,
+            "--kib" if v <= MAX_KIB => sz.kib = v,
             "--rounds" => sz.rounds = v,
-            "--n" | "--mib" => return Err(format!("{a} {v} is too large")),
+            "--n" | "--mib" | "--kib" => return Err(format!("{a} {v} is too large")),
             _ => return Err(format!("unknown argument '{a}'")),
         }
     }
@@ -106,5 +116,29 @@ fn main() -> ExitCode {
             eprintln!("dxgbench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn transfer_sizes_in_mib_or_kib_the_last_one_counts() {
+        assert_eq!(parse(&args("--mib 2")).unwrap().1.kib, 2048);
+        assert_eq!(parse(&args("--kib 64")).unwrap().1.kib, 64);
+        assert_eq!(parse(&args("--mib 2 --kib 8")).unwrap().1.kib, 8);
+        assert_eq!(parse(&args("--kib 8 --mib 1")).unwrap().1.kib, 1024);
+        assert!(parse(&args("--kib 0")).is_err());
+        assert!(parse(&args("--kib 1048577"))
+            .unwrap_err()
+            .contains("too large"));
+        assert!(parse(&args("--mib 1025"))
+            .unwrap_err()
+            .contains("too large"));
     }
 }
