@@ -67,24 +67,54 @@ void dxg_pages_put(struct dxg_pages *pages)
 		kref_put(&pages->ref, dxg_pages_release);
 }
 
-/* Zeroed pages of the driver's: the host must never see stale data. */
+/* Largest block dxg_pages_alloc() asks for (4 MiB with 4 KiB pages). */
+#ifdef MAX_PAGE_ORDER
+#define DXG_BLOCK_ORDER min(MAX_PAGE_ORDER, 10)
+#else
+#define DXG_BLOCK_ORDER min(MAX_ORDER - 1, 10)
+#endif
+
+/*
+ * Zeroed pages of the driver's: the host must never see stale data.
+ *
+ * Taken in the largest physically contiguous blocks the allocator has to
+ * spare, then split into order-0 pages (everything else handles pages one
+ * by one): the host moves an allocation's bytes in one GPU copy per
+ * contiguous run of guest-physical pages, so a 64 MiB allocation of 4 MiB
+ * blocks costs 16 copies instead of 16384. Blocks come without retries or
+ * compaction; when none is free the order drops, down to single pages.
+ */
 struct dxg_pages *dxg_pages_alloc(unsigned long npages)
 {
 	struct dxg_pages *pages = dxg_pages_new(npages, false);
+	unsigned int order = DXG_BLOCK_ORDER;
+	unsigned long i;
 
 	if (!pages)
 		return NULL;
-	for (; pages->npages < npages; pages->npages++) {
-		struct page *page = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO |
-					       __GFP_NOWARN);
+	while (pages->npages < npages) {
+		unsigned long left = npages - pages->npages;
+		gfp_t gfp = GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN;
+		struct page *page;
 
+		while (order && (1UL << order) > left)
+			order--;
+		if (order)
+			gfp |= __GFP_NORETRY;
+		page = alloc_pages(gfp, order);
+		if (!page && order) {
+			order--;
+			continue;
+		}
 		if (!page) {
 			dxg_pages_put(pages);
 			return NULL;
 		}
-		pages->pages[pages->npages] = page;
+		if (order)
+			split_page(page, order);
+		for (i = 0; i < (1UL << order); i++)
+			pages->pages[pages->npages++] = nth_page(page, i);
 		if (fatal_signal_pending(current)) {
-			pages->npages++;
 			dxg_pages_put(pages);
 			return NULL;
 		}

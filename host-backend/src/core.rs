@@ -480,9 +480,16 @@ fn upload_if_dirty<E: Engine>(engine: &E, a: &mut Allocation<E>) {
         return;
     }
     let Some(mem) = &a.memory else { return };
-    let r = engine.write_buffer(a.adapter, &a.buffer, 0, a.info.size, &mut |at, dst| {
-        mem.read_at(at, dst)
-    });
+    let direct = match mem.host_spans(0, a.info.size) {
+        Some(spans) => engine.write_buffer_direct(a.adapter, &a.buffer, &spans),
+        None => Ok(false),
+    };
+    let r = match direct {
+        Ok(true) => Ok(()),
+        _ => engine.write_buffer(a.adapter, &a.buffer, 0, a.info.size, &mut |at, dst| {
+            mem.read_at(at, dst)
+        }),
+    };
     match r {
         Ok(()) => a.cpu_dirty = false,
         Err(e) => tracing::warn!("allocation upload failed: {e}"),
@@ -1268,13 +1275,16 @@ impl<E: Engine> Backend for Core<E> {
                 // The CPU copy may be stale only where the GPU wrote; a
                 // pending CPU change (cpu_dirty) cannot coexist with a GPU
                 // write because every GPU use uploads first.
-                self.shared.engine.read_buffer(
-                    a.adapter,
-                    &a.buffer,
-                    0,
-                    a.info.size,
-                    &mut |src| mem.write_at(0, src),
-                )?;
+                let engine = &self.shared.engine;
+                let direct = match mem.host_spans(0, a.info.size) {
+                    Some(spans) => engine.read_buffer_direct(a.adapter, &a.buffer, &spans)?,
+                    None => false,
+                };
+                if !direct {
+                    engine.read_buffer(a.adapter, &a.buffer, 0, a.info.size, &mut |src| {
+                        mem.write_at(0, src)
+                    })?;
+                }
                 a.gpu_dirty = false;
             }
             a.locked = true;

@@ -9,6 +9,7 @@ use dxvmm_protocol::escape::CreatePipeline;
 
 use crate::backend::AdapterInfo;
 use crate::error::Result;
+use crate::memory::HostSpan;
 use crate::shader::ShaderBinding;
 
 /// Runs once the work it was attached to has completed, on the engine's
@@ -91,6 +92,33 @@ pub(crate) trait Engine: Send + Sync + 'static {
         len: u64,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()>;
+
+    /// Like [`Engine::write_buffer`] for bytes in host mappings, which the
+    /// GPU copies itself (the span offsets are buffer offsets). `Ok(false)`:
+    /// this engine cannot reach these spans and nothing was done; the caller
+    /// copies through [`Engine::write_buffer`] instead.
+    fn write_buffer_direct(
+        &self,
+        adapter: usize,
+        buffer: &Self::Buffer,
+        spans: &[HostSpan],
+    ) -> Result<bool> {
+        let _ = (adapter, buffer, spans);
+        Ok(false)
+    }
+
+    /// Like [`Engine::read_buffer`] into host mappings, written by the GPU
+    /// itself; returns once they hold the bytes. `Ok(false)` as for
+    /// [`Engine::write_buffer_direct`].
+    fn read_buffer_direct(
+        &self,
+        adapter: usize,
+        buffer: &Self::Buffer,
+        spans: &[HostSpan],
+    ) -> Result<bool> {
+        let _ = (adapter, buffer, spans);
+        Ok(false)
+    }
 
     /// Compiles a compute pipeline; returns it with its bindings.
     fn create_pipeline(

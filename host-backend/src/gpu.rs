@@ -21,6 +21,8 @@ use crate::backend::*;
 use crate::core::Core;
 use crate::engine::{Completion, Engine, Op, Range};
 use crate::error::{BackendError, Result};
+use crate::import::{self, HostImport, HOST_IMPORT_ENV};
+use crate::memory::HostSpan;
 use crate::shader::{self, ShaderBinding};
 
 /// Bind groups kept per pipeline before the cache is emptied. A guest that
@@ -60,13 +62,23 @@ struct Gpu {
     staging_pool: Arc<Mutex<Vec<wgpu::Buffer>>>,
     /// Uploads staged for the next submission, copied first in it.
     uploads: Mutex<Vec<Upload>>,
+    /// Guest RAM imported as GPU memory, where the driver can.
+    import: Option<HostImport>,
 }
 
 struct Upload {
-    staging: wgpu::Buffer,
+    /// A staging buffer (back to the pool once copied) or imported guest
+    /// RAM (not).
+    src: UploadSource,
+    src_offset: u64,
     dst: wgpu::Buffer,
     offset: u64,
     len: u64,
+}
+
+enum UploadSource {
+    Staging(wgpu::Buffer),
+    GuestRam(wgpu::Buffer),
 }
 
 /// Staging kept for reuse, all buffers together.
@@ -104,6 +116,8 @@ pub(crate) struct WgpuEngine {
     infos: Vec<AdapterInfo>,
     gpus: Vec<OnceLock<std::result::Result<Arc<Gpu>, String>>>,
     live: Arc<AtomicU64>,
+    /// Import guest RAM where the driver can (see [`crate::import`]).
+    host_import: bool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BackendError {
@@ -218,7 +232,7 @@ pub fn host_adapters() -> Vec<AdapterInfo> {
 }
 
 impl WgpuEngine {
-    fn new() -> Result<Self> {
+    fn new(host_import: bool) -> Result<Self> {
         let (adapters, infos): (Vec<_>, Vec<_>) = enumerate().into_iter().unzip();
         if adapters.is_empty() {
             return Err(BackendError::Unavailable(
@@ -231,6 +245,7 @@ impl WgpuEngine {
             adapters,
             infos,
             live: Arc::new(AtomicU64::new(0)),
+            host_import,
         })
     }
 
@@ -241,23 +256,77 @@ impl WgpuEngine {
             adapter as u64,
             self.gpus.len() as u64,
         ))?;
-        slot.get_or_init(|| open(&self.adapters[adapter]).map(Arc::new))
+        slot.get_or_init(|| open(&self.adapters[adapter], self.host_import).map(Arc::new))
             .as_ref()
             .map_err(|e| BackendError::Unavailable(e.clone()))
     }
 }
 
-fn open(adapter: &wgpu::Adapter) -> std::result::Result<Gpu, String> {
+/// The adapter's device, with host-memory import enabled where the driver
+/// has it.
+fn open_device(
+    adapter: &wgpu::Adapter,
+    desc: &wgpu::DeviceDescriptor<'_>,
+    host_import: bool,
+) -> std::result::Result<(wgpu::Device, wgpu::Queue, bool), String> {
+    let name = adapter.get_info().name;
+    if host_import && import::available(adapter) {
+        let opened = {
+            // SAFETY: the hal adapter is used only to open a device, which
+            // wgpu then owns (below).
+            let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() };
+            hal.map(|hal| {
+                let add: Box<wgpu::hal::vulkan::CreateDeviceCallback<'_>> =
+                    Box::new(|args| args.extensions.push(import::EXTENSION));
+                // SAFETY: only an extension is added (the adapter has it);
+                // features and limits are the descriptor's.
+                unsafe {
+                    hal.open_with_callback(
+                        desc.required_features,
+                        &desc.required_limits,
+                        &desc.memory_hints,
+                        Some(add),
+                    )
+                }
+            })
+        };
+        match opened {
+            Some(Ok(open)) => {
+                // SAFETY: `open` was made from this adapter with the
+                // descriptor's features.
+                let r = unsafe { adapter.create_device_from_hal(open, desc) };
+                return r
+                    .map(|(d, q)| (d, q, true))
+                    .map_err(|e| format!("opening {name}: {e}"));
+            }
+            Some(Err(e)) => {
+                tracing::info!("{name}: no host-memory import ({e}); transfers are staged")
+            }
+            None => {}
+        }
+    }
+    pollster::block_on(adapter.request_device(desc))
+        .map(|(d, q)| (d, q, false))
+        .map_err(|e| format!("opening {name}: {e}"))
+}
+
+fn open(adapter: &wgpu::Adapter, host_import: bool) -> std::result::Result<Gpu, String> {
     let want = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
     let features = adapter.features() & want;
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("dxvmm"),
-        required_features: features,
-        // Everything the adapter can do: the guest sees these limits.
-        required_limits: adapter.limits(),
-        ..Default::default()
-    }))
-    .map_err(|e| format!("opening {}: {e}", adapter.get_info().name))?;
+    let (device, queue, can_import) = open_device(
+        adapter,
+        &wgpu::DeviceDescriptor {
+            label: Some("dxvmm"),
+            required_features: features,
+            // Everything the adapter can do: the guest sees these limits.
+            required_limits: adapter.limits(),
+            ..Default::default()
+        },
+        host_import,
+    )?;
+    let import = can_import
+        .then(|| HostImport::new(adapter, &device))
+        .flatten();
     // Every command is checked before it reaches wgpu, so an error here is
     // a bug or a lost device: log it rather than let wgpu's default
     // handler panic the host.
@@ -311,6 +380,7 @@ fn open(adapter: &wgpu::Adapter) -> std::result::Result<Gpu, String> {
         bounce: Mutex::new(None),
         staging_pool: Arc::new(Mutex::new(Vec::new())),
         uploads: Mutex::new(Vec::new()),
+        import,
     })
 }
 
@@ -365,9 +435,15 @@ impl Gpu {
         let uploads = std::mem::take(&mut *lock(&self.uploads));
         uploads
             .into_iter()
-            .map(|u| {
-                enc.copy_buffer_to_buffer(&u.staging, 0, &u.dst, u.offset, u.len);
-                u.staging
+            .filter_map(|u| match u.src {
+                UploadSource::Staging(b) => {
+                    enc.copy_buffer_to_buffer(&b, u.src_offset, &u.dst, u.offset, u.len);
+                    Some(b)
+                }
+                UploadSource::GuestRam(b) => {
+                    enc.copy_buffer_to_buffer(&b, u.src_offset, &u.dst, u.offset, u.len);
+                    None
+                }
             })
             .collect()
     }
@@ -578,12 +654,69 @@ impl Engine for WgpuEngine {
         }
         staging.unmap();
         lock(&gpu.uploads).push(Upload {
-            staging,
+            src: UploadSource::Staging(staging),
+            src_offset: 0,
             dst: buffer.buffer.clone(),
             offset,
             len,
         });
         Ok(())
+    }
+
+    fn write_buffer_direct(
+        &self,
+        adapter: usize,
+        buffer: &GpuBuffer,
+        spans: &[HostSpan],
+    ) -> Result<bool> {
+        let gpu = self.gpu(adapter)?;
+        let Some(pieces) = gpu
+            .import
+            .as_ref()
+            .and_then(|i| i.pieces(&gpu.device, spans))
+        else {
+            return Ok(false);
+        };
+        // The GPU reads the guest's pages when the next submission runs,
+        // not now: §2.6's coherency rules leave them alone until then.
+        lock(&gpu.uploads).extend(pieces.into_iter().map(|p| Upload {
+            src: UploadSource::GuestRam(p.chunk),
+            src_offset: p.chunk_offset,
+            dst: buffer.buffer.clone(),
+            offset: p.offset,
+            len: p.len,
+        }));
+        Ok(true)
+    }
+
+    fn read_buffer_direct(
+        &self,
+        adapter: usize,
+        buffer: &GpuBuffer,
+        spans: &[HostSpan],
+    ) -> Result<bool> {
+        let gpu = self.gpu(adapter)?;
+        let Some(pieces) = gpu
+            .import
+            .as_ref()
+            .and_then(|i| i.pieces(&gpu.device, spans))
+        else {
+            return Ok(false);
+        };
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        let staged = gpu.record_uploads(&mut enc);
+        for p in &pieces {
+            enc.copy_buffer_to_buffer(&buffer.buffer, p.offset, &p.chunk, p.chunk_offset, p.len);
+        }
+        let index = gpu.queue.submit([enc.finish()]);
+        gpu.recycle(staged);
+        gpu.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(unavailable)?;
+        Ok(true)
     }
 
     fn read_buffer(
@@ -722,9 +855,28 @@ impl WgpuBackend {
     /// Every Vulkan adapter of the host; [`BackendError::Unavailable`] if
     /// there is none.
     pub fn new() -> Result<Self> {
+        let off = std::env::var(HOST_IMPORT_ENV).is_ok_and(|v| v.trim() == "0");
+        Self::with_host_import(!off)
+    }
+
+    /// As [`WgpuBackend::new`], choosing whether transfers may use guest RAM
+    /// imported as GPU memory (`true`: where the driver can) or always go
+    /// through staging buffers (`false`), whatever the environment says.
+    pub fn with_host_import(host_import: bool) -> Result<Self> {
         Ok(WgpuBackend {
-            core: Core::new(WgpuEngine::new()?),
+            core: Core::new(WgpuEngine::new(host_import)?),
         })
+    }
+
+    /// Bytes of guest RAM imported as GPU memory so far, all adapters.
+    pub fn guest_ram_imported(&self) -> u64 {
+        let engine = self.core.engine();
+        engine
+            .gpus
+            .iter()
+            .filter_map(|g| g.get()?.as_ref().ok()?.import.as_ref())
+            .map(HostImport::imported_bytes)
+            .sum()
     }
 }
 

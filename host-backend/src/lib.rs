@@ -17,6 +17,7 @@ mod core;
 mod engine;
 mod error;
 mod gpu;
+mod import;
 mod memory;
 mod report;
 mod shader;
@@ -26,7 +27,10 @@ pub use self::core::MAX_FENCES_PER_CALL;
 pub use backend::*;
 pub use error::{BackendError, ObjectKind, Result};
 pub use gpu::{host_adapters, WgpuBackend, MEMORY_BUDGET_ENV};
-pub use memory::{GuestRanges, HostVisibleMemory, VecMemory, GUEST_PAGE_SIZE};
+pub use import::HOST_IMPORT_ENV;
+pub use memory::{
+    GuestRanges, HostRegion, HostSpan, HostVisibleMemory, VecMemory, GUEST_PAGE_SIZE,
+};
 pub use report::{adapter_report, adapters_json, adapters_table, AdapterReport};
 pub use soft::SoftBackend;
 

@@ -6,9 +6,13 @@
 //! `GuestMemory` (vm-memory) and the guest-physical page list the guest sent
 //! with SETEXISTINGSYSMEMPAGES; tests use [`VecMemory`].
 
-use std::sync::Mutex;
+use std::any::Any;
+use std::sync::{Arc, Mutex};
 
-use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
+use vm_memory::{
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryBackend, GuestMemoryRegion,
+    MemoryRegionAddress,
+};
 
 use crate::error::{BackendError, Result};
 
@@ -35,6 +39,50 @@ pub trait HostVisibleMemory: Send + Sync {
 
     /// Copies `data` to `offset`.
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()>;
+
+    /// Where `[offset, offset + len)` lies in host mappings, for an engine
+    /// that lets the GPU copy to and from it without the CPU touching the
+    /// bytes. `None` (the default) when the memory is not mapped memory the
+    /// engine may hand to the GPU, or when the range is not all backed.
+    fn host_spans(&self, offset: u64, len: u64) -> Option<Vec<HostSpan>> {
+        let _ = (offset, len);
+        None
+    }
+}
+
+/// One host mapping (a guest RAM region): its address, its length and what
+/// keeps it mapped.
+#[derive(Clone)]
+pub struct HostRegion {
+    /// Host virtual address of the region's first byte.
+    pub base: usize,
+    /// Bytes mapped from `base`.
+    pub len: u64,
+    /// Holds the mapping: whoever keeps a GPU import of it keeps this, so
+    /// the region cannot be unmapped while the GPU may still reach it.
+    pub keep: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for HostRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostRegion")
+            .field("base", &format_args!("{:#x}", self.base))
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A piece of an object's bytes that lies in one host mapping.
+#[derive(Clone, Debug)]
+pub struct HostSpan {
+    /// Offset of the piece within the object.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+    /// The mapping it lies in.
+    pub region: HostRegion,
+    /// Its offset within `region`; `region_offset + len <= region.len`.
+    pub region_offset: u64,
 }
 
 fn check(offset: u64, len: usize, total: u64) -> Result<()> {
@@ -201,6 +249,7 @@ impl GuestAddressExt for GuestAddress {
 impl<AS> HostVisibleMemory for GuestRanges<AS>
 where
     AS: GuestAddressSpace + Send + Sync,
+    AS::T: Send + Sync + 'static,
 {
     fn len(&self) -> u64 {
         self.len
@@ -227,6 +276,45 @@ where
                 })
         })
     }
+
+    fn host_spans(&self, offset: u64, len: u64) -> Option<Vec<HostSpan>> {
+        let len = usize::try_from(len).ok()?;
+        let mem = self.mem.memory();
+        // One holder for every span: the snapshot keeps all its regions.
+        let keep: Arc<dyn Any + Send + Sync> = Arc::new(mem.clone());
+        // Behind an IOMMU the guest's addresses are not physical: no spans.
+        let phys = mem.physical_memory()?;
+        let mut spans: Vec<HostSpan> = Vec::new();
+        let walked = self.walk(offset, len, |gpa, at, n| {
+            let (region, addr) = phys.to_region_addr(gpa).ok_or(BackendError::Memory {
+                offset: offset + at as u64,
+                message: "not guest RAM".into(),
+            })?;
+            // Bounds-checked by vm-memory: the piece must lie in the region.
+            let end = addr.0.checked_add(n as u64).filter(|&e| e <= region.len());
+            let base = region.get_host_address(MemoryRegionAddress(0));
+            match (end, base) {
+                (Some(_), Ok(base)) => {
+                    spans.push(HostSpan {
+                        offset: offset + at as u64,
+                        len: n as u64,
+                        region: HostRegion {
+                            base: base as usize,
+                            len: region.len(),
+                            keep: keep.clone(),
+                        },
+                        region_offset: addr.0,
+                    });
+                    Ok(())
+                }
+                _ => Err(BackendError::Memory {
+                    offset: offset + at as u64,
+                    message: "range crosses a guest RAM region".into(),
+                }),
+            }
+        });
+        walked.ok().map(|()| spans)
+    }
 }
 
 #[cfg(test)]
@@ -234,14 +322,17 @@ mod tests {
     use super::*;
     use vm_memory::GuestMemoryMmap;
 
-    fn guest() -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 * GUEST_PAGE_SIZE as usize)]).unwrap()
+    fn guest() -> Arc<GuestMemoryMmap> {
+        Arc::new(
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 * GUEST_PAGE_SIZE as usize)])
+                .unwrap(),
+        )
     }
 
     #[test]
     fn scattered_pages_read_back_in_list_order() {
         let g = guest();
-        let r = GuestRanges::from_pfns(&g, &[3, 1, 2]).unwrap();
+        let r = GuestRanges::from_pfns(g.clone(), &[3, 1, 2]).unwrap();
         assert_eq!(r.len(), 3 * GUEST_PAGE_SIZE);
         let data: Vec<u8> = (0..r.len()).map(|i| (i / 7) as u8).collect();
         r.write_at(0, &data).unwrap();
@@ -258,26 +349,53 @@ mod tests {
     #[test]
     fn contiguous_frames_merge() {
         let g = guest();
-        let r = GuestRanges::from_pfns(&g, &[4, 5, 6, 9]).unwrap();
+        let r = GuestRanges::from_pfns(g.clone(), &[4, 5, 6, 9]).unwrap();
         assert_eq!(r.ranges.len(), 2);
     }
 
     #[test]
     fn out_of_range_and_unbacked_are_errors() {
         let g = guest();
-        let r = GuestRanges::from_pfns(&g, &[1]).unwrap();
+        let r = GuestRanges::from_pfns(g.clone(), &[1]).unwrap();
         let mut b = [0u8; 8];
         assert!(matches!(
             r.read_at(4093, &mut b),
             Err(BackendError::OutOfRange { .. })
         ));
         assert!(r.read_at(u64::MAX, &mut b).is_err());
-        let far = GuestRanges::from_pfns(&g, &[1 << 30]).unwrap();
+        let far = GuestRanges::from_pfns(g.clone(), &[1 << 30]).unwrap();
         assert!(matches!(
             far.write_at(0, &b),
             Err(BackendError::Memory { .. })
         ));
-        assert!(GuestRanges::from_pfns(&g, &[u64::MAX]).is_err());
+        assert!(GuestRanges::from_pfns(g.clone(), &[u64::MAX]).is_err());
+    }
+
+    #[test]
+    fn host_spans_follow_the_page_list() {
+        let g = guest();
+        let r = GuestRanges::from_pfns(g.clone(), &[4, 5, 2]).unwrap();
+        let spans = r.host_spans(0, r.len()).unwrap();
+        let got: Vec<(u64, u64, u64)> = spans
+            .iter()
+            .map(|s| (s.offset, s.len, s.region_offset))
+            .collect();
+        assert_eq!(got, [(0, 8192, 4 * 4096), (8192, 4096, 2 * 4096)]);
+        // The region's host address reaches the same bytes as vm-memory.
+        g.write_slice(&[0xab; 4], GuestAddress(2 * 4096 + 12))
+            .unwrap();
+        let mut b = [0u8; 4];
+        r.read_at(8192 + 12, &mut b).unwrap();
+        assert_eq!(b, [0xab; 4]);
+        let region = &spans[1].region;
+        assert_eq!(region.len, 16 * GUEST_PAGE_SIZE);
+        // A piece from the middle, and nothing for what is not all RAM.
+        let mid = r.host_spans(4000, 200).unwrap();
+        assert_eq!(mid[0].region_offset, 4 * 4096 + 4000);
+        assert!(r.host_spans(0, r.len() + 1).is_none());
+        let far = GuestRanges::from_pfns(g.clone(), &[1 << 30]).unwrap();
+        assert!(far.host_spans(0, 4096).is_none());
+        assert!(VecMemory::new(16).host_spans(0, 16).is_none());
     }
 
     #[test]

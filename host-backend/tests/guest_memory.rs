@@ -173,6 +173,28 @@ fn gpu_guest_pages_and_events() {
     }
 }
 
+/// The same through both transfer paths: guest RAM imported as GPU memory
+/// (lavapipe has VK_EXT_external_memory_host, so there it must be used) and
+/// staging buffers.
+#[test]
+fn gpu_guest_pages_imported_and_staged() {
+    if new_gpu().is_none() {
+        return;
+    }
+    let imported = WgpuBackend::with_host_import(true).unwrap();
+    guest_pages(&imported);
+    let software = imported.adapters().first().is_some_and(|a| a.software);
+    if software {
+        assert!(
+            imported.guest_ram_imported() > 0,
+            "lavapipe transfers did not use imported guest RAM"
+        );
+    }
+    let staged = WgpuBackend::with_host_import(false).unwrap();
+    guest_pages(&staged);
+    assert_eq!(staged.guest_ram_imported(), 0);
+}
+
 /// A registered wait that names a fence which is then destroyed is dropped
 /// unreported: the caller that destroyed the fence ends it (device-dxg
 /// sends the guest its event), and the backend keeps nothing for it.
