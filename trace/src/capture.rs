@@ -14,16 +14,29 @@
 //!   every allocation the stream names that is due or still locked (every
 //!   due or locked one when the stream does not decode).
 //! - LOCK2 (after a successful reply): captures the allocation's pages as a
-//!   result: what the GPU computed, for a replay to compare.
+//!   result: what the GPU computed, for a replay to compare; but only if a
+//!   submit could have written the allocation since the trace last said
+//!   what it holds. A submit could write what its stream names as COPY,
+//!   FILL or TIMESTAMP destinations and every dispatch binding (the
+//!   backend takes writability from the shader, not the binding's
+//!   READ_ONLY flag), resolved to allocations through the process's
+//!   MAPGPUVIRTUALADDRESS replies; a stream or range that does not resolve
+//!   counts as writing every allocation of the process. A process that
+//!   has made the GPU wait (FENCE_WAIT, WAITFORSYNCOBJECTFROMGPU) may have
+//!   work queued that writes later than its submit, so its written
+//!   allocations stay written. A result skipped means "unchanged"; a
+//!   replay checks that its own LOCK2 left those pages as they were.
 //!
 //! [`Capture`] only decides which page frames to copy, and when; the copying
 //! is [`Shadow::pages`]: per 4 KiB page, diffed against a shadow copy of what
 //! the trace last said the page holds (zeros at first, as in a replay's
-//! fresh guest memory), so unchanged pages cost no trace space. The recorder
-//! runs it on the device thread or on its writer thread (see
-//! [`crate::recorder`]).
+//! fresh guest memory), so unchanged pages cost no trace space. Large
+//! results go through [`Shadow::digests`] instead: the changed pages are
+//! recorded as digests ([`crate::digest`]), and the shadow keeps each
+//! page's hash rather than its bytes. The recorder runs both on the device
+//! thread or on its writer thread (see [`crate::recorder`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use dxvmm_protocol::cmdstream::{Command, CommandStream};
 use dxvmm_protocol::frame::{Frame, FrameKind};
@@ -36,6 +49,7 @@ use dxvmm_protocol::NtStatus;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::FromBytes;
 
+use crate::digest::{page_hash, zero_page_hash, Combiner};
 use crate::format::MAX_MEMORY_CHUNK;
 
 const PAGE: u64 = 4096;
@@ -46,6 +60,22 @@ struct Alloc {
     /// The backend will upload the pages at the next use.
     due: bool,
     locked: bool,
+    /// A submit may have written the allocation, or its pages are new,
+    /// since the trace last captured its result: the next LOCK2 result is
+    /// captured. Set with the pages (SETEXISTINGSYSMEMPAGES).
+    written: bool,
+    /// A TIMESTAMP command wrote into it: its results are captured as
+    /// bytes, never as a digest (a replay skips the timestamps' bytes,
+    /// which it cannot do inside a digest).
+    timestamps: bool,
+}
+
+/// The pages of a LOCK2 result to capture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultPages {
+    pub pfns: Vec<u64>,
+    /// Whether a TIMESTAMP command may have written the allocation.
+    pub timestamps: bool,
 }
 
 struct VaMap {
@@ -74,12 +104,24 @@ pub struct Capture {
     allocs: HashMap<(u32, u32), Alloc>,
     vas: HashMap<u32, Vec<VaMap>>,
     pending: Option<Pending>,
+    /// Processes that have made the GPU wait (their work may run after
+    /// a later LOCK2).
+    gpu_waits: HashSet<u32>,
+    /// LOCK2 results not captured: no submit could have written them.
+    pub skipped: u64,
+}
+
+/// What the trace says a captured page holds.
+enum Known {
+    Bytes(Box<[u8]>),
+    /// Known by its hash only: the page was last recorded in a digest.
+    Hash(u128),
 }
 
 /// What the trace says each captured page holds.
 #[derive(Default)]
 pub struct Shadow {
-    pages: HashMap<u64, Box<[u8]>>,
+    pages: HashMap<u64, Known>,
 }
 
 /// Whether a request frame lets the guest change, or reuse, pages captured
@@ -128,6 +170,7 @@ fn interesting(frame: &[u8]) -> bool {
                 | vgpu::DXGK_VMBCOMMAND_DESTROYALLOCATION
                 | vgpu::DXGK_VMBCOMMAND_MAPGPUVIRTUALADDRESS
                 | vgpu::DXGK_VMBCOMMAND_FREEGPUVIRTUALADDRESS
+                | vgpu::DXGK_VMBCOMMAND_WAITFORSYNCOBJECTFROMGPU
         ),
         DXGKVMB_VM_TO_HOST => command == global::DXGK_VMBCOMMAND_DESTROYPROCESS,
         _ => false,
@@ -170,6 +213,7 @@ impl Capture {
                 }
                 a.pfns[start..end].copy_from_slice(&pfns);
                 a.due = true;
+                a.written = true;
             }
             Request::Unlock2(cmd) => {
                 let key = (process, cmd.args.allocation.0);
@@ -235,21 +279,25 @@ impl Capture {
                     });
                 }
             }
+            Request::WaitForSyncObjectFromGpu { .. } => {
+                self.gpu_waits.insert(process);
+            }
             Request::DestroyProcess(_) => {
                 self.allocs.retain(|(p, _), _| *p != process);
                 self.vas.remove(&process);
+                self.gpu_waits.remove(&process);
             }
             _ => {}
         }
     }
 
     /// Follows the reply to the request last given to `before_request`;
-    /// appends the page frames the backend wrote to `out`.
+    /// appends the page frames the backend may have written to `out`.
     pub fn after_reply(
         &mut self,
         frame: &[u8],
         mem: Option<&GuestMemoryMmap>,
-        out: &mut Vec<Vec<u64>>,
+        out: &mut Vec<ResultPages>,
     ) {
         let Some(pending) = self.pending.take() else {
             return;
@@ -292,10 +340,67 @@ impl Capture {
                 }
                 if let (Some(a), Some(_)) = (self.allocs.get_mut(&(process, allocation)), mem) {
                     a.locked = true;
-                    out.push(a.pfns.clone());
+                    if a.written {
+                        out.push(ResultPages {
+                            pfns: a.pfns.clone(),
+                            timestamps: a.timestamps,
+                        });
+                        // Work queued behind a GPU wait may still write it.
+                        if !self.gpu_waits.contains(&process) {
+                            a.written = false;
+                        }
+                    } else {
+                        self.skipped += 1;
+                    }
                 }
             }
         }
+    }
+
+    /// The page frames of `process`'s `allocation`, as the frames followed
+    /// so far gave them (`u64::MAX` where none was given).
+    pub fn allocation_pages(&self, process: u32, allocation: u32) -> Option<&[u64]> {
+        self.allocs
+            .get(&(process, allocation))
+            .map(|a| a.pfns.as_slice())
+    }
+
+    /// Whether the next LOCK2 result of `process`'s `allocation` would be
+    /// captured (for tests and counters).
+    pub fn is_written(&self, process: u32, allocation: u32) -> Option<bool> {
+        self.allocs.get(&(process, allocation)).map(|a| a.written)
+    }
+
+    /// Marks what `[va, va + len)` of `process` resolves to as written; a
+    /// range no single mapping holds (the backend refuses those, or the
+    /// mappings followed here are not the backend's) marks every
+    /// allocation of the process.
+    fn mark_written(&mut self, process: u32, va: u64, len: u64, timestamp: bool) {
+        let end = va.saturating_add(len);
+        let maps = self.vas.get(&process).map(Vec::as_slice).unwrap_or(&[]);
+        let held = maps
+            .iter()
+            .any(|m| va >= m.va && end <= m.va.saturating_add(m.size));
+        // Every mapping the range touches: a stale one costs a capture.
+        let hit: Option<Vec<u32>> = held.then(|| {
+            maps.iter()
+                .filter(|m| va < m.va.saturating_add(m.size) && end > m.va)
+                .map(|m| m.allocation)
+                .collect()
+        });
+        for ((p, h), a) in self.allocs.iter_mut() {
+            if *p == process && hit.as_ref().is_none_or(|hit| hit.contains(h)) {
+                a.written = true;
+                a.timestamps |= timestamp;
+            }
+        }
+    }
+
+    /// A submit whose stream could not be read or decoded: the backend
+    /// refuses it, but this cannot tell what it would have done.
+    fn unknown_stream(&mut self, process: u32) {
+        self.mark_written(process, 0, u64::MAX, true);
+        self.gpu_waits.insert(process);
     }
 
     /// The guest-physical (address, length) pieces of `[va, va + len)` in
@@ -334,6 +439,8 @@ impl Capture {
         let Some(mem) = mem else { return };
         // The command stream: its pages, and the allocations it names.
         let mut touched: Option<Vec<u32>> = None;
+        // What it may write: (va, length, a timestamp).
+        let mut writes: Option<Vec<(u64, u64, bool)>> = None;
         if let Some(ranges) = self.guest_ranges(process, va, len) {
             let mut stream = Vec::with_capacity(len as usize);
             let mut pfns = Vec::new();
@@ -351,18 +458,37 @@ impl Capture {
             out.push(pfns);
             if let Ok(s) = CommandStream::decode(&stream) {
                 let mut vas: Vec<u64> = Vec::new();
+                let mut w = Vec::new();
                 for c in &s.commands {
                     match c {
-                        Command::Copy { src_va, dst_va, .. } => vas.extend([*src_va, *dst_va]),
-                        Command::Fill { dst_va, .. } | Command::Timestamp { dst_va } => {
-                            vas.push(*dst_va)
+                        Command::Copy {
+                            src_va,
+                            dst_va,
+                            size,
+                        } => {
+                            vas.extend([*src_va, *dst_va]);
+                            w.push((*dst_va, *size, false));
+                        }
+                        Command::Fill { dst_va, size, .. } => {
+                            vas.push(*dst_va);
+                            w.push((*dst_va, *size, false));
+                        }
+                        Command::Timestamp { dst_va } => {
+                            vas.push(*dst_va);
+                            w.push((*dst_va, 8, true));
                         }
                         Command::Dispatch { bindings, .. } => {
-                            vas.extend(bindings.iter().map(|b| b.va))
+                            vas.extend(bindings.iter().map(|b| b.va));
+                            // Read-only or not, as the shader says.
+                            w.extend(bindings.iter().map(|b| (b.va, b.size, false)));
                         }
-                        Command::FenceSignal { .. } | Command::FenceWait { .. } => {}
+                        Command::FenceWait { .. } => {
+                            self.gpu_waits.insert(process);
+                        }
+                        Command::FenceSignal { .. } => {}
                     }
                 }
+                writes = Some(w);
                 let maps = self.vas.get(&process);
                 touched = Some(
                     vas.iter()
@@ -388,6 +514,14 @@ impl Capture {
             }
         }
         out.push(due);
+        match writes {
+            Some(w) => {
+                for (va, len, timestamp) in w {
+                    self.mark_written(process, va, len, timestamp);
+                }
+            }
+            None => self.unknown_stream(process),
+        }
     }
 }
 
@@ -428,16 +562,71 @@ impl Shadow {
                 continue;
             }
             match self.pages.get_mut(&pfn) {
-                Some(s) if **s == *page => bytes.truncate(at),
-                Some(s) => s.copy_from_slice(page),
+                Some(Known::Bytes(s)) if **s == *page => bytes.truncate(at),
+                Some(Known::Bytes(s)) => s.copy_from_slice(page),
+                Some(Known::Hash(h)) if *h == page_hash(page) => bytes.truncate(at),
+                Some(k) => *k = Known::Bytes(Box::from(&*page)),
                 None if *page == ZERO => bytes.truncate(at),
                 None => {
-                    self.pages.insert(pfn, Box::from(&*page));
+                    self.pages.insert(pfn, Known::Bytes(Box::from(&*page)));
                 }
             }
         }
         if let Some(r) = run.filter(|(_, b)| !b.is_empty()) {
             out.push(r);
         }
+    }
+
+    /// As [`Shadow::pages`], for a result recorded by digest: the pages
+    /// `pfns` that differ from the shadow, in runs of physically contiguous
+    /// pages, each run as (guest address, length, digest). Each page is
+    /// read into one small buffer and hashed there; the shadow keeps the
+    /// hash. No page bytes are kept or written.
+    pub fn digests(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        pfns: &[u64],
+        out: &mut Vec<(u64, u64, u128)>,
+    ) {
+        const LEN: usize = PAGE as usize;
+        let mut page = vec![0u8; LEN];
+        let mut run: Option<(u64, u64)> = None;
+        let mut hashes = Combiner::default();
+        let mut flush = |run: &mut Option<(u64, u64)>, hashes: &mut Combiner| {
+            if let Some((gpa, len)) = run.take() {
+                out.push((gpa, len, hashes.finish()));
+            }
+        };
+        for &pfn in pfns {
+            let Some(gpa) = pfn.checked_mul(PAGE) else {
+                continue;
+            };
+            if mem.read_slice(&mut page, GuestAddress(gpa)).is_err() {
+                flush(&mut run, &mut hashes);
+                continue;
+            }
+            let h = page_hash(&page);
+            let unchanged = match self.pages.get(&pfn) {
+                Some(Known::Hash(k)) => *k == h,
+                Some(Known::Bytes(b)) => **b == *page,
+                None => h == zero_page_hash(),
+            };
+            if unchanged {
+                flush(&mut run, &mut hashes);
+                continue;
+            }
+            self.pages.insert(pfn, Known::Hash(h));
+            match &mut run {
+                Some((start, len)) if *start + *len == gpa && *len < MAX_MEMORY_CHUNK as u64 => {
+                    *len += PAGE;
+                }
+                _ => {
+                    flush(&mut run, &mut hashes);
+                    run = Some((gpa, PAGE));
+                }
+            }
+            hashes.push(h);
+        }
+        flush(&mut run, &mut hashes);
     }
 }

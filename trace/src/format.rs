@@ -1,4 +1,5 @@
-//! The trace file format, version 1 (docs/trace.md is its specification).
+//! The trace file format, version 2 (docs/trace.md is its specification;
+//! version 1 lacks the result digest, and is still read).
 //!
 //! ```text
 //! file    = preamble header-body record*
@@ -15,8 +16,10 @@ use crate::error::TraceError;
 
 /// The first eight bytes of every trace.
 pub const MAGIC: [u8; 8] = *b"DXVTRACE";
-/// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this build writes, and the newest it reads.
+pub const VERSION: u16 = 2;
+/// The first version with result digests ([`Record::Digest`]).
+pub const DIGEST_VERSION: u16 = 2;
 /// Bytes before the header body.
 pub const PREAMBLE_SIZE: usize = 16;
 /// Largest header body a reader accepts.
@@ -47,6 +50,13 @@ pub enum MemoryPurpose {
     /// request (LOCK2's results): a replay compares.
     Result = 1,
 }
+
+/// The purpose byte of a memory record that holds a result's digest
+/// ([`Record::Digest`]) instead of its bytes.
+pub const PURPOSE_RESULT_DIGEST: u8 = 2;
+
+/// Largest range one digest record covers: a replay hashes it at once.
+pub const MAX_DIGEST_LEN: u64 = 1 << 30;
 
 /// A host adapter the recorded guest saw.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -100,6 +110,15 @@ pub enum Record {
         gpa: u64,
         bytes: Vec<u8>,
     },
+    /// A result (as [`MemoryPurpose::Result`]) recorded as the digest of
+    /// `len` bytes at `gpa` ([`crate::digest`]): whole pages, `gpa` page
+    /// aligned. A memory record of purpose [`PURPOSE_RESULT_DIGEST`].
+    Digest {
+        t: u64,
+        gpa: u64,
+        len: u64,
+        digest: u128,
+    },
     /// The guest's physical memory map: (start, length) pairs.
     Layout {
         t: u64,
@@ -120,6 +139,7 @@ impl Record {
             | Record::Reply { t, .. }
             | Record::Event { t, .. }
             | Record::Memory { t, .. }
+            | Record::Digest { t, .. }
             | Record::Layout { t, .. }
             | Record::End { t, .. } => *t,
         }
@@ -130,7 +150,7 @@ impl Record {
             Record::Request { .. } => kind::REQUEST,
             Record::Reply { .. } => kind::REPLY,
             Record::Event { .. } => kind::EVENT,
-            Record::Memory { .. } => kind::MEMORY,
+            Record::Memory { .. } | Record::Digest { .. } => kind::MEMORY,
             Record::Layout { .. } => kind::LAYOUT,
             Record::End { .. } => kind::END,
         }
@@ -153,7 +173,7 @@ impl Record {
             | Record::Reply { frame, .. }
             | Record::Event { frame, .. } => frame,
             Record::Memory { bytes, .. } => bytes,
-            Record::Layout { .. } | Record::End { .. } => Vec::new(),
+            Record::Digest { .. } | Record::Layout { .. } | Record::End { .. } => Vec::new(),
         };
         (head, tail)
     }
@@ -179,6 +199,15 @@ impl Record {
                 put_varint(&mut body, *gpa);
                 bytes
             }
+            Record::Digest {
+                gpa, len, digest, ..
+            } => {
+                body.push(PURPOSE_RESULT_DIGEST);
+                put_varint(&mut body, *gpa);
+                put_varint(&mut body, *len);
+                body.extend_from_slice(&digest.to_le_bytes());
+                &[]
+            }
             Record::Layout { regions, .. } => {
                 put_varint(&mut body, regions.len() as u64);
                 for (start, len) in regions {
@@ -198,9 +227,15 @@ impl Record {
         (head, tail)
     }
 
-    /// Decodes one record body (after its length); `offset` is where the
-    /// record starts in the file, for error messages.
+    /// Decodes one record body (after its length) of a trace of this
+    /// build's version; `offset` is where the record starts in the file,
+    /// for error messages.
     pub fn decode(body: &[u8], offset: u64) -> Result<Record, TraceError> {
+        Record::decode_version(body, offset, VERSION)
+    }
+
+    /// Decodes one record body of a trace of format `version`.
+    pub fn decode_version(body: &[u8], offset: u64, version: u16) -> Result<Record, TraceError> {
         let corrupt = |why: String| TraceError::Corrupt { offset, why };
         let mut c = Cursor { b: body, at: 0 };
         let k = c.u8().ok_or_else(|| corrupt("empty record".into()))?;
@@ -226,6 +261,9 @@ impl Record {
                 let purpose = match c.u8() {
                     Some(0) => MemoryPurpose::Input,
                     Some(1) => MemoryPurpose::Result,
+                    Some(PURPOSE_RESULT_DIGEST) if version >= DIGEST_VERSION => {
+                        return Record::decode_digest(&mut c, t, offset);
+                    }
                     p => return Err(corrupt(format!("unknown memory purpose {p:?}"))),
                 };
                 let gpa = c
@@ -271,6 +309,43 @@ impl Record {
             k => return Err(corrupt(format!("unknown record kind {k}"))),
         };
         Ok(rec)
+    }
+}
+
+impl Record {
+    /// The rest of a result digest record.
+    fn decode_digest(c: &mut Cursor<'_>, t: u64, offset: u64) -> Result<Record, TraceError> {
+        let corrupt = |why: String| TraceError::Corrupt { offset, why };
+        let gpa = c
+            .varint()
+            .ok_or_else(|| corrupt("bad guest address".into()))?;
+        let len = c
+            .varint()
+            .ok_or_else(|| corrupt("bad digest length".into()))?;
+        let page = crate::digest::PAGE as u64;
+        if !gpa.is_multiple_of(page) || !len.is_multiple_of(page) || len == 0 {
+            return Err(corrupt(format!(
+                "a digest of {len:#x} bytes at {gpa:#x}: not whole pages"
+            )));
+        }
+        if len > MAX_DIGEST_LEN || gpa.checked_add(len).is_none() {
+            return Err(corrupt(format!(
+                "a digest of {len:#x} bytes at {gpa:#x}: too large"
+            )));
+        }
+        let digest = c
+            .take(16)
+            .and_then(|b| b.try_into().ok())
+            .map(u128::from_le_bytes)
+            .ok_or_else(|| corrupt("a digest cut short".into()))?;
+        c.finish()
+            .ok_or_else(|| corrupt("bytes after the digest".into()))?;
+        Ok(Record::Digest {
+            t,
+            gpa,
+            len,
+            digest,
+        })
     }
 }
 
@@ -385,8 +460,9 @@ impl TraceHeader {
         out
     }
 
-    /// Checks a preamble: returns the header body's length.
-    pub fn check_preamble(p: &[u8; PREAMBLE_SIZE]) -> Result<u32, TraceError> {
+    /// Checks a preamble: returns the header body's length and the format
+    /// version.
+    pub fn check_preamble(p: &[u8; PREAMBLE_SIZE]) -> Result<(u32, u16), TraceError> {
         if p[..8] != MAGIC {
             return Err(TraceError::BadMagic);
         }
@@ -417,11 +493,11 @@ impl TraceHeader {
                 why: format!("header of {len} bytes"),
             });
         }
-        Ok(len)
+        Ok((len, version))
     }
 
     /// Decodes a header body. Bytes after the known fields are allowed (a
-    /// later version 1 writer may add fields at the end).
+    /// later writer of the same version may add fields at the end).
     pub fn decode(body: &[u8]) -> Result<TraceHeader, TraceError> {
         let bad = || TraceError::Corrupt {
             offset: PREAMBLE_SIZE as u64,
@@ -502,6 +578,12 @@ mod tests {
                 t: 0,
                 regions: vec![(0, 1 << 29), (1 << 32, 4096)],
             },
+            Record::Digest {
+                t: 10,
+                gpa: 0x20_0000,
+                len: 256 << 12,
+                digest: 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+            },
             Record::End { t: 9, records: 5 },
         ];
         for r in records {
@@ -531,13 +613,20 @@ mod tests {
         };
         let b = h.encode();
         let p: [u8; PREAMBLE_SIZE] = b[..PREAMBLE_SIZE].try_into().unwrap();
-        let n = TraceHeader::check_preamble(&p).unwrap() as usize;
-        assert_eq!(TraceHeader::decode(&b[PREAMBLE_SIZE..][..n]).unwrap(), h);
+        let (n, version) = TraceHeader::check_preamble(&p).unwrap();
+        assert_eq!(version, VERSION);
+        assert_eq!(
+            TraceHeader::decode(&b[PREAMBLE_SIZE..][..n as usize]).unwrap(),
+            h
+        );
+        let mut older = p;
+        older[8] = 1;
+        assert_eq!(TraceHeader::check_preamble(&older).unwrap(), (n, 1));
         let mut newer = p;
-        newer[8] = 2;
+        newer[8] = 3;
         assert_eq!(
             TraceHeader::check_preamble(&newer).unwrap_err().to_string(),
-            "the trace is of format version 2; this dxvmm reads version 1 and older"
+            "the trace is of format version 3; this dxvmm reads version 2 and older"
         );
         let mut bad = p;
         bad[0] = b'X';
@@ -545,5 +634,51 @@ mod tests {
             TraceHeader::check_preamble(&bad),
             Err(TraceError::BadMagic)
         ));
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+
+    fn digest_body(gpa: u64, len: u64, tail: &[u8]) -> Vec<u8> {
+        let mut b = vec![kind::MEMORY, 0, PURPOSE_RESULT_DIGEST];
+        put_varint(&mut b, gpa);
+        put_varint(&mut b, len);
+        b.extend_from_slice(tail);
+        b
+    }
+
+    #[test]
+    fn digest_records_are_checked() {
+        let ok = digest_body(0x1000, 0x2000, &[7; 16]);
+        assert!(matches!(
+            Record::decode(&ok, 0),
+            Ok(Record::Digest {
+                gpa: 0x1000,
+                len: 0x2000,
+                ..
+            })
+        ));
+        // A version 1 trace has no digests.
+        let e = Record::decode_version(&ok, 0, 1).unwrap_err().to_string();
+        assert!(e.contains("unknown memory purpose"), "{e}");
+        for (body, why) in [
+            (digest_body(0x1001, 0x1000, &[0; 16]), "not whole pages"),
+            (digest_body(0x1000, 0x10, &[0; 16]), "not whole pages"),
+            (digest_body(0x1000, 0, &[0; 16]), "not whole pages"),
+            (digest_body(0x1000, 2 << 30, &[0; 16]), "too large"),
+            (digest_body(u64::MAX - 0xfff, 0x1000, &[0; 16]), "too large"),
+            (digest_body(0x1000, 0x1000, &[0; 15]), "cut short"),
+            (digest_body(0x1000, 0x1000, &[0; 17]), "bytes after"),
+            (
+                vec![kind::MEMORY, 0, PURPOSE_RESULT_DIGEST, 0x80],
+                "guest address",
+            ),
+        ] {
+            let e = Record::decode(&body, 9).unwrap_err();
+            assert!(matches!(e, TraceError::Corrupt { offset: 9, .. }), "{e}");
+            assert!(e.to_string().contains(why), "{e}: want {why}");
+        }
     }
 }

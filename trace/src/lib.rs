@@ -1,7 +1,8 @@
 //! Recording, inspecting, replaying and exporting the GPU-PV message stream
 //! of dxvmm's virtio-dxg device (docs/trace.md).
 //!
-//! - [`format`]: the versioned trace file format.
+//! - [`format`]: the versioned trace file format; [`digest`]: how it
+//!   records large results without their bytes.
 //! - [`Recorder`]: the device's frame observer behind `dxvmm run --trace`;
 //!   [`capture`] decides which guest memory goes into the trace.
 //! - [`reader`]: reading a trace back, every byte checked.
@@ -10,6 +11,7 @@
 //! - [`pcapng`]: `dxvmm trace export-pcapng`, for `wireshark/dxvmm.lua`.
 
 pub mod capture;
+pub mod digest;
 pub mod error;
 pub mod format;
 pub mod pcapng;
@@ -22,7 +24,7 @@ pub mod show;
 pub use error::{ReplayError, TraceError};
 pub use format::{Record, TraceHeader};
 pub use reader::{read_all, read_bytes, Located, TraceReader};
-pub use recorder::{Recorder, Summary};
+pub use recorder::{Options as RecordOptions, Recorder, Summary};
 
 /// The request frames of a trace, in order (for fuzzers and corpus tests).
 pub fn request_frames(records: &[Located]) -> Vec<&[u8]> {

@@ -8,13 +8,14 @@
 //! ```text
 //! 0  u8   pseudo-header version (1)
 //! 1  u8   record kind (1 request, 2 reply, 3 event, 4 memory)
-//! 2  u8   memory purpose (0 input, 1 result; else 0)
+//! 2  u8   memory purpose (0 input, 1 result, 2 result digest; else 0)
 //! 3  u8   reserved (0)
 //! 4  u32  process handle
 //! 8  u64  record index in the trace
 //! 16 u32  channel of the command (a reply: its request's)
 //! 20 u32  DXGK_VMBCOMMAND_* number (a reply: its request's)
-//! 24 ...  the frame (request, reply, event), or u64 guest address + bytes (memory)
+//! 24 ...  the frame (request, reply, event), or u64 guest address + bytes (memory),
+//!         or u64 guest address + u64 length + the 16-byte digest (result digest)
 //! ```
 //!
 //! All little endian. Timestamps are the recording's wall clock, in ns.
@@ -118,6 +119,20 @@ pub fn export(
                     let mut p = gpa.to_le_bytes().to_vec();
                     p.extend_from_slice(bytes);
                     (4, *purpose as u8, 0, (u32::MAX, u32::MAX), p)
+                }
+                Record::Digest {
+                    gpa, len, digest, ..
+                } => {
+                    let mut p = gpa.to_le_bytes().to_vec();
+                    p.extend_from_slice(&len.to_le_bytes());
+                    p.extend_from_slice(&digest.to_le_bytes());
+                    (
+                        4,
+                        crate::format::PURPOSE_RESULT_DIGEST,
+                        0,
+                        (u32::MAX, u32::MAX),
+                        p,
+                    )
                 }
                 Record::Layout { .. } | Record::End { .. } => continue,
             };

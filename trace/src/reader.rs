@@ -23,6 +23,8 @@ pub struct TraceReader<R: Read> {
     r: R,
     path: PathBuf,
     pub header: TraceHeader,
+    /// The file's format version (records are read as that version's).
+    pub version: u16,
     offset: u64,
     index: u64,
     ended: bool,
@@ -66,7 +68,7 @@ impl<R: Read> TraceReader<R> {
             }
             return Err(TraceError::BadMagic);
         }
-        let len = TraceHeader::check_preamble(&pre)?;
+        let (len, version) = TraceHeader::check_preamble(&pre)?;
         let mut body = vec![0u8; len as usize];
         let got = read_full(&mut r, &mut body).map_err(|e| TraceError::io(path, e))?;
         if got < body.len() {
@@ -80,6 +82,7 @@ impl<R: Read> TraceReader<R> {
             r,
             path: path.to_path_buf(),
             header,
+            version,
             offset: PREAMBLE_SIZE as u64 + u64::from(len),
             index: 0,
             ended: false,
@@ -136,7 +139,7 @@ impl<R: Read> TraceReader<R> {
                 what: "a record",
             });
         }
-        let record = Record::decode(&body, start)?;
+        let record = Record::decode_version(&body, start, self.version)?;
         self.offset = start + used as u64 + len;
         if let Record::End { records, .. } = record {
             if records != self.index {

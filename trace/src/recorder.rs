@@ -16,6 +16,11 @@
 //! flight (one order); a large LOCK2 result is split between the device
 //! thread and the writer (the shadow is in two halves, by 1 MiB stripes of
 //! guest memory), and its reply goes on once both are done.
+//!
+//! A LOCK2 result is captured only when a submit could have written the
+//! allocation since its last capture ([`crate::capture`]), and one of at
+//! least [`Options::digest_pages`] pages as digests, not bytes
+//! ([`crate::digest`]): its cost is then a hash of the pages.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -30,7 +35,7 @@ use dxvmm_host_backend::AdapterInfo;
 use dxvmm_protocol::frame::DXGV_FRAME_VERSION;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use crate::capture::{releases_pages, Capture, Shadow};
+use crate::capture::{releases_pages, Capture, ResultPages, Shadow};
 use crate::error::TraceError;
 use crate::format::{AdapterEntry, MemoryPurpose, Record, TraceHeader};
 
@@ -51,16 +56,33 @@ type Encoded = (Vec<u8>, Vec<u8>);
 /// no copy is in flight (handing them over would cost more).
 const INLINE_PAGES: usize = 16;
 
+/// How to record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// LOCK2 results of allocations of at least this many pages are
+    /// recorded as digests; `usize::MAX`: always as bytes.
+    pub digest_pages: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        // 64 KiB: small results (a few values a test checks) stay
+        // readable in `trace show --json`; bulk data costs a hash.
+        Options { digest_pages: 16 }
+    }
+}
+
 /// What the device thread hands the writer.
 enum Msg {
     Record(Encoded),
     /// Copy these pages (diffed against the shadow) into memory records,
-    /// then count the copy as done.
+    /// or digest records (`digest`), then count the copy as done.
     Capture {
         t: u64,
         purpose: MemoryPurpose,
         pfns: Vec<u64>,
         mem: GuestMemoryMmap,
+        digest: bool,
     },
     /// The end record: the writer knows how many records came before it.
     End {
@@ -84,18 +106,40 @@ fn half(pfn: u64) -> usize {
 }
 
 impl Shared {
-    /// Diffs the pages `pfns` of the shadow's halves `halves` into `runs`.
-    fn pages(
+    /// Diffs the pages `pfns` of the shadow's halves `halves` into encoded
+    /// memory records (or digest records, with `digest`) in `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
         &self,
         mem: &GuestMemoryMmap,
         pfns: &[u64],
         halves: &[usize],
-        runs: &mut Vec<(u64, Vec<u8>)>,
+        t: u64,
+        purpose: MemoryPurpose,
+        digest: bool,
+        out: &mut Vec<Encoded>,
     ) {
+        let mut runs = Vec::new();
+        let mut digests = Vec::new();
         for &h in halves {
             let mine: Vec<u64> = pfns.iter().copied().filter(|p| half(*p) == h).collect();
-            lock(&self.shadow[h]).pages(mem, &mine, runs);
+            let mut shadow = lock(&self.shadow[h]);
+            if digest {
+                shadow.digests(mem, &mine, &mut digests);
+            } else {
+                shadow.pages(mem, &mine, &mut runs);
+            }
         }
+        out.extend(runs.into_iter().map(|(gpa, b)| memory(t, purpose, gpa, b)));
+        out.extend(digests.into_iter().map(|(gpa, len, digest)| {
+            Record::Digest {
+                t,
+                gpa,
+                len,
+                digest,
+            }
+            .into_parts()
+        }));
     }
 }
 
@@ -172,6 +216,7 @@ impl State {
 
 /// Writes a trace of everything the device it observes sees.
 pub struct Recorder {
+    options: Options,
     start: Instant,
     path: PathBuf,
     state: Mutex<State>,
@@ -186,6 +231,9 @@ pub struct Summary {
     pub bytes: u64,
     /// Records the device thread had to wait to hand over.
     pub waits: u64,
+    /// LOCK2 results not captured: no submit could have written them
+    /// since their last capture.
+    pub results_skipped: u64,
 }
 
 /// The writer's file and what it wrote.
@@ -230,7 +278,7 @@ fn writer_thread(
         records: 0,
         failed: None,
     };
-    let mut runs = Vec::new();
+    let mut records = Vec::new();
     // Drain the channel even after a write error, so that the device thread
     // never waits on a writer that stopped.
     for msg in rx {
@@ -241,15 +289,16 @@ fn writer_thread(
                 purpose,
                 pfns,
                 mem,
+                digest,
             } => {
                 // A result's device thread does half 0 itself.
                 let halves: &[usize] = match purpose {
                     MemoryPurpose::Input => &[0, 1],
                     MemoryPurpose::Result => &[1],
                 };
-                shared.pages(&mem, &pfns, halves, &mut runs);
-                for (gpa, b) in runs.drain(..) {
-                    sink.write(memory(t, purpose, gpa, b));
+                shared.take(&mem, &pfns, halves, t, purpose, digest, &mut records);
+                for r in records.drain(..) {
+                    sink.write(r);
                 }
                 *lock(&shared.done) += 1;
                 shared.finished.notify_all();
@@ -283,6 +332,15 @@ fn memory(t: u64, purpose: MemoryPurpose, gpa: u64, bytes: Vec<u8>) -> Encoded {
 impl Recorder {
     /// Creates `path` (replacing it) and writes the header.
     pub fn create(path: &Path, header: &TraceHeader) -> Result<Arc<Recorder>, TraceError> {
+        Recorder::create_with(path, header, Options::default())
+    }
+
+    /// As [`Recorder::create`], with `options`.
+    pub fn create_with(
+        path: &Path,
+        header: &TraceHeader,
+        options: Options,
+    ) -> Result<Arc<Recorder>, TraceError> {
         let file = File::create(path).map_err(|e| TraceError::io(path, e))?;
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
         let head = header.encode();
@@ -295,6 +353,7 @@ impl Recorder {
             .spawn(move || writer_thread(rx, out, head.len() as u64, theirs))
             .map_err(|e| TraceError::io(path, e))?;
         Ok(Arc::new(Recorder {
+            options,
             start: Instant::now(),
             path: path.to_path_buf(),
             state: Mutex::new(State {
@@ -322,12 +381,12 @@ impl Recorder {
     /// Writes the end record, waits for the writer and closes the file.
     /// Frames observed afterwards are ignored.
     pub fn finish(&self) -> Result<Summary, TraceError> {
-        let waits = {
+        let (waits, results_skipped) = {
             let mut st = self.lock();
             let t = self.now();
             send(&mut st, Msg::End { t });
             st.tx = None;
-            st.waits
+            (st.waits, st.capture.skipped)
         };
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(handle) = handle else {
@@ -341,6 +400,7 @@ impl Recorder {
             records,
             bytes,
             waits,
+            results_skipped,
         })
     }
 }
@@ -371,10 +431,10 @@ fn emit(st: &mut State, rec: Record) {
 }
 
 impl Recorder {
-    /// Copies the pages `pfns` into memory records: on this thread when they
-    /// are few (or `purpose` is a result, which the guest may change as soon
-    /// as it has the reply), on the writer thread otherwise. Returns whether
-    /// the writer got them.
+    /// Copies the pages `pfns` into memory records (or digests them, with
+    /// `digest`): on this thread when they are few (or `purpose` is a
+    /// result, which the guest may change as soon as it has the reply), on
+    /// the writer thread otherwise. Returns whether the writer got them.
     fn capture(
         &self,
         st: &mut State,
@@ -382,6 +442,7 @@ impl Recorder {
         purpose: MemoryPurpose,
         pfns: Vec<u64>,
         mem: &GuestMemoryMmap,
+        digest: bool,
     ) -> bool {
         if pfns.is_empty() {
             return false;
@@ -398,6 +459,7 @@ impl Recorder {
                     purpose,
                     pfns,
                     mem,
+                    digest,
                 },
             ) {
                 st.queued -= 1;
@@ -406,9 +468,10 @@ impl Recorder {
         }
         // One order: what is in flight goes first.
         st.settle(&self.shared);
-        let mut runs = Vec::new();
+        let mut records = Vec::new();
         if few {
-            self.shared.pages(mem, &pfns, &[0, 1], &mut runs);
+            let sh = &self.shared;
+            sh.take(mem, &pfns, &[0, 1], t, purpose, digest, &mut records);
         } else {
             // The writer does half 1 meanwhile.
             st.queued += 1;
@@ -417,16 +480,18 @@ impl Recorder {
                 purpose,
                 pfns: pfns.clone(),
                 mem: mem.clone(),
+                digest,
             };
             if send(st, theirs) {
-                self.shared.pages(mem, &pfns, &[0], &mut runs);
+                let sh = &self.shared;
+                sh.take(mem, &pfns, &[0], t, purpose, digest, &mut records);
             } else {
                 st.queued -= 1;
             }
             st.settle(&self.shared);
         }
-        for (gpa, b) in runs {
-            send(st, Msg::Record(memory(t, purpose, gpa, b)));
+        for r in records {
+            send(st, Msg::Record(r));
         }
         false
     }
@@ -459,7 +524,8 @@ impl FrameObserver for Recorder {
                 let mut deferred = false;
                 if let Some(mem) = mem {
                     for pfns in inputs {
-                        deferred |= self.capture(&mut st, t, MemoryPurpose::Input, pfns, mem);
+                        deferred |=
+                            self.capture(&mut st, t, MemoryPurpose::Input, pfns, mem, false);
                     }
                 }
                 // UNLOCK2's pages are the guest's again only at its next
@@ -493,11 +559,13 @@ impl FrameObserver for Recorder {
                         frame: frame.to_vec(),
                     },
                 );
-                let mut results = Vec::new();
+                let mut results: Vec<ResultPages> = Vec::new();
                 st.capture.after_reply(frame, mem, &mut results);
                 if let Some(mem) = mem {
-                    for pfns in results {
-                        self.capture(&mut st, t, MemoryPurpose::Result, pfns, mem);
+                    for r in results {
+                        // Timestamps must stay bytes: a replay skips them.
+                        let digest = r.pfns.len() >= self.options.digest_pages && !r.timestamps;
+                        self.capture(&mut st, t, MemoryPurpose::Result, r.pfns, mem, digest);
                     }
                 }
             }

@@ -9,10 +9,13 @@
 //! status and status field, the shape of each handle (null or not, the same
 //! pairing every time), GPU virtual addresses and pipeline ids (command
 //! streams in guest memory name them), allocation sizes, and every byte of
-//! guest memory the backend wrote at LOCK2. Host-specific answers (adapter
-//! names, memory budgets, LUIDs) are not compared.
+//! guest memory the backend wrote at LOCK2: a recorded result by its bytes
+//! or its digest, and every other page of the locked allocation as
+//! unchanged (the recording left out what was as the trace already had
+//! it, and results no submit could have written). Host-specific answers
+//! (adapter names, memory budgets, LUIDs) are not compared.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -28,6 +31,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use dxvmm_protocol::cmdstream::{Command, CommandStream};
 
 use crate::capture::Capture;
+use crate::digest::{hex, page_hash, Combiner, PAGE};
 use crate::error::ReplayError;
 use crate::format::{MemoryPurpose, Record, TraceHeader};
 use crate::reader::Located;
@@ -62,6 +66,11 @@ pub struct Report {
     pub replies_compared: u64,
     pub memory_results_compared: u64,
     pub memory_bytes_compared: u64,
+    /// Of those, results recorded as digests.
+    pub result_digests_compared: u64,
+    /// Pages of locked allocations checked to be as the trace had them
+    /// after the replay's LOCK2 (results left out of the recording).
+    pub unchanged_pages_checked: u64,
     pub memory_bytes_written: u64,
     /// CPU waits whose completion the replay waited for.
     pub waits: u64,
@@ -261,7 +270,26 @@ fn run(
     // whatever ended it (a signal, a destroy of a fence it names), and a
     // wait the recording never saw end is not waited for.
     let mut pending: HashMap<(u32, u64), u32> = HashMap::new();
+    // The LOCK2 being replayed: its allocation's pages before it.
+    let mut before_lock: Option<Snapshot> = None;
+    // The LOCK2 just answered: its pages the replay changed, until the
+    // result records after it account for them.
+    let mut lock: Option<LockCheck> = None;
     for l in records {
+        if !matches!(
+            l.record,
+            Record::Memory {
+                purpose: MemoryPurpose::Result,
+                ..
+            } | Record::Digest { .. }
+        ) {
+            if let Some(check) = lock.take() {
+                if let Some(d) = check.finish(&volatile) {
+                    report.divergence = Some(d);
+                    return Ok(());
+                }
+            }
+        }
         let diverge =
             |command: &str, what: String, recorded: String, replayed: String| Divergence {
                 index: l.index,
@@ -312,6 +340,10 @@ fn run(
                 })?;
                 report.memory_results_compared += 1;
                 report.memory_bytes_compared += bytes.len() as u64;
+                let of = lock.as_mut().map_or_else(String::new, |c| {
+                    c.covered(*gpa, bytes.len() as u64);
+                    format!(", allocation {:#x}", c.allocation)
+                });
                 let differs = |(i, (a, b)): &(usize, (&u8, &u8))| {
                     a != b && !volatile.contains(&(gpa + *i as u64))
                 };
@@ -327,11 +359,42 @@ fn run(
                     report.divergence = Some(diverge(
                         &last_name,
                         format!(
-                            "guest memory at {:#x} (byte {at} of the result)",
+                            "guest memory at {:#x} (byte {at} of the result{of})",
                             gpa + at as u64
                         ),
                         show(bytes),
                         show(&now),
+                    ));
+                    return Ok(());
+                }
+            }
+            Record::Digest {
+                gpa, len, digest, ..
+            } => {
+                let m = mem.as_ref().ok_or_else(|| {
+                    ReplayError::Memory(format!("record {}: memory before the memory map", l.index))
+                })?;
+                let mine = digest_of(m, *gpa, *len).map_err(|e| {
+                    ReplayError::Memory(format!("record {}: {gpa:#x}: {e}", l.index))
+                })?;
+                report.memory_results_compared += 1;
+                report.result_digests_compared += 1;
+                report.memory_bytes_compared += len;
+                let of = lock.as_mut().map_or_else(String::new, |c| {
+                    c.covered(*gpa, *len);
+                    format!(" of allocation {:#x}", c.allocation)
+                });
+                if mine != *digest {
+                    let stamps = (*gpa..gpa + len).any(|a| volatile.contains(&a));
+                    report.divergence = Some(diverge(
+                        &last_name,
+                        format!(
+                            "guest memory at {gpa:#x}..{:#x}{of} (a result recorded as its digest{})",
+                            gpa + len,
+                            if stamps { "; it holds GPU timestamps" } else { "" }
+                        ),
+                        hex(*digest),
+                        hex(mine),
                     ));
                     return Ok(());
                 }
@@ -341,6 +404,10 @@ fn run(
                 tracker.before_request(frame, None, &mut Vec::new());
                 if let Some(m) = &mem {
                     report.volatile_bytes += timestamp_bytes(&tracker, frame, m, &mut volatile);
+                    before_lock = lock_target(frame).and_then(|(process, allocation)| {
+                        let pfns = tracker.allocation_pages(process, allocation)?;
+                        Some(Snapshot::take(m, allocation, pfns))
+                    });
                 }
                 current = Some(dispatch(l.index, frame, vm, mem.as_ref(), &remap, luid_for));
                 last_name = current.as_ref().map(|c| c.name.clone()).unwrap_or_default();
@@ -355,6 +422,13 @@ fn run(
                 if let Some((what, recorded, replayed)) = d {
                     report.divergence = Some(diverge(&cur.name, what, recorded, replayed));
                     return Ok(());
+                }
+                let locked =
+                    matches!(&cur.outcome, Ok(Reply::Lock2(r)) if r.status == NtStatus::SUCCESS);
+                if let (Some(snap), Some(m), true) = (before_lock.take(), &mem, locked) {
+                    let check = snap.changed(m, l.index, &volatile);
+                    report.unchanged_pages_checked += check.checked;
+                    lock = Some(check);
                 }
             }
             Record::Event { frame, .. } => {
@@ -378,7 +452,134 @@ fn run(
             Record::End { .. } => {}
         }
     }
+    if let Some(check) = lock.take() {
+        report.divergence = check.finish(&volatile);
+    }
     Ok(())
+}
+
+/// The (process, allocation) a LOCK2 request frame names.
+fn lock_target(frame: &[u8]) -> Option<(u32, u32)> {
+    let f = Frame::parse(frame, FrameKind::Request).ok()?;
+    match Request::decode(f.payload).ok()? {
+        Request::Lock2(c) => Some((c.hdr.process.0, c.args.allocation.0)),
+        _ => None,
+    }
+}
+
+/// A locked allocation's pages before the replay's LOCK2.
+struct Snapshot {
+    allocation: u32,
+    pages: Vec<(u64, Vec<u8>)>,
+}
+
+impl Snapshot {
+    fn take(mem: &GuestMemoryMmap, allocation: u32, pfns: &[u64]) -> Snapshot {
+        let pages = pfns
+            .iter()
+            .filter_map(|&pfn| {
+                let mut b = vec![0u8; PAGE];
+                let gpa = pfn.checked_mul(PAGE as u64)?;
+                mem.read_slice(&mut b, GuestAddress(gpa)).ok()?;
+                Some((pfn, b))
+            })
+            .collect();
+        Snapshot { allocation, pages }
+    }
+
+    /// The pages the LOCK2 (record `index`) changed, GPU timestamps aside.
+    fn changed(self, mem: &GuestMemoryMmap, index: u64, volatile: &HashSet<u64>) -> LockCheck {
+        let mut changed = BTreeMap::new();
+        let mut now = vec![0u8; PAGE];
+        let checked = self.pages.len() as u64;
+        for (pfn, before) in self.pages {
+            let gpa = pfn * PAGE as u64;
+            if mem.read_slice(&mut now, GuestAddress(gpa)).is_err() {
+                continue;
+            }
+            let differs = before
+                .iter()
+                .zip(&now)
+                .enumerate()
+                .any(|(i, (a, b))| a != b && !volatile.contains(&(gpa + i as u64)));
+            if differs {
+                changed.insert(pfn, (before, now.clone()));
+            }
+        }
+        LockCheck {
+            index,
+            allocation: self.allocation,
+            changed,
+            checked,
+        }
+    }
+}
+
+/// Pages a replayed LOCK2 changed that no result record has accounted for
+/// yet: the recording left them as the trace had them.
+struct LockCheck {
+    /// The LOCK2's reply record.
+    index: u64,
+    allocation: u32,
+    /// Page frame -> (before, after).
+    changed: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
+    checked: u64,
+}
+
+impl LockCheck {
+    /// A result record covers `[gpa, gpa + len)`: it compares those bytes.
+    fn covered(&mut self, gpa: u64, len: u64) {
+        let first = gpa / PAGE as u64;
+        let last = gpa.saturating_add(len).div_ceil(PAGE as u64);
+        let hit: Vec<u64> = self.changed.range(first..last).map(|(p, _)| *p).collect();
+        for p in hit {
+            self.changed.remove(&p);
+        }
+    }
+
+    /// The divergence, if a changed page was not accounted for.
+    fn finish(self, volatile: &HashSet<u64>) -> Option<Divergence> {
+        let (pfn, (before, after)) = self.changed.into_iter().next()?;
+        let gpa = pfn * PAGE as u64;
+        let at = before
+            .iter()
+            .zip(&after)
+            .enumerate()
+            .position(|(i, (a, b))| a != b && !volatile.contains(&(gpa + i as u64)))
+            .unwrap_or(0);
+        let show = |b: &[u8]| {
+            b[at..(at + 16).min(b.len())]
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        Some(Divergence {
+            index: self.index,
+            command: "LOCK2".into(),
+            what: format!(
+                "guest memory at {:#x} (allocation {:#x}): the recording's LOCK2 left it as the trace had it",
+                gpa + at as u64,
+                self.allocation
+            ),
+            recorded: show(&before),
+            replayed: show(&after),
+        })
+    }
+}
+
+/// The digest ([`crate::digest`]) of `len` bytes of `mem` at `gpa`.
+fn digest_of(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> Result<u128, String> {
+    let mut page = vec![0u8; PAGE];
+    let mut c = Combiner::default();
+    let mut at = gpa;
+    while at < gpa + len {
+        mem.read_slice(&mut page, GuestAddress(at))
+            .map_err(|e| e.to_string())?;
+        c.push(page_hash(&page));
+        at += PAGE as u64;
+    }
+    Ok(c.finish())
 }
 
 /// Adds the guest addresses that a submission's TIMESTAMP commands write

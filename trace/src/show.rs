@@ -333,6 +333,18 @@ pub fn messages(records: &[Located], json: bool) -> Vec<Message> {
                     ));
                 }
             }
+            Record::Digest {
+                gpa, len, digest, ..
+            } => {
+                m.kind = "memory";
+                // What the trace holds: the digest.
+                m.bytes = 16;
+                m.command = "memory result digest".into();
+                m.detail = format!(
+                    "gpa {gpa:#x}, {len} bytes, digest {}",
+                    crate::digest::hex(*digest)
+                );
+            }
             Record::Layout { regions, .. } => {
                 m.kind = "layout";
                 m.command = "guest memory".into();
@@ -481,6 +493,10 @@ pub struct Stats {
     pub events: u64,
     pub memory_records: u64,
     pub memory_bytes: u64,
+    /// Memory records that hold a result's digest, and the guest bytes
+    /// they cover.
+    pub result_digests: u64,
+    pub digested_bytes: u64,
     pub commands: Vec<CommandStats>,
 }
 
@@ -492,6 +508,12 @@ pub fn stats(records: &[Located]) -> Stats {
         duration_ns: records.last().map_or(0, |r| r.record.t()),
         ..Default::default()
     };
+    for l in records {
+        if let Record::Digest { len, .. } = &l.record {
+            s.result_digests += 1;
+            s.digested_bytes += len;
+        }
+    }
     for m in &msgs {
         match m.kind {
             "request" => {
@@ -550,13 +572,15 @@ pub fn write_stats(out: &mut dyn Write, s: &Stats, json: bool) -> std::io::Resul
     }
     writeln!(
         out,
-        "{} records over {:.3} ms: {} requests, {} events, {} memory records ({} bytes)",
+        "{} records over {:.3} ms: {} requests, {} events, {} memory records ({} bytes; {} of them result digests over {} bytes)",
         s.records,
         s.duration_ns as f64 / 1e6,
         s.requests,
         s.events,
         s.memory_records,
-        s.memory_bytes
+        s.memory_bytes,
+        s.result_digests,
+        s.digested_bytes
     )?;
     writeln!(
         out,

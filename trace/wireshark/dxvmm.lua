@@ -137,7 +137,7 @@ local statuses = {
 
 local kinds = { [1] = "request", [2] = "reply", [3] = "event", [4] = "memory" }
 local channels = { [0] = "vGPU to host", [1] = "VM to host", [2] = "host to VM" }
-local purposes = { [0] = "input", [1] = "result" }
+local purposes = { [0] = "input", [1] = "result", [2] = "result digest" }
 
 local f = dxvmm.fields
 f.version = ProtoField.uint8("dxvmm.pseudo.version", "Pseudo-header version")
@@ -160,6 +160,8 @@ f.cmd_process = ProtoField.uint32("dxvmm.cmd.process", "Process", base.HEX)
 f.cmd_channel = ProtoField.uint32("dxvmm.cmd.channel_type", "Channel type", base.HEX)
 f.cmd_type = ProtoField.uint32("dxvmm.cmd.command_type", "Command type")
 f.gpa = ProtoField.uint64("dxvmm.memory.gpa", "Guest physical address", base.HEX)
+f.digest_len = ProtoField.uint64("dxvmm.memory.length", "Bytes covered by the digest")
+f.digest = ProtoField.bytes("dxvmm.memory.digest", "Digest (XXH3-128 of the page hashes, little endian)")
 f.data = ProtoField.bytes("dxvmm.data", "Data")
 
 local function command_name(channel, command)
@@ -230,8 +232,16 @@ function dxvmm.dissector(buf, pinfo, tree)
 	p:add_le(f.command, buf(20, 4))
 	local rest = buf(24)
 	if kind == 4 then
-		t:add(f.command_name, "memory " .. (purposes[buf(2, 1):uint()] or "?"))
-		if rest:len() >= 8 then
+		local purpose = buf(2, 1):uint()
+		t:add(f.command_name, "memory " .. (purposes[purpose] or "?"))
+		if purpose == 2 and rest:len() >= 32 then
+			-- A result recorded as a digest: address, length, digest.
+			t:add_le(f.gpa, buf(24, 8))
+			t:add_le(f.digest_len, buf(32, 8))
+			t:add(f.digest, buf(40, 16))
+			pinfo.cols.info = string.format("memory result digest at 0x%x, %d bytes",
+				buf(24, 8):le_uint64():tonumber(), buf(32, 8):le_uint64():tonumber())
+		elseif rest:len() >= 8 then
 			t:add_le(f.gpa, buf(24, 8))
 			pinfo.cols.info = string.format("memory %s at 0x%x, %d bytes",
 				purposes[buf(2, 1):uint()] or "?", buf(24, 8):le_uint64():tonumber(), rest:len() - 8)

@@ -199,7 +199,7 @@ fn bad_trace_files_get_one_line_each() {
                 b[8] = 9;
                 b
             },
-            "format version 9; this dxvmm reads version 1",
+            "format version 9; this dxvmm reads version 2",
         ),
         (
             {
