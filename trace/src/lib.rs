@@ -14,6 +14,8 @@ pub mod capture;
 pub mod digest;
 pub mod error;
 pub mod format;
+#[cfg(test)]
+mod guest_tests;
 pub mod pcapng;
 pub mod reader;
 pub mod recorder;

@@ -93,3 +93,68 @@ fn tshark_decodes_an_exported_trace() {
     assert_eq!(got, expected, "tshark said:\n{text}");
     assert!(got.contains(&"OPENADAPTER") && got.contains(&"CREATEPROCESS"));
 }
+
+#[test]
+fn tshark_decodes_a_result_digest() {
+    if Command::new("tshark").arg("--version").output().is_err() {
+        eprintln!("skipped: tshark is not installed (images/deps.sh installs it)");
+        return;
+    }
+    use dxvmm_trace::format::{Record, TraceHeader};
+    let header = TraceHeader {
+        start_unix_ns: 1,
+        frame_version: 1,
+        producer: "test".into(),
+        host: "test".into(),
+        adapters: vec![],
+    };
+    let digest = 0x0011_2233_4455_6677_8899_aabb_ccdd_eeffu128;
+    let mut bytes = header.encode();
+    for r in [
+        Record::Digest {
+            t: 5,
+            gpa: 0x12_3000,
+            len: 0x4_0000,
+            digest,
+        },
+        Record::End { t: 6, records: 1 },
+    ] {
+        r.encode_into(&mut bytes);
+    }
+    let (header, records) = dxvmm_trace::read_bytes(&bytes).unwrap();
+    let out =
+        std::env::temp_dir().join(format!("dxvmm-trace-digest-{}.pcapng", std::process::id()));
+    let mut f = std::fs::File::create(&out).unwrap();
+    assert_eq!(
+        dxvmm_trace::pcapng::export(&mut f, &header, &records).unwrap(),
+        1
+    );
+    drop(f);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let r = Command::new("tshark")
+        .arg("-X")
+        .arg(format!(
+            "lua_script:{}",
+            dir.join("wireshark/dxvmm.lua").display()
+        ))
+        .arg("-r")
+        .arg(&out)
+        .args(["-T", "fields", "-E", "separator=,"])
+        .args(["-e", "dxvmm.purpose", "-e", "dxvmm.command_name"])
+        .args(["-e", "dxvmm.memory.gpa", "-e", "dxvmm.memory.length"])
+        .args(["-e", "dxvmm.memory.digest"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&out);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let text = String::from_utf8_lossy(&r.stdout);
+    let le: String = digest
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        text.trim(),
+        format!("2,memory result digest,0x0000000000123000,262144,{le}")
+    );
+}

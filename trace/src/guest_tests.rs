@@ -1,0 +1,602 @@
+//! The recorder and the replay together, on a scripted guest: requests
+//! dispatched by a real `device_dxg::Vm` on the CPU double, each frame shown
+//! to a real [`Recorder`] with the guest memory, as `dxvmm run --trace`
+//! does. What a LOCK2 result costs in the trace (skipped, bytes, digest),
+//! and that the replay checks each form.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use device_dxg::{Direction, EventQueue, FrameObserver, Vm};
+use dxvmm_host_backend::{Backend, SoftBackend};
+use dxvmm_protocol::abi::{D3dddiMapGpuVirtualAddress, D3dkmtHandle, WinLuid};
+use dxvmm_protocol::cmdstream::{Binding, Command, CommandStream};
+use dxvmm_protocol::escape::{alloc_flags, DxgvAllocationDesc};
+use dxvmm_protocol::frame::{encode_frame, FrameKind};
+use dxvmm_protocol::message::{Reply, Request};
+use dxvmm_protocol::vmbus::{
+    global, vgpu, DxgkvmbCommandCreateAllocation, DxgkvmbCommandCreateContextVirtual,
+    DxgkvmbCommandCreateDevice, DxgkvmbCommandCreateProcess, DxgkvmbCommandLock2,
+    DxgkvmbCommandMapGpuVirtualAddress, DxgkvmbCommandReserveGpuVirtualAddress,
+    DxgkvmbCommandSetExistingSysmemPages, DxgkvmbCommandSubmitCommand, DxgkvmbCommandUnlock2,
+    DxgkvmbCommandVgpuToHost, DxgkvmbCommandVmToHost, DxgkvmbCommandWaitForSyncObjectFromGpu,
+};
+use dxvmm_protocol::NtStatus;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use zerocopy::{FromZeros, IntoBytes};
+
+use crate::format::{MemoryPurpose, Record, TraceHeader};
+use crate::reader::{read_all, Located};
+use crate::recorder::{Options, Recorder, Summary};
+use crate::replay::{replay, Report};
+
+const PAGE: u64 = 4096;
+/// Where the command buffer's pages are.
+const CMD_GPA: u64 = 0x10000;
+
+macro_rules! vgpu_cmd {
+    ($t:ty, $n:expr, $p:expr) => {{
+        let mut c = <$t>::new_zeroed();
+        c.hdr = DxgkvmbCommandVgpuToHost::new($n, $p);
+        c
+    }};
+}
+
+struct Guest {
+    vm: Vm,
+    luid: WinLuid,
+    queue: Arc<EventQueue>,
+    mem: GuestMemoryMmap,
+    recorder: Arc<Recorder>,
+    path: PathBuf,
+    p: D3dkmtHandle,
+    dev: D3dkmtHandle,
+    ctx: D3dkmtHandle,
+    cmd_va: u64,
+    next_id: u64,
+}
+
+impl Guest {
+    fn new(name: &str, options: Options) -> Guest {
+        let backend: Arc<dyn Backend> = Arc::new(SoftBackend::new());
+        let queue = Arc::new(EventQueue::new().unwrap());
+        backend.set_event_sink(Some(queue.clone()));
+        let luid = backend.adapters()[0].luid;
+        let header = TraceHeader::new(&backend.adapters(), "test");
+        let path = std::env::temp_dir().join(format!(
+            "dxvmm-trace-guest-{}-{name}.dxtrace",
+            std::process::id()
+        ));
+        let recorder = Recorder::create_with(&path, &header, options).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let mut g = Guest {
+            vm: Vm::with_events(backend, &[luid], queue.clone()),
+            luid,
+            queue,
+            mem,
+            recorder,
+            path,
+            p: D3dkmtHandle(0),
+            dev: D3dkmtHandle(0),
+            ctx: D3dkmtHandle(0),
+            cmd_va: 0,
+            next_id: 1,
+        };
+        let mut c = DxgkvmbCommandCreateProcess::new_zeroed();
+        c.hdr = DxgkvmbCommandVmToHost::new(global::DXGK_VMBCOMMAND_CREATEPROCESS, g.p);
+        g.p = match g.run(Request::CreateProcess(Box::new(c))) {
+            Ok(Reply::CreateProcess(r)) => r.hprocess,
+            r => panic!("{r:?}"),
+        };
+        let c = vgpu_cmd!(
+            DxgkvmbCommandCreateDevice,
+            vgpu::DXGK_VMBCOMMAND_CREATEDEVICE,
+            g.p
+        );
+        g.dev = match g.run(Request::CreateDevice(c)) {
+            Ok(Reply::CreateDevice(r)) => r.device,
+            r => panic!("{r:?}"),
+        };
+        let mut c = vgpu_cmd!(
+            DxgkvmbCommandCreateContextVirtual,
+            vgpu::DXGK_VMBCOMMAND_CREATECONTEXTVIRTUAL,
+            g.p
+        );
+        c.device = g.dev;
+        g.ctx = match g.run(Request::CreateContextVirtual {
+            cmd: c,
+            priv_drv_data: vec![],
+        }) {
+            Ok(Reply::CreateContextVirtual { cmd, .. }) => cmd.context,
+            r => panic!("{r:?}"),
+        };
+        g.cmd_va = g.buffer(2, CMD_GPA).1;
+        g
+    }
+
+    /// One request, as the device handles a frame with an observer.
+    fn run(&mut self, request: Request) -> Result<Reply, NtStatus> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = encode_frame(
+            FrameKind::Request,
+            id,
+            self.luid,
+            NtStatus::SUCCESS,
+            &request.encode(),
+        );
+        let mem = Some(&self.mem);
+        self.recorder.observe(Direction::Request, &frame, mem);
+        // What the device dispatches: the request as decoded from its frame
+        // (counts filled in by the encoding).
+        let request = Request::decode(&request.encode()).unwrap();
+        let outcome = self.vm.dispatch_with(self.luid, request, mem);
+        let reply = match &outcome {
+            Ok(r) => encode_frame(
+                FrameKind::Reply,
+                id,
+                self.luid,
+                NtStatus::SUCCESS,
+                &r.encode(),
+            ),
+            Err(s) => encode_frame(FrameKind::Reply, id, self.luid, *s, &[]),
+        };
+        self.recorder.observe(Direction::Reply, &reply, mem);
+        while let Some(ev) = self.queue.pop() {
+            self.recorder.observe(Direction::Event, &ev, mem);
+        }
+        outcome
+    }
+
+    /// A CPU-visible allocation of `pages` pages at guest address `gpa`,
+    /// mapped at a GPU VA: (handle, VA).
+    fn buffer(&mut self, pages: u64, gpa: u64) -> (D3dkmtHandle, u64) {
+        let mut c = vgpu_cmd!(
+            DxgkvmbCommandCreateAllocation,
+            vgpu::DXGK_VMBCOMMAND_CREATEALLOCATION,
+            self.p
+        );
+        c.device = self.dev;
+        let desc = DxgvAllocationDesc {
+            size: pages * PAGE,
+            alignment: 0,
+            flags: alloc_flags::CPU_VISIBLE,
+        };
+        let h = match self.run(Request::CreateAllocation {
+            cmd: c,
+            alloc_info: vec![FromZeros::new_zeroed()],
+            private_runtime_data: vec![],
+            priv_drv_data: vec![],
+            alloc_priv_drv_data: vec![desc.as_bytes().to_vec()],
+        }) {
+            Ok(Reply::CreateAllocation {
+                allocation_info, ..
+            }) => allocation_info[0].allocation,
+            r => panic!("{r:?}"),
+        };
+        let mut c = vgpu_cmd!(
+            DxgkvmbCommandSetExistingSysmemPages,
+            vgpu::DXGK_VMBCOMMAND_SETEXISTINGSYSMEMPAGES,
+            self.p
+        );
+        c.device = self.dev;
+        c.allocation = h;
+        let pfns: Vec<u64> = (0..pages).map(|i| gpa / PAGE + i).collect();
+        let r = self.run(Request::SetExistingSysmemPages { cmd: c, pfns });
+        assert_eq!(r, Ok(Reply::Status(NtStatus::SUCCESS)));
+        let mut r = vgpu_cmd!(
+            DxgkvmbCommandReserveGpuVirtualAddress,
+            vgpu::DXGK_VMBCOMMAND_RESERVEGPUVIRTUALADDRESS,
+            self.p
+        );
+        r.args.size = pages * PAGE;
+        r.args.maximum_address = u64::MAX;
+        let va = match self.run(Request::ReserveGpuVirtualAddress(r)) {
+            Ok(Reply::ReserveGpuVirtualAddress(r)) => r.virtual_address,
+            r => panic!("{r:?}"),
+        };
+        let mut m = vgpu_cmd!(
+            DxgkvmbCommandMapGpuVirtualAddress,
+            vgpu::DXGK_VMBCOMMAND_MAPGPUVIRTUALADDRESS,
+            self.p
+        );
+        m.device = self.dev;
+        m.args = D3dddiMapGpuVirtualAddress {
+            base_address: va,
+            maximum_address: u64::MAX,
+            allocation: h,
+            size_in_pages: pages,
+            ..FromZeros::new_zeroed()
+        };
+        match self.run(Request::MapGpuVirtualAddress(m)) {
+            Ok(Reply::MapGpuVirtualAddress(r)) => assert_eq!(r.virtual_address, va),
+            r => panic!("{r:?}"),
+        }
+        (h, va)
+    }
+
+    fn lock(&mut self, h: D3dkmtHandle) {
+        let mut c = vgpu_cmd!(DxgkvmbCommandLock2, vgpu::DXGK_VMBCOMMAND_LOCK2, self.p);
+        c.args.device = self.dev;
+        c.args.allocation = h;
+        match self.run(Request::Lock2(c)) {
+            Ok(Reply::Lock2(r)) => assert_eq!(r.status, NtStatus::SUCCESS),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    fn unlock(&mut self, h: D3dkmtHandle) {
+        let mut c = vgpu_cmd!(DxgkvmbCommandUnlock2, vgpu::DXGK_VMBCOMMAND_UNLOCK2, self.p);
+        c.args.device = self.dev;
+        c.args.allocation = h;
+        assert_eq!(
+            self.run(Request::Unlock2(c)),
+            Ok(Reply::Status(NtStatus::SUCCESS))
+        );
+    }
+
+    /// Submits `commands` from the command buffer; the status.
+    fn submit(&mut self, commands: Vec<Command>) -> Result<Reply, NtStatus> {
+        let stream = CommandStream { commands }.encode();
+        self.mem
+            .write_slice(&stream, GuestAddress(CMD_GPA))
+            .unwrap();
+        let mut s = vgpu_cmd!(
+            DxgkvmbCommandSubmitCommand,
+            vgpu::DXGK_VMBCOMMAND_SUBMITCOMMAND,
+            self.p
+        );
+        s.args.command_buffer = self.cmd_va;
+        s.args.command_length = stream.len() as u32;
+        s.args.broadcast_context_count = 1;
+        s.args.broadcast_context[0] = self.ctx;
+        self.run(Request::SubmitCommand {
+            cmd: Box::new(s),
+            history_buffers: vec![],
+            priv_drv_data: vec![],
+        })
+    }
+
+    fn finish(self) -> (Summary, TraceHeader, Vec<Located>) {
+        let summary = self.recorder.finish().unwrap();
+        let (header, records) = read_all(&self.path).unwrap();
+        let _ = std::fs::remove_file(&self.path);
+        (summary, header, records)
+    }
+}
+
+fn replayed(header: &TraceHeader, records: &[Located]) -> Report {
+    let backend: Arc<dyn Backend> = Arc::new(SoftBackend::new());
+    replay(header, records, backend, &Default::default()).unwrap()
+}
+
+/// The result records after the `n`th LOCK2 reply (0-based).
+fn results_of_lock(records: &[Located], n: usize) -> Vec<&Record> {
+    let lock_replies: Vec<usize> = records
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| {
+            matches!(l.record, Record::Reply { .. })
+                && matches!(
+                    &records[i - 1].record,
+                    Record::Request { frame, .. }
+                        if crate::capture::command_of(frame).map(|c| c.1)
+                            == Some(vgpu::DXGK_VMBCOMMAND_LOCK2)
+                )
+        })
+        .map(|(i, _)| i)
+        .collect();
+    records[lock_replies[n] + 1..]
+        .iter()
+        .map(|l| &l.record)
+        .take_while(|r| {
+            matches!(
+                r,
+                Record::Memory {
+                    purpose: MemoryPurpose::Result,
+                    ..
+                } | Record::Digest { .. }
+            )
+        })
+        .collect()
+}
+
+/// 32 pages at 1 MiB: large enough for a digest.
+const BIG: (u64, u64) = (32, 0x10_0000);
+
+#[test]
+fn an_upload_skips_the_result_no_submit_wrote() {
+    let mut g = Guest::new("upload", Options::default());
+    let (big, big_va) = g.buffer(BIG.0, BIG.1);
+    let (sink, sink_va) = g.buffer(1, 0x20_0000);
+    g.lock(big);
+    let data: Vec<u8> = (0..BIG.0 * PAGE).map(|i| (i % 251) as u8 + 1).collect();
+    g.mem.write_slice(&data, GuestAddress(BIG.1)).unwrap();
+    g.unlock(big);
+    // The copy only reads the big buffer.
+    let copy = Command::Copy {
+        src_va: big_va,
+        dst_va: sink_va,
+        size: 16,
+    };
+    assert_eq!(g.submit(vec![copy]), Ok(Reply::Status(NtStatus::SUCCESS)));
+    g.lock(big);
+    g.lock(sink);
+    let (summary, header, records) = g.finish();
+    assert_eq!(
+        summary.results_skipped, 1,
+        "the second LOCK2 of the big buffer"
+    );
+    assert!(results_of_lock(&records, 1).is_empty());
+    match results_of_lock(&records, 2).as_slice() {
+        [Record::Memory { gpa, bytes, .. }] => {
+            assert_eq!(*gpa, 0x20_0000);
+            assert_eq!(bytes[..16], data[..16]);
+        }
+        r => panic!("{r:?}"),
+    }
+    let report = replayed(&header, &records);
+    assert_eq!(report.divergence, None, "{}", report.to_json());
+    assert!(report.unchanged_pages_checked >= 2 * BIG.0, "{report:?}");
+}
+
+/// A recording of a GPU fill of the big buffer and its LOCK2, then the
+/// guest's UNLOCK2 after changing one page.
+fn fill_and_read(options: Options) -> (Summary, TraceHeader, Vec<Located>) {
+    let mut g = Guest::new("fill", options);
+    let (big, big_va) = g.buffer(BIG.0, BIG.1);
+    let fill = |value| Command::Fill {
+        dst_va: big_va,
+        size: BIG.0 * PAGE,
+        value,
+    };
+    assert_eq!(
+        g.submit(vec![fill(0x0101_0101)]),
+        Ok(Reply::Status(NtStatus::SUCCESS))
+    );
+    g.lock(big);
+    // The same fill again: captured (written), but nothing changed.
+    g.submit(vec![fill(0x0101_0101)]).unwrap();
+    g.lock(big);
+    // The guest changes one page; UNLOCK2 carries that page only.
+    g.mem
+        .write_slice(&[9; 8], GuestAddress(BIG.1 + 5 * PAGE))
+        .unwrap();
+    g.unlock(big);
+    g.lock(big);
+    g.finish()
+}
+
+#[test]
+fn a_large_result_is_recorded_as_its_digest_and_replays() {
+    let (_, header, records) = fill_and_read(Options::default());
+    let filled = vec![1u8; (BIG.0 * PAGE) as usize];
+    match results_of_lock(&records, 0).as_slice() {
+        [Record::Digest {
+            gpa, len, digest, ..
+        }] => {
+            assert_eq!((*gpa, *len), (BIG.1, BIG.0 * PAGE));
+            assert_eq!(*digest, crate::digest::digest(&filled));
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(results_of_lock(&records, 1).is_empty(), "unchanged");
+    // The shadow knew the pages by their hashes: the UNLOCK2 after the
+    // guest's write carries that one page.
+    let inputs: Vec<(u64, usize)> = records
+        .iter()
+        .filter_map(|l| match &l.record {
+            Record::Memory {
+                purpose: MemoryPurpose::Input,
+                gpa,
+                bytes,
+                ..
+            } if *gpa >= BIG.1 => Some((*gpa, bytes.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inputs, vec![(BIG.1 + 5 * PAGE, PAGE as usize)]);
+    let report = replayed(&header, &records);
+    assert_eq!(report.divergence, None, "{}", report.to_json());
+    assert_eq!(report.result_digests_compared, 1);
+    // The same recording with bytes: the same replay.
+    let (_, header, records) = fill_and_read(Options {
+        digest_pages: usize::MAX,
+    });
+    assert!(matches!(
+        results_of_lock(&records, 0).as_slice(),
+        [Record::Memory { bytes, .. }] if bytes.len() == filled.len()
+    ));
+    let report = replayed(&header, &records);
+    assert_eq!(report.divergence, None, "{}", report.to_json());
+    assert_eq!(report.result_digests_compared, 0);
+}
+
+#[test]
+fn the_replay_detects_a_changed_result_by_its_digest() {
+    let (_, header, mut records) = fill_and_read(Options::default());
+    // The replay's GPU fills with 2s: the stream's FILL value (16-byte
+    // stream header, then the command's header, address and size).
+    let stream = records
+        .iter_mut()
+        .find_map(|l| match &mut l.record {
+            Record::Memory {
+                purpose: MemoryPurpose::Input,
+                gpa: CMD_GPA,
+                bytes,
+                ..
+            } => Some(bytes),
+            _ => None,
+        })
+        .expect("the stream's page");
+    stream[40..44].copy_from_slice(&0x0202_0202u32.to_le_bytes());
+    let report = replayed(&header, &records);
+    let d = report.divergence.expect("a divergence");
+    assert_eq!(d.command, "LOCK2");
+    assert!(d.what.contains(&format!("{:#x}", BIG.1)), "{d}");
+    assert!(
+        d.what.contains("digest") && d.what.contains("allocation"),
+        "{d}"
+    );
+    let filled = vec![1u8; (BIG.0 * PAGE) as usize];
+    assert_eq!(
+        d.recorded,
+        crate::digest::hex(crate::digest::digest(&filled))
+    );
+}
+
+#[test]
+fn a_result_left_out_must_be_unchanged_in_the_replay() {
+    let (_, header, records) = fill_and_read(Options {
+        digest_pages: usize::MAX,
+    });
+    // As if the recorder had taken the fill's result for unchanged.
+    let first = records
+        .iter()
+        .position(|l| {
+            matches!(
+                l.record,
+                Record::Memory {
+                    purpose: MemoryPurpose::Result,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let mut cut = records.clone();
+    cut.retain(|l| {
+        l.index < first as u64
+            || !matches!(
+                l.record,
+                Record::Memory {
+                    purpose: MemoryPurpose::Result,
+                    ..
+                }
+            )
+    });
+    let report = replayed(&header, &cut);
+    let d = report.divergence.expect("a divergence");
+    assert_eq!(d.command, "LOCK2");
+    assert!(d.what.contains("left it as the trace had it"), "{d}");
+    assert_eq!(
+        (d.recorded.as_str(), &d.replayed[..2]),
+        ("00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00", "01"),
+        "{d}"
+    );
+}
+
+/// How many LOCK2 results `script` leaves out, on a guest with the big
+/// buffer and a one-page one.
+fn skipped(script: impl FnOnce(&mut Guest, (D3dkmtHandle, u64), (D3dkmtHandle, u64))) -> u64 {
+    let mut g = Guest::new("skip", Options::default());
+    let big = g.buffer(BIG.0, BIG.1);
+    let small = g.buffer(1, 0x20_0000);
+    // Both captured once, then known.
+    g.lock(big.0);
+    g.lock(small.0);
+    script(&mut g, big, small);
+    let (summary, header, records) = g.finish();
+    let report = replayed(&header, &records);
+    assert_eq!(report.divergence, None, "{}", report.to_json());
+    summary.results_skipped
+}
+
+#[test]
+fn what_a_submit_may_write_is_captured_at_the_next_lock() {
+    // Nothing submitted: both LOCK2s again are skipped.
+    assert_eq!(
+        skipped(|g, big, small| {
+            g.lock(big.0);
+            g.lock(small.0);
+        }),
+        2
+    );
+    // A dispatch binding marked read-only may still be written (the
+    // shader decides); the device refuses this one (no such pipeline), and
+    // it still counts.
+    assert_eq!(
+        skipped(|g, big, small| {
+            let d = Command::Dispatch {
+                pipeline: 77,
+                group_counts: [1, 1, 1],
+                bindings: vec![Binding {
+                    binding: 0,
+                    read_only: true,
+                    va: big.1,
+                    size: 256,
+                }],
+            };
+            assert_ne!(g.submit(vec![d]), Ok(Reply::Status(NtStatus::SUCCESS)));
+            g.lock(big.0);
+            g.lock(small.0);
+        }),
+        1
+    );
+    // A destination no mapping holds: every allocation may be written.
+    assert_eq!(
+        skipped(|g, big, small| {
+            let copy = Command::Copy {
+                src_va: small.1,
+                dst_va: 0x7777_0000_0000,
+                size: 16,
+            };
+            let _ = g.submit(vec![copy]);
+            g.lock(big.0);
+            g.lock(small.0);
+        }),
+        0
+    );
+    // After the process made the GPU wait, a written allocation stays
+    // written (work behind the wait may write it after this LOCK2).
+    assert_eq!(
+        skipped(|g, big, small| {
+            let mut w = vgpu_cmd!(
+                DxgkvmbCommandWaitForSyncObjectFromGpu,
+                vgpu::DXGK_VMBCOMMAND_WAITFORSYNCOBJECTFROMGPU,
+                g.p
+            );
+            w.context = g.ctx;
+            let _ = g.run(Request::WaitForSyncObjectFromGpu {
+                cmd: w,
+                objects: vec![],
+                fence_values: vec![],
+            });
+            let fill = Command::Fill {
+                dst_va: small.1,
+                size: 16,
+                value: 3,
+            };
+            g.submit(vec![fill]).unwrap();
+            g.lock(small.0);
+            g.lock(small.0);
+            g.lock(big.0);
+        }),
+        1
+    );
+}
+
+#[test]
+fn a_result_with_timestamps_stays_bytes() {
+    let mut g = Guest::new("stamps", Options::default());
+    let (big, big_va) = g.buffer(BIG.0, BIG.1);
+    let fill = Command::Fill {
+        dst_va: big_va,
+        size: BIG.0 * PAGE,
+        value: 5,
+    };
+    let stamp = Command::Timestamp {
+        dst_va: big_va + 64,
+    };
+    g.submit(vec![fill, stamp]).unwrap();
+    g.lock(big);
+    let (_, header, records) = g.finish();
+    let results = results_of_lock(&records, 0);
+    assert!(!results.is_empty());
+    assert!(
+        results.iter().all(|r| matches!(r, Record::Memory { .. })),
+        "{results:?}"
+    );
+    let report = replayed(&header, &records);
+    assert_eq!(report.divergence, None, "{}", report.to_json());
+    assert_eq!(report.volatile_bytes, 8);
+}
