@@ -66,9 +66,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        // 64 KiB: small results (a few values a test checks) stay
+        // 32 KiB: small results (a few values a test checks) stay
         // readable in `trace show --json`; bulk data costs a hash.
-        Options { digest_pages: 16 }
+        Options { digest_pages: 8 }
     }
 }
 

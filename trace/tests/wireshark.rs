@@ -53,45 +53,59 @@ fn tshark_decodes_an_exported_trace() {
         return;
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (header, records) = dxvmm_trace::read_all(&dir.join("corpus/dxginfo.dxtrace")).unwrap();
-    let out = std::env::temp_dir().join(format!("dxvmm-trace-{}.pcapng", std::process::id()));
-    let mut f = std::fs::File::create(&out).unwrap();
-    dxvmm_trace::pcapng::export(&mut f, &header, &records).unwrap();
-    drop(f);
-    let r = Command::new("tshark")
-        .arg("-X")
-        .arg(format!(
-            "lua_script:{}",
-            dir.join("wireshark/dxvmm.lua").display()
-        ))
-        .arg("-r")
-        .arg(&out)
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "dxvmm.kind",
-            "-e",
-            "dxvmm.command_name",
-            "-e",
-            "dxvmm.frame.status",
-        ])
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&out);
-    let text = String::from_utf8_lossy(&r.stdout);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let expected: Vec<String> = dxvmm_trace::show::messages(&records, false)
-        .iter()
-        .filter(|m| matches!(m.kind, "request" | "reply"))
-        .map(|m| m.command.clone())
-        .collect();
-    let got: Vec<&str> = text
-        .lines()
-        .map(|l| l.split('\t').nth(1).unwrap_or(""))
-        .collect();
-    assert_eq!(got, expected, "tshark said:\n{text}");
-    assert!(got.contains(&"OPENADAPTER") && got.contains(&"CREATEPROCESS"));
+    // A session's messages, and a compute run with memory of every purpose.
+    for name in ["dxginfo", "compute"] {
+        let (header, records) =
+            dxvmm_trace::read_all(&dir.join(format!("corpus/{name}.dxtrace"))).unwrap();
+        let out =
+            std::env::temp_dir().join(format!("dxvmm-trace-{}-{name}.pcapng", std::process::id()));
+        let mut f = std::fs::File::create(&out).unwrap();
+        dxvmm_trace::pcapng::export(&mut f, &header, &records).unwrap();
+        drop(f);
+        let r = Command::new("tshark")
+            .arg("-X")
+            .arg(format!(
+                "lua_script:{}",
+                dir.join("wireshark/dxvmm.lua").display()
+            ))
+            .arg("-r")
+            .arg(&out)
+            .args([
+                "-T",
+                "fields",
+                "-e",
+                "dxvmm.kind",
+                "-e",
+                "dxvmm.command_name",
+                "-e",
+                "dxvmm.frame.status",
+            ])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&out);
+        let text = String::from_utf8_lossy(&r.stdout);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let expected: Vec<String> = dxvmm_trace::show::messages(&records, false)
+            .iter()
+            .filter(|m| matches!(m.kind, "request" | "reply"))
+            .map(|m| m.command.clone())
+            .collect();
+        let got: Vec<&str> = text
+            .lines()
+            .filter(|l| matches!(l.split('\t').next(), Some("1" | "2")))
+            .map(|l| l.split('\t').nth(1).unwrap_or(""))
+            .collect();
+        assert_eq!(got, expected, "{name}: tshark said:\n{text}");
+        assert!(got.contains(&"OPENADAPTER") && got.contains(&"CREATEPROCESS"));
+        if name == "compute" {
+            for purpose in ["memory input", "memory result", "memory result digest"] {
+                assert!(
+                    text.lines().any(|l| l.split('\t').nth(1) == Some(purpose)),
+                    "no {purpose}:\n{text}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
