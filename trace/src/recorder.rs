@@ -12,8 +12,9 @@
 //! copy. The device thread waits for those copies to be done where the
 //! guest could change the pages: before a LOCK2 or a destroy, and before
 //! the reply to a submit whose pages are still being copied. LOCK2 results
-//! and small inputs are copied on the device thread, after what is in
-//! flight (one order); a large LOCK2 result is split between the device
+//! are copied on the device thread after what is in flight (one order),
+//! small inputs at once when no page of theirs is in flight (a submit's
+//! stream need not wait for an UNLOCK2's compare); a large LOCK2 result is split between the device
 //! thread and the writer (the shadow is in two halves, by 1 MiB stripes of
 //! guest memory), and its reply goes on once both are done.
 //!
@@ -22,6 +23,7 @@
 //! least [`Options::digest_pages`] pages as digests, not bytes
 //! ([`crate::digest`]): its cost is then a hash of the pages.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -123,11 +125,16 @@ impl Shared {
         let mut digests = Vec::new();
         for &h in halves {
             let mine: Vec<u64> = pfns.iter().copied().filter(|p| half(*p) == h).collect();
-            let mut shadow = lock(&self.shadow[h]);
-            if digest {
-                shadow.digests(mem, &mine, &mut digests);
-            } else {
-                shadow.pages(mem, &mine, &mut runs);
+            // A MiB at a time: the other thread may diff other pages of
+            // this half meanwhile (a submit's stream while the writer
+            // compares an UNLOCK2).
+            for part in mine.chunks(256) {
+                let mut shadow = lock(&self.shadow[h]);
+                if digest {
+                    shadow.digests(mem, part, &mut digests);
+                } else {
+                    shadow.pages(mem, part, &mut runs);
+                }
             }
         }
         out.extend(runs.into_iter().map(|(gpa, b)| memory(t, purpose, gpa, b)));
@@ -187,6 +194,9 @@ struct State {
     tx: Option<SyncSender<Msg>>,
     /// Captures handed to the writer.
     queued: u64,
+    /// Inputs handed to the writer and maybe not done: (their number in
+    /// `queued`, lowest and highest page frame).
+    in_flight: VecDeque<(u64, u64, u64)>,
     /// The request being answered had its pages handed to the writer:
     /// its reply waits for them.
     reply_waits: bool,
@@ -199,6 +209,17 @@ struct State {
 }
 
 impl State {
+    /// Whether no page of `pfns` is in an input the writer may not have
+    /// done yet (`done`: captures it has done): then diffing them now,
+    /// ahead of it, leaves the trace as it would be in order.
+    fn apart(&mut self, done: u64, pfns: &[u64]) -> bool {
+        while self.in_flight.front().is_some_and(|f| f.0 <= done) {
+            self.in_flight.pop_front();
+        }
+        pfns.iter()
+            .all(|p| self.in_flight.iter().all(|&(_, lo, hi)| *p < lo || *p > hi))
+    }
+
     /// Waits until the writer has done every capture handed to it.
     fn settle(&self, shared: &Shared) {
         if self.tx.is_none() {
@@ -359,6 +380,7 @@ impl Recorder {
             state: Mutex::new(State {
                 tx: Some(tx),
                 queued: 0,
+                in_flight: VecDeque::new(),
                 reply_waits: false,
                 process: 0,
                 layout: Vec::new(),
@@ -447,10 +469,17 @@ impl Recorder {
         if pfns.is_empty() {
             return false;
         }
-        let settled = *lock(&self.shared.done) == st.queued;
+        let done = *lock(&self.shared.done);
         let few = pfns.len() <= INLINE_PAGES;
-        if purpose == MemoryPurpose::Input && !(settled && few) {
+        // A few pages apart from what the writer is still on (a submit's
+        // stream while it compares an UNLOCK2) are diffed here and now, so
+        // that the reply need not wait for the writer.
+        let inline = few && (done == st.queued || st.apart(done, &pfns));
+        if purpose == MemoryPurpose::Input && !inline {
             st.queued += 1;
+            let lo = pfns.iter().copied().min().unwrap_or(0);
+            let hi = pfns.iter().copied().max().unwrap_or(0);
+            st.in_flight.push_back((st.queued, lo, hi));
             let mem = mem.clone();
             if !send(
                 st,
@@ -463,11 +492,15 @@ impl Recorder {
                 },
             ) {
                 st.queued -= 1;
+                st.in_flight.pop_back();
             }
             return true;
         }
-        // One order: what is in flight goes first.
-        st.settle(&self.shared);
+        // A result: one order, what is in flight goes first (it may be an
+        // UNLOCK2 of the same pages).
+        if purpose == MemoryPurpose::Result {
+            st.settle(&self.shared);
+        }
         let mut records = Vec::new();
         if few {
             let sh = &self.shared;
@@ -589,5 +622,32 @@ impl Drop for Recorder {
                 tracing::warn!("trace: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_inputs_go_ahead_only_of_other_pages() {
+        let mut st = State {
+            tx: None,
+            queued: 2,
+            in_flight: VecDeque::from([(1, 100, 131), (2, 500, 500)]),
+            reply_waits: false,
+            process: 0,
+            layout: Vec::new(),
+            capture: Capture::default(),
+            waits: 0,
+        };
+        assert!(st.apart(0, &[10, 99, 132, 499, 501]));
+        assert!(!st.apart(0, &[10, 131]));
+        assert!(!st.apart(0, &[500]));
+        // Once the writer has done the first, its pages are free.
+        assert!(st.apart(1, &[100]));
+        assert_eq!(st.in_flight.len(), 1);
+        assert!(!st.apart(1, &[500]));
+        assert!(st.apart(2, &[500]) && st.in_flight.is_empty());
     }
 }
