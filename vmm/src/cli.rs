@@ -180,6 +180,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=255))]
     pub cpus: Option<u8>,
 
+    /// Host CPU of a user-mode guest: UML's processes and the threads that
+    /// serve its devices run there, so a system call's hops stay on one CPU
+    /// (docs/uml.md). `auto`: the CPU dxvmm starts on; `none`: wherever the
+    /// scheduler puts them; or a CPU number [default: auto].
+    #[arg(long, value_name = "CPU")]
+    pub host_cpu: Option<crate::affinity::HostCpu>,
+
     /// Guest memory: a number of MiB, or a size with a unit (K, M, G; KiB,
     /// MiB, GiB) [default: 512M].
     #[arg(long, value_name = "SIZE")]

@@ -8,6 +8,7 @@
 //! cmdline = "quiet"
 //! cpus = 1
 //! memory = "1G"                  # or a number of MiB: 1024
+//! host-cpu = "auto"              # auto | none | a CPU number (user-mode engine)
 //! gpu = "all"                    # all | none | indices, LUIDs, name fragments
 //! inject = ["target/release/mytests:/bin/mytests", "testdata:/data"]
 //! command = ["mytests", "--data", "/data", "--junit", "/tmp/junit.xml"]
@@ -32,6 +33,7 @@ use device_dxg::GpuSelection;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use crate::affinity::HostCpu;
 use crate::cli::{Accel, RunArgs};
 use crate::collect::CollectSpec;
 use crate::inject::InjectSpec;
@@ -70,6 +72,8 @@ struct ConfigFile {
     cpus: Option<u8>,
     #[serde(default, deserialize_with = "memory")]
     memory: Option<MemorySize>,
+    #[serde(default, deserialize_with = "host_cpu")]
+    host_cpu: Option<HostCpu>,
     #[serde(default, deserialize_with = "gpu")]
     gpu: Option<GpuSelection>,
     #[serde(default, deserialize_with = "inject")]
@@ -85,8 +89,8 @@ struct ConfigFile {
 }
 
 /// The keys, for the message about an unknown one.
-const KEYS: &str = "accel, kernel, initramfs, cmdline, cpus, memory, gpu, inject, command, \
-    collect, timeout, serial-log, runtime-dir, verbose";
+const KEYS: &str = "accel, kernel, initramfs, cmdline, cpus, memory, host-cpu, gpu, inject, \
+    command, collect, timeout, serial-log, runtime-dir, verbose";
 
 fn accel<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Accel>, D::Error> {
     let s = String::deserialize(d)?;
@@ -100,6 +104,17 @@ fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
         0 => Err(de::Error::custom("at least 1 vCPU")),
         n => Ok(Some(n)),
     }
+}
+
+fn host_cpu<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HostCpu>, D::Error> {
+    // "auto", "none", or a number.
+    let v = toml::Value::deserialize(d)?;
+    let s = match &v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(n) => n.to_string(),
+        _ => return Err(de::Error::custom("auto, none or a CPU number")),
+    };
+    s.parse().map(Some).map_err(de::Error::custom)
 }
 
 fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -162,6 +177,7 @@ pub struct Settings {
     pub cmdline: Option<String>,
     pub cpus: u8,
     pub memory: MemorySize,
+    pub host_cpu: HostCpu,
     pub timeout: Option<u64>,
     pub serial_log: Option<PathBuf>,
     pub runtime_dir: Option<PathBuf>,
@@ -196,6 +212,7 @@ pub fn resolve(args: RunArgs) -> Result<Settings, Error> {
         cmdline: args.cmdline.or(file.cmdline),
         cpus: args.cpus.or(file.cpus).unwrap_or(1),
         memory: args.memory.or(file.memory).unwrap_or(default_memory),
+        host_cpu: args.host_cpu.or(file.host_cpu).unwrap_or_default(),
         timeout: args.timeout.or(file.timeout),
         serial_log: args.serial_log.or(file.serial_log),
         runtime_dir: args.runtime_dir.or(file.runtime_dir),
@@ -315,6 +332,7 @@ initramfs = "i"
 cmdline = "quiet"
 cpus = 2
 memory = "1G"
+host-cpu = 3
 gpu = "none"
 inject = ["t", "d:/opt/d"]
 command = ["/t", "-v"]
@@ -330,6 +348,7 @@ verbose = true
         assert_eq!(f.accel, Some(Accel::Uml));
         assert_eq!(f.cpus, Some(2));
         assert_eq!(f.memory.unwrap().mib(), 1024);
+        assert_eq!(f.host_cpu, Some(HostCpu::Cpu(3)));
         assert_eq!(f.gpu, Some(GpuSelection::None));
         assert_eq!(f.inject[1].guest.as_deref(), Some("/opt/d"));
         assert_eq!(f.command.unwrap(), ["/t", "-v"]);
@@ -351,6 +370,18 @@ verbose = true
         );
         let e = err("[run]\ncpus = 1\n");
         assert!(e.starts_with("run.toml:1: unknown key 'run'"), "{e}");
+    }
+
+    #[test]
+    fn host_cpu_takes_a_word_or_a_number() {
+        assert_eq!(
+            parse("host-cpu = \"none\"", "x").unwrap().host_cpu,
+            Some(HostCpu::Free)
+        );
+        let e = err("host-cpu = \"fast\"\n");
+        assert!(e.starts_with("run.toml:1: host-cpu: "), "{e}");
+        let e = err("host-cpu = -1\n");
+        assert!(e.starts_with("run.toml:1: host-cpu: "), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `dxvmm`: boots a Linux guest with dxvmm's virtual devices.
 
+mod affinity;
 mod cli;
 mod collect;
 mod config;
@@ -53,6 +54,8 @@ pub struct RunConfig {
     pub gpu: Option<GpuConfig>,
     /// Receives the `--collect` files on the control console.
     pub collect: Option<Arc<Mutex<collect::Receiver>>>,
+    /// The host CPU of a user-mode guest (`--host-cpu`); `None`: any.
+    pub host_cpu: Option<usize>,
 }
 
 impl RunConfig {
@@ -126,6 +129,8 @@ enum Error {
     Trace(#[from] dxvmm_trace::TraceError),
     #[error("--trace: the guest has no GPU device to record (--gpu none, or no Vulkan adapter)")]
     TraceWithoutGpu,
+    #[error("{0}")]
+    HostCpu(String),
 }
 
 /// Opens the host GPUs for the guest. Without `--gpu`, a host with no
@@ -210,6 +215,7 @@ fn run(args: RunArgs) -> Result<Outcome, Error> {
         command: args.command,
         gpu,
         collect,
+        host_cpu: affinity::choose(args.host_cpu).map_err(Error::HostCpu)?,
     };
     let outcome = match args.accel {
         Accel::Kvm => kvm::run(&cfg).map_err(Error::from),

@@ -110,6 +110,7 @@ fn spawn_device(
     mut device: Box<dyn VirtioDevice>,
     connected: Arc<AtomicUsize>,
     events: Sender<Event>,
+    cpu: Option<usize>,
 ) -> Result<DeviceThread, Error> {
     if socket.as_os_str().len() > SUN_PATH_MAX {
         return Err(Error::SocketPathTooLong(socket.to_path_buf()));
@@ -121,6 +122,11 @@ fn spawn_device(
     let handle = std::thread::Builder::new()
         .name(format!("vhost-user-{name}"))
         .spawn(move || {
+            if let Some(cpu) = cpu {
+                if let Err(e) = crate::affinity::pin_to_cpu(cpu) {
+                    tracing::warn!("device {name} not pinned to CPU {cpu}: {e}");
+                }
+            }
             let r = vhost_user_device::serve_listener(
                 &listener,
                 device.as_mut(),
@@ -273,6 +279,9 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
         "ssl=null".into(),
         "con0=null,fd:1".into(),
     ];
+    // UML's processes and the threads serving its devices share one CPU
+    // (crate::affinity says why).
+    let cpu = cfg.host_cpu;
     let mut threads = Vec::new();
     for (name, dev) in devices {
         let sock = runtime.0.join(format!("{name}.sock"));
@@ -283,6 +292,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
             dev,
             connected.clone(),
             events_tx.clone(),
+            cpu,
         )?);
         args.push(format!("virtio_uml.device={}:{id}", sock.display()));
     }
@@ -322,12 +332,15 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
         // Own process group: UML forks helpers, and teardown kills them all.
         .process_group(0);
     // SAFETY: the closure runs in the child between fork and exec and only
-    // calls prctl, which is async-signal-safe.
+    // calls prctl and sched_setaffinity, which are async-signal-safe.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             // Die with dxvmm, even when dxvmm is SIGKILLed.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if let Some(cpu) = cpu {
+                crate::affinity::pin_to_cpu(cpu)?;
             }
             Ok(())
         });

@@ -392,6 +392,84 @@ fn guest_that_dies_before_connecting() {
         .contains("the guest exited before connecting its devices (exit status 1)"));
 }
 
+/// The CPUs a process may run on, as /proc prints them ("0-3,6").
+fn cpus_allowed(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// Starts a guest that sleeps with `host_cpu`, returns the UML kernel's
+/// allowed CPUs once it is up, and lets the guest finish.
+fn guest_cpus_allowed(name: &str, host_cpu: &str) -> String {
+    images_present();
+    let parent = scratch(name);
+    let child = dxvmm()
+        .args([
+            "run",
+            "--accel",
+            "uml",
+            "--timeout",
+            "60",
+            "--host-cpu",
+            host_cpu,
+        ])
+        .arg("--runtime-dir")
+        .arg(&parent)
+        .args(["--", "sleep", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let needle = parent.to_str().unwrap().to_string();
+    let mut allowed = None;
+    for _ in 0..200 {
+        if let Some(p) = processes_mentioning(&needle)
+            .iter()
+            .find(|p| p.contains("virtio_uml.device="))
+        {
+            allowed = p.split(':').next().map(cpus_allowed);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(&parent).unwrap();
+    allowed.expect("the UML guest never started")
+}
+
+#[test]
+fn host_cpu_pins_the_guest() {
+    let ours = cpus_allowed("self");
+    let first: String = ours.chars().take_while(|c| c.is_ascii_digit()).collect();
+    assert_eq!(guest_cpus_allowed("pin-first", &first), first);
+    assert_eq!(guest_cpus_allowed("pin-none", "none"), ours);
+    // auto: one CPU of ours (or, with only one, that one).
+    let auto = guest_cpus_allowed("pin-auto", "auto");
+    assert!(auto.parse::<usize>().is_ok() || auto == ours, "{auto}");
+}
+
+#[test]
+fn host_cpu_outside_the_allowed_set_is_one_line() {
+    let out = dxvmm()
+        .args(["run", "--accel", "uml", "--host-cpu", "1023", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(one_line_error(&out).contains("--host-cpu 1023: not a CPU dxvmm may run on"));
+    let out = dxvmm()
+        .args(["run", "--host-cpu", "first", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("'first' is not auto, none or a CPU number"));
+}
+
 #[test]
 fn bad_memory_sizes() {
     for (size, msg) in [("16M", "too small"), ("100000G", "more than this host has")] {
@@ -422,6 +500,7 @@ fn help_explains_every_flag() {
         "--cmdline",
         "--cpus",
         "--memory",
+        "--host-cpu",
         "--timeout",
         "--serial-log",
         "--runtime-dir",

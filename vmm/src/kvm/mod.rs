@@ -733,6 +733,7 @@ mod tests {
             command: command.iter().map(|s| s.to_string()).collect(),
             gpu: None,
             collect: None,
+            host_cpu: None,
         }
     }
 
