@@ -728,6 +728,11 @@ impl Engine for WgpuEngine {
         else {
             return Ok(false);
         };
+        tracing::debug!(
+            pieces = pieces.len(),
+            spans = spans.len(),
+            "upload from guest RAM"
+        );
         // The GPU reads the guest's pages when the next submission runs,
         // not now: §2.6's coherency rules leave them alone until then.
         lock(&gpu.uploads).extend(pieces.into_iter().map(|p| Upload {
