@@ -9,6 +9,9 @@
 //! - SETEXISTINGSYSMEMPAGES: remembers the allocation's page frames; the
 //!   pages are due for capture (their contents are uploaded at first use).
 //! - UNLOCK2: captures the allocation's pages (the CPU may have written them).
+//! - LOCK2 (before the device acts): the allocation's pages if they are
+//!   still due (new pages: a reused page holds what the guest put there,
+//!   not what the trace last said of it).
 //! - SUBMITCOMMAND / SUBMITCOMMANDTOHWQUEUE: captures the pages of the command
 //!   stream (found through the process's MAPGPUVIRTUALADDRESS mappings) and of
 //!   every allocation the stream names that is due or still locked (every
@@ -224,6 +227,18 @@ impl Capture {
                 }
             }
             Request::Lock2(cmd) => {
+                // New pages no capture has taken yet hold what the guest
+                // put there (zeros, or the caller's own memory, possibly a
+                // page that held another allocation's results): an input,
+                // which the backend leaves in place unless the GPU wrote
+                // the allocation. Taken before the LOCK2 acts.
+                let key = (process, cmd.args.allocation.0);
+                if let (Some(a), Some(_)) = (self.allocs.get_mut(&key), mem) {
+                    if a.due {
+                        a.due = false;
+                        out.push(a.pfns.clone());
+                    }
+                }
                 self.pending = Some(Pending::Lock {
                     process,
                     allocation: cmd.args.allocation.0,

@@ -16,10 +16,11 @@ use dxvmm_protocol::frame::{encode_frame, FrameKind};
 use dxvmm_protocol::message::{Reply, Request};
 use dxvmm_protocol::vmbus::{
     global, vgpu, DxgkvmbCommandCreateAllocation, DxgkvmbCommandCreateContextVirtual,
-    DxgkvmbCommandCreateDevice, DxgkvmbCommandCreateProcess, DxgkvmbCommandLock2,
-    DxgkvmbCommandMapGpuVirtualAddress, DxgkvmbCommandReserveGpuVirtualAddress,
-    DxgkvmbCommandSetExistingSysmemPages, DxgkvmbCommandSubmitCommand, DxgkvmbCommandUnlock2,
-    DxgkvmbCommandVgpuToHost, DxgkvmbCommandVmToHost, DxgkvmbCommandWaitForSyncObjectFromGpu,
+    DxgkvmbCommandCreateDevice, DxgkvmbCommandCreateProcess, DxgkvmbCommandDestroyAllocation,
+    DxgkvmbCommandLock2, DxgkvmbCommandMapGpuVirtualAddress,
+    DxgkvmbCommandReserveGpuVirtualAddress, DxgkvmbCommandSetExistingSysmemPages,
+    DxgkvmbCommandSubmitCommand, DxgkvmbCommandUnlock2, DxgkvmbCommandVgpuToHost,
+    DxgkvmbCommandVmToHost, DxgkvmbCommandWaitForSyncObjectFromGpu,
 };
 use dxvmm_protocol::NtStatus;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -573,6 +574,44 @@ fn what_a_submit_may_write_is_captured_at_the_next_lock() {
         }),
         1
     );
+}
+
+#[test]
+fn a_reused_page_is_an_input_at_the_first_lock() {
+    let mut g = Guest::new("reuse", Options::default());
+    let (a, a_va) = g.buffer(1, 0x20_0000);
+    let fill = Command::Fill {
+        dst_va: a_va,
+        size: PAGE,
+        value: 7,
+    };
+    g.submit(vec![fill]).unwrap();
+    g.lock(a);
+    let mut d = vgpu_cmd!(
+        DxgkvmbCommandDestroyAllocation,
+        vgpu::DXGK_VMBCOMMAND_DESTROYALLOCATION,
+        g.p
+    );
+    d.device = g.dev;
+    let r = g.run(Request::DestroyAllocation {
+        cmd: d,
+        allocations: vec![a],
+    });
+    assert_eq!(r, Ok(Reply::Status(NtStatus::SUCCESS)));
+    // The driver zeroes the page and gives it to a new allocation, whose
+    // first LOCK2 leaves it as the guest made it.
+    g.mem
+        .write_slice(&[0; PAGE as usize], GuestAddress(0x20_0000))
+        .unwrap();
+    let (b, _) = g.buffer(1, 0x20_0000);
+    g.lock(b);
+    let (_, header, records) = g.finish();
+    assert!(
+        results_of_lock(&records, 1).is_empty(),
+        "nothing the GPU wrote"
+    );
+    let report = replayed(&header, &records);
+    assert_eq!(report.divergence, None, "{}", report.to_json());
 }
 
 #[test]

@@ -561,6 +561,12 @@ impl FrameObserver for Recorder {
                             self.capture(&mut st, t, MemoryPurpose::Input, pfns, mem, false);
                     }
                 }
+                // A LOCK2's own inputs are read before the backend may
+                // write the pages.
+                if deferred && releases_pages(frame) {
+                    st.settle(&self.shared);
+                    deferred = false;
+                }
                 // UNLOCK2's pages are the guest's again only at its next
                 // LOCK2; a submit's (command stream, locked allocations) may
                 // change once it has the reply.
