@@ -249,6 +249,21 @@ impl WgpuEngine {
         })
     }
 
+    /// `spans` as pieces of imported guest RAM, if the adapter can reach
+    /// all of them that way.
+    fn imported(
+        &self,
+        adapter: usize,
+        spans: &[HostSpan],
+    ) -> Result<Option<(&Arc<Gpu>, Vec<import::Piece>)>> {
+        let gpu = self.gpu(adapter)?;
+        Ok(gpu
+            .import
+            .as_ref()
+            .and_then(|i| i.pieces(&gpu.device, spans))
+            .map(|p| (gpu, p)))
+    }
+
     /// The adapter's device, opened on first use.
     fn gpu(&self, adapter: usize) -> Result<&Arc<Gpu>> {
         let slot = self.gpus.get(adapter).ok_or(BackendError::range(
@@ -720,12 +735,7 @@ impl Engine for WgpuEngine {
         buffer: &GpuBuffer,
         spans: &[HostSpan],
     ) -> Result<bool> {
-        let gpu = self.gpu(adapter)?;
-        let Some(pieces) = gpu
-            .import
-            .as_ref()
-            .and_then(|i| i.pieces(&gpu.device, spans))
-        else {
+        let Some((gpu, pieces)) = self.imported(adapter, spans)? else {
             return Ok(false);
         };
         tracing::debug!(
@@ -751,12 +761,7 @@ impl Engine for WgpuEngine {
         buffer: &GpuBuffer,
         spans: &[HostSpan],
     ) -> Result<bool> {
-        let gpu = self.gpu(adapter)?;
-        let Some(pieces) = gpu
-            .import
-            .as_ref()
-            .and_then(|i| i.pieces(&gpu.device, spans))
-        else {
+        let Some((gpu, pieces)) = self.imported(adapter, spans)? else {
             return Ok(false);
         };
         let mut enc = gpu.device.create_command_encoder(&Default::default());

@@ -20,6 +20,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+// The same native code as host-backend's benchmark.
+#[path = "../../host-backend/tests/common/direct.rs"]
+mod direct;
+use direct::Direct;
+
 // The guest's own shaders, so both sides run exactly the same work.
 use dxvmm_guest_tools::shaders::{MATMUL, TINY};
 
@@ -39,104 +44,14 @@ struct Sizes {
     rounds: u64,
 }
 
-struct Native {
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    name: String,
-}
-
-impl Native {
-    /// Our own wgpu device on the adapter the guest's GPU is (the host
-    /// backend's default: the first of `dxvmm gpus`).
-    fn new() -> Native {
-        let want = dxvmm_host_backend::host_adapters()
-            .first()
-            .map(|a| a.name.clone())
-            .expect("a Vulkan adapter on the host");
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::VULKAN,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
-        let adapter = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN))
-            .into_iter()
-            .find(|a| a.get_info().name == want)
-            .expect("the backend's adapter");
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            required_limits: adapter.limits(),
-            ..Default::default()
-        }))
-        .expect("device");
-        Native {
-            device,
-            queue,
-            name: want,
-        }
-    }
-
-    fn buffer(&self, size: u64) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    }
-
-    fn pipeline(&self, src: &str) -> wgpu::ComputePipeline {
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: None,
-                source: wgpu::ShaderSource::Wgsl(src.into()),
-            });
-        self.device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: None,
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-    }
-
-    fn bind(&self, p: &wgpu::ComputePipeline, bufs: &[&wgpu::Buffer]) -> wgpu::BindGroup {
-        let entries: Vec<_> = bufs
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &p.get_bind_group_layout(0),
-            entries: &entries,
-        })
-    }
-
-    fn dispatch(&self, p: &wgpu::ComputePipeline, bg: &wgpu::BindGroup, groups: [u32; 3]) {
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(p);
-            pass.set_bind_group(0, bg, &[]);
-            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        }
-        self.queue.submit([enc.finish()]);
-    }
-
-    fn wait(&self) {
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: None,
-                timeout: None,
-            })
-            .expect("poll");
-    }
+/// The native side: our own wgpu device on the adapter the guest's GPU is
+/// (the host backend's default: the first of `dxvmm gpus`).
+fn native_device() -> (Direct, String) {
+    let name = dxvmm_host_backend::host_adapters()
+        .first()
+        .map(|a| a.name.clone())
+        .expect("a Vulkan adapter on the host");
+    (Direct::new(&name), name)
 }
 
 fn best(rounds: u64, mut f: impl FnMut() -> Duration) -> f64 {
@@ -153,8 +68,8 @@ fn bytes_of(v: &[f32]) -> Vec<u8> {
 
 /// (workload, unit, value) of the native side, in dxgbench's order.
 fn native(sz: &Sizes) -> Vec<(&'static str, &'static str, f64)> {
-    let d = Native::new();
-    println!("adapter: {}", d.name);
+    let (d, name) = native_device();
+    println!("adapter: {name}");
     let mut rows = Vec::new();
 
     let n = sz.n;

@@ -10,64 +10,11 @@ use dxvmm_host_backend::*;
 use dxvmm_protocol::cmdstream::{Binding, Command, CommandStream};
 use dxvmm_protocol::escape::{CreatePipeline, ShaderLanguage};
 
-pub const VECTOR_ADD: &str = "
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    if (id.x < arrayLength(&c)) {
-        c[id.x] = a[id.x] + b[id.x];
-    }
-}
-";
-
-/// C = A x B for n x n row-major matrices, n in `dims[0]`; 16 x 16 tiles in
-/// workgroup memory.
-pub const MATMUL: &str = "
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
-@group(0) @binding(3) var<storage, read> dims: array<u32>;
-var<workgroup> ta: array<f32, 256>;
-var<workgroup> tb: array<f32, 256>;
-@compute @workgroup_size(16, 16)
-fn main(@builtin(global_invocation_id) g: vec3<u32>,
-        @builtin(local_invocation_id) l: vec3<u32>) {
-    let n = dims[0];
-    let row = g.y;
-    let col = g.x;
-    var acc = 0.0;
-    let tiles = (n + 15u) / 16u;
-    for (var t = 0u; t < tiles; t++) {
-        let ac = t * 16u + l.x;
-        let br = t * 16u + l.y;
-        var va = 0.0;
-        if (row < n && ac < n) { va = a[row * n + ac]; }
-        var vb = 0.0;
-        if (br < n && col < n) { vb = b[br * n + col]; }
-        ta[l.y * 16u + l.x] = va;
-        tb[l.y * 16u + l.x] = vb;
-        workgroupBarrier();
-        for (var k = 0u; k < 16u; k++) {
-            acc += ta[l.y * 16u + k] * tb[k * 16u + l.x];
-        }
-        workgroupBarrier();
-    }
-    if (row < n && col < n) {
-        c[row * n + col] = acc;
-    }
-}
-";
-
-/// The smallest useful dispatch: one invocation bumps a counter.
-pub const TINY: &str = "
-@group(0) @binding(0) var<storage, read_write> x: array<u32>;
-@compute @workgroup_size(1)
-fn main() {
-    x[0] = x[0] + 1u;
-}
-";
+// The guest's own kernels and reference computations, so the backend's
+// tests, its benchmark and the guest's suites run one program. Each test
+// binary uses some of them.
+#[allow(unused_imports)]
+pub use dxvmm_guest_tools::shaders::{cpu_matmul, matmul_groups, matrix, MATMUL, TINY, VECTOR_ADD};
 
 pub fn wgsl(src: &str) -> CreatePipeline {
     CreatePipeline {
@@ -208,37 +155,6 @@ pub fn bytes_of(v: &[f32]) -> Vec<u8> {
 
 pub fn u32_bytes(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Deterministic pseudo-random matrix entries in [-1, 1).
-pub fn matrix(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n * n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s % 2000) as f32 / 1000.0 - 1.0
-        })
-        .collect()
-}
-
-pub fn cpu_matmul(a: &[f32], b: &[f32], n: usize) -> Vec<f32> {
-    let mut c = vec![0f32; n * n];
-    for i in 0..n {
-        for k in 0..n {
-            let x = a[i * n + k];
-            for j in 0..n {
-                c[i * n + j] += x * b[k * n + j];
-            }
-        }
-    }
-    c
-}
-
-pub fn matmul_groups(n: u32) -> [u32; 3] {
-    let g = n.div_ceil(16);
-    [g, g, 1]
 }
 
 /// The wgpu backend on the host's default adapter, shared by a test
