@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the guest tools (dxginfo, dxgtest, dxgbench) as static executables for the
+# Builds the guest tools (dxginfo, dxgtest, dxgbench, dxvmm-stdin) as static executables for the
 # guest's initramfs, which has no libc, and copies them to OUTDIR stripped.
 #
 # Usage: guest-tools/build-static.sh OUTDIR
@@ -15,7 +15,7 @@ die() { printf 'build-static: error: %s\n' "$*" >&2; exit 1; }
 out=$1
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=x86_64-unknown-linux-gnu
-bins="dxginfo dxgtest dxgbench"
+bins="dxginfo dxgtest dxgbench dxvmm-stdin"
 
 printf 'build-static: building %s (static, %s) into %s\n' "$bins" "$target" "$out"
 mkdir -p "$out"

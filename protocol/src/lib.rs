@@ -13,6 +13,7 @@
 //! - [`message`]: decoded requests, replies and host events.
 //! - [`cmdstream`]: what SUBMITCOMMAND's command buffer holds.
 //! - [`escape`]: driver-private escapes (pipeline creation) and adapter info.
+//! - [`stdin`]: the framing of a guest command's piped stdin on its console.
 //!
 //! Decoding never trusts the input: every length and count is checked
 //! before use, values are copied out with zerocopy (no alignment
@@ -33,6 +34,7 @@ pub mod escape;
 pub mod frame;
 pub mod message;
 pub mod ntstatus;
+pub mod stdin;
 pub mod vmbus;
 
 pub use error::DecodeError;

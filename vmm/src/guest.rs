@@ -15,6 +15,7 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 
 use base64::Engine as _;
+use dxvmm_protocol::stdin as stdin_framing;
 
 use crate::collect::Receiver;
 
@@ -172,14 +173,47 @@ impl Write for ControlChannel {
     }
 }
 
+/// What the host's standard streams are, which the guest's `/init` must
+/// know to set up the command's console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostStdio {
+    pub stdin_tty: bool,
+    pub stdout_tty: bool,
+}
+
+impl HostStdio {
+    pub fn detect() -> HostStdio {
+        HostStdio {
+            stdin_tty: crate::term::is_tty(0),
+            stdout_tty: crate::term::is_tty(1),
+        }
+    }
+
+    /// The kernel command-line word that tells `/init`: `dxvmm.tty=1` (a
+    /// terminal both ways: keep the console cooked), `dxvmm.stdin=pipe`
+    /// (stdin is a file or pipe: it comes framed, with an end), or none.
+    pub fn cmdline_word(self) -> Option<&'static str> {
+        if self.stdin_tty && self.stdout_tty {
+            Some("dxvmm.tty=1")
+        } else if !self.stdin_tty {
+            Some("dxvmm.stdin=pipe")
+        } else {
+            None
+        }
+    }
+}
+
 /// Copies the host's stdin to `input` (the stdio console's input pipe) once
 /// `gate` opens, holding what arrives earlier. `also` sees every chunk at
 /// once (the KVM engine's COM1). On a terminal (`tty`), Ctrl-] calls
 /// `interrupt` and stops forwarding: the terminal is raw, so Ctrl-C belongs
-/// to the guest.
+/// to the guest. `framed` (the host's stdin is a file or pipe): the input
+/// goes framed, ending with the end mark (dxvmm-protocol's `stdin`), which
+/// the guest's `/init` turns into the end of the command's stdin.
 pub fn spawn_stdin_forwarder(
     input: OwnedFd,
     tty: bool,
+    framed: bool,
     gate: InputGate,
     interrupt: impl FnOnce() + Send + 'static,
     mut also: impl FnMut(&[u8]) + Send + 'static,
@@ -203,7 +237,13 @@ pub fn spawn_stdin_forwarder(
             let mut buf = [0u8; 4096];
             loop {
                 let n = match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => {
+                        // A file or pipe ended: say so (a console cannot).
+                        if framed {
+                            let _ = tx.send(stdin_framing::END_MARK.to_vec());
+                        }
+                        break;
+                    }
                     Ok(n) => n,
                 };
                 if tty && buf[..n].contains(&0x1d) {
@@ -211,7 +251,14 @@ pub fn spawn_stdin_forwarder(
                     break;
                 }
                 also(&buf[..n]);
-                if tx.send(buf[..n].to_vec()).is_err() {
+                let chunk = if framed {
+                    let mut out = Vec::with_capacity(n + 16);
+                    stdin_framing::encode(&buf[..n], &mut out);
+                    out
+                } else {
+                    buf[..n].to_vec()
+                };
+                if tx.send(chunk).is_err() {
                     break;
                 }
             }

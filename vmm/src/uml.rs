@@ -303,8 +303,12 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     if let Some(word) = cfg.collect_word() {
         args.push(word);
     }
-    if stdin_tty && stdout_tty {
-        args.push("dxvmm.tty=1".into());
+    let stdio = guest::HostStdio {
+        stdin_tty,
+        stdout_tty,
+    };
+    if let Some(word) = stdio.cmdline_word() {
+        args.push(word.into());
     }
     if let Some(extra) = &cfg.cmdline {
         args.extend(extra.split_whitespace().map(String::from));
@@ -372,6 +376,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     guest::spawn_stdin_forwarder(
         stdin_w,
         raw_terminal.is_some(),
+        !stdin_tty,
         gate,
         move || {
             let _ = interrupt.send(Event::Signal(libc::SIGINT));

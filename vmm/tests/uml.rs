@@ -132,6 +132,50 @@ fn host_stdin_reaches_the_guest() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// A file or pipe on the host's stdin ends in the guest too: a command that
+/// reads to the end finishes, and every byte (0xff, the framing's escape,
+/// included) arrives once.
+#[test]
+fn piped_stdin_ends_and_arrives_whole() {
+    images_present();
+    let data: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .chain([0xff, 0xff, 0x00, 0xff])
+        .collect();
+    let mut child = dxvmm()
+        .args(["run", "--accel", "uml", "--timeout", "60", "--"])
+        .args(["sh", "-c", "wc -c; echo end"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert_eq!(text(&out.stdout), "200004\nend\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    // The same bytes back out (od shows them), through a file this time.
+    let path = std::env::temp_dir().join(format!("dxvmm-stdin-{}", std::process::id()));
+    std::fs::write(&path, [b'a', 0xff, b'b', 0xff, 0xff, 0x00, b'\n']).unwrap();
+    let out = dxvmm()
+        .args(["run", "--accel", "uml", "--timeout", "60", "--"])
+        .args(["od", "-An", "-tx1"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        text(&out.stdout).split_whitespace().collect::<Vec<_>>(),
+        ["61", "ff", "62", "ff", "ff", "00", "0a"]
+    );
+
+    // Nothing on stdin (/dev/null): the command sees the end at once.
+    let out = run_guest(&["--", "sh", "-c", "cat; echo done"]);
+    assert_eq!(text(&out.stdout), "done\n");
+}
+
 #[test]
 fn large_output_arrives_whole() {
     let out = run_guest(&["--", "sh", "-c", "seq 1 20000"]);

@@ -113,7 +113,7 @@ pub fn default_kernel() -> PathBuf {
 }
 
 /// The kernel command line for `cfg`.
-pub fn cmdline(cfg: &RunConfig, tty: bool) -> String {
+pub fn cmdline(cfg: &RunConfig, stdio: guest::HostStdio) -> String {
     let mut words = vec![BASE_CMDLINE.to_string()];
     if let Some(w) = guest::encode_command(&cfg.command) {
         words.push(w);
@@ -121,8 +121,8 @@ pub fn cmdline(cfg: &RunConfig, tty: bool) -> String {
     if let Some(w) = cfg.collect_word() {
         words.push(w);
     }
-    if tty {
-        words.push("dxvmm.tty=1".into());
+    if let Some(w) = stdio.cmdline_word() {
+        words.push(w.into());
     }
     if let Some(extra) = &cfg.cmdline {
         words.push(extra.trim().to_string());
@@ -388,7 +388,7 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
         Some(p) => Some(boot::load_initramfs(&mem, p, mem_size, &kernel)?),
         None => None,
     };
-    let cmdline = cmdline(cfg, io.tty);
+    let cmdline = cmdline(cfg, io.stdio);
     boot::write_cmdline(&mem, &kernel, &cmdline)?;
     tracing::debug!(%cmdline, "kernel command line");
 
@@ -488,7 +488,7 @@ struct VmIo {
     stdin: OwnedFd,
     control: Sender<Event>,
     gate: InputGate,
-    tty: bool,
+    stdio: guest::HostStdio,
 }
 
 /// Boots the guest on KVM and supervises it until it ends.
@@ -514,8 +514,8 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
                 }
             })?;
     }
-    let stdin_tty = term::is_tty(0);
-    let tty = stdin_tty && term::is_tty(1);
+    let stdio = guest::HostStdio::detect();
+    let stdin_tty = stdio.stdin_tty;
     let (stdin_r, stdin_w) = pipe()?;
     set_nonblocking(&stdin_r)?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -526,7 +526,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
         stdin: stdin_r,
         control: control_tx,
         gate: gate.clone(),
-        tty,
+        stdio,
     };
     let mut vm = build_vm(cfg, &events_tx, io)?;
     tracing::debug!("VM set up in {:?}", started.elapsed());
@@ -568,6 +568,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     guest::spawn_stdin_forwarder(
         stdin_w,
         raw_terminal.is_some(),
+        !stdin_tty,
         gate,
         move || {
             let _ = interrupt.send(VmEvent::Guest(Event::Signal(libc::SIGINT)));
@@ -739,11 +740,24 @@ mod tests {
 
     #[test]
     fn cmdline_carries_console_command_and_extras() {
-        let c = cmdline(&cfg(&["true"], Some(" earlyprintk=serial ")), true);
+        let terminal = guest::HostStdio {
+            stdin_tty: true,
+            stdout_tty: true,
+        };
+        let c = cmdline(&cfg(&["true"], Some(" earlyprintk=serial ")), terminal);
         assert!(c.starts_with("console=ttyS0 "));
         assert!(c.contains(" dxvmm.cmd=dHJ1ZQA= "), "{c}");
         assert!(c.contains(" dxvmm.tty=1 "));
         assert!(c.ends_with(" earlyprintk=serial"));
-        assert_eq!(cmdline(&cfg(&[], None), false), BASE_CMDLINE);
+        let to_file = guest::HostStdio {
+            stdin_tty: true,
+            stdout_tty: false,
+        };
+        assert_eq!(cmdline(&cfg(&[], None), to_file), BASE_CMDLINE);
+        let piped = guest::HostStdio {
+            stdin_tty: false,
+            stdout_tty: true,
+        };
+        assert!(cmdline(&cfg(&[], None), piped).ends_with(" dxvmm.stdin=pipe"));
     }
 }
