@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 fn run(trace: Option<&std::path::Path>, args: &[String]) -> BTreeMap<String, (String, f64)> {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dxvmm"));
+    // $DXVMM_BIN: the dxvmm to run, for a machine without the build tree.
+    let dxvmm = std::env::var("DXVMM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_dxvmm").into());
+    let mut c = Command::new(dxvmm);
     c.env_remove("RUST_LOG")
         .args(["run", "--accel", "uml", "--timeout", "600"]);
     if let Some(t) = trace {
