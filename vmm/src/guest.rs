@@ -142,6 +142,11 @@ impl ControlChannel {
             self.gate.open();
             return;
         }
+        // Our own size line, echoed if it reached the console before /init
+        // turned echo off there.
+        if line.starts_with("winsize ") {
+            return;
+        }
         if let Some(rest) = line.strip_prefix("exit ") {
             if let Ok(status) = rest.trim().parse::<i32>() {
                 let _ = self.events.send(Event::GuestStatus(status));
@@ -179,28 +184,77 @@ impl Write for ControlChannel {
 pub struct HostStdio {
     pub stdin_tty: bool,
     pub stdout_tty: bool,
+    /// The terminal's (columns, rows), when both are terminals.
+    pub size: Option<(u16, u16)>,
 }
 
 impl HostStdio {
     pub fn detect() -> HostStdio {
+        let stdin_tty = crate::term::is_tty(0);
+        let stdout_tty = crate::term::is_tty(1);
         HostStdio {
-            stdin_tty: crate::term::is_tty(0),
-            stdout_tty: crate::term::is_tty(1),
+            stdin_tty,
+            stdout_tty,
+            size: if stdin_tty && stdout_tty {
+                crate::term::window_size(1)
+            } else {
+                None
+            },
         }
     }
 
-    /// The kernel command-line word that tells `/init`: `dxvmm.tty=1` (a
-    /// terminal both ways: keep the console cooked), `dxvmm.stdin=pipe`
-    /// (stdin is a file or pipe: it comes framed, with an end), or none.
-    pub fn cmdline_word(self) -> Option<&'static str> {
+    /// The kernel command-line words that tell `/init`: `dxvmm.tty=1` (a
+    /// terminal both ways: keep the console cooked) and its size
+    /// `dxvmm.winsize=COLSxROWS`, or `dxvmm.stdin=pipe` (stdin is a file or
+    /// pipe: it comes framed, with an end).
+    pub fn cmdline_words(self) -> Vec<String> {
+        let mut words = Vec::new();
         if self.stdin_tty && self.stdout_tty {
-            Some("dxvmm.tty=1")
+            words.push("dxvmm.tty=1".to_string());
+            if let Some((cols, rows)) = self.size {
+                words.push(format!("dxvmm.winsize={cols}x{rows}"));
+            }
         } else if !self.stdin_tty {
-            Some("dxvmm.stdin=pipe")
-        } else {
-            None
+            words.push("dxvmm.stdin=pipe".to_string());
         }
+        words
     }
+}
+
+/// Keeps the guest's terminal size in step with the host's: every change
+/// (SIGWINCH) becomes a `winsize COLS ROWS` line on the control console's
+/// input, which `/init` applies to the command's terminal (the guest kernel
+/// then sends the command its own SIGWINCH). The size at boot travels as a
+/// kernel command-line word ([`HostStdio::cmdline_words`]). Returns the
+/// control console's input, `None` unless the host has a terminal size.
+pub fn forward_window_size(stdio: HostStdio) -> io::Result<Option<OwnedFd>> {
+    let Some(mut last) = stdio.size else {
+        return Ok(None);
+    };
+    let (r, w) = crate::sys::input_pipe()?;
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGWINCH])?;
+    std::thread::Builder::new()
+        .name("winsize".into())
+        .spawn(move || {
+            let mut out = File::from(w);
+            for _ in signals.forever() {
+                let Some(now) = crate::term::window_size(1) else {
+                    continue;
+                };
+                if now != last {
+                    last = now;
+                    if out.write_all(winsize_line(now).as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            }
+        })?;
+    Ok(Some(r))
+}
+
+/// The control line of a terminal size.
+fn winsize_line((cols, rows): (u16, u16)) -> String {
+    format!("winsize {cols} {rows}\n")
 }
 
 /// Copies the host's stdin to `input` (the stdio console's input pipe) once

@@ -10,6 +10,7 @@ mod images;
 mod inject;
 mod kvm;
 mod size;
+mod sys;
 mod term;
 mod trace;
 mod uml;

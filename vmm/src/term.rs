@@ -47,3 +47,15 @@ pub fn is_tty(fd: RawFd) -> bool {
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(fd) == 1 }
 }
+
+/// The terminal's size on `fd` as (columns, rows), if it is a terminal that
+/// knows one.
+pub fn window_size(fd: RawFd) -> Option<(u16, u16)> {
+    // SAFETY: an all-zero winsize is a valid value to be overwritten.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into `ws`, which we own.
+    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } != 0 {
+        return None;
+    }
+    (ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col, ws.ws_row))
+}

@@ -144,25 +144,6 @@ fn spawn_device(
     Ok(DeviceThread { stop, handle })
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    use std::os::fd::FromRawFd;
-    // SAFETY: pipe2 succeeded; both descriptors are open and owned by us alone.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn set_nonblocking(fd: &OwnedFd) {
-    // SAFETY: fcntl on a descriptor we own, only reading and setting flags.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
-}
-
 /// Reads the UML kernel's console: serial log, --verbose echo, panic text.
 fn spawn_console_reader(
     console: OwnedFd,
@@ -243,10 +224,10 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     let connected = Arc::new(AtomicUsize::new(0));
 
     // Devices. The stdio console's input is a pipe fed from our stdin.
-    let stdin_tty = term::is_tty(0);
-    let stdout_tty = term::is_tty(1);
-    let (stdin_r, stdin_w) = pipe()?;
-    set_nonblocking(&stdin_r);
+    let stdio = guest::HostStdio::detect();
+    let stdin_tty = stdio.stdin_tty;
+    let (stdin_r, stdin_w) = crate::sys::input_pipe()?;
+    let control_input = guest::forward_window_size(stdio)?;
     let gate = InputGate::default();
     let mut devices: Vec<(&'static str, Box<dyn VirtioDevice>)> = vec![
         (
@@ -265,7 +246,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
                     ControlChannel::new(events_tx.clone(), gate.clone())
                         .collecting(cfg.collect.clone()),
                 ),
-                None,
+                control_input,
             )),
         ),
     ];
@@ -303,20 +284,14 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     if let Some(word) = cfg.collect_word() {
         args.push(word);
     }
-    let stdio = guest::HostStdio {
-        stdin_tty,
-        stdout_tty,
-    };
-    if let Some(word) = stdio.cmdline_word() {
-        args.push(word.into());
-    }
+    args.extend(stdio.cmdline_words());
     if let Some(extra) = &cfg.cmdline {
         args.extend(extra.split_whitespace().map(String::from));
     }
     tracing::debug!(?args, "starting UML");
 
     // The kernel's console: UML's stdout and stderr, both into one pipe.
-    let (console_r, console_w) = pipe()?;
+    let (console_r, console_w) = crate::sys::pipe()?;
     let console_w2 = console_w.try_clone()?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let console_thread = spawn_console_reader(
@@ -508,7 +483,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
 /// when dxvmm itself is SIGKILLed: UML's helper and user processes do not die
 /// with their parent, and PR_SET_PDEATHSIG reaches only the UML main process.
 fn spawn_group_watchdog(pgid: i32) -> io::Result<OwnedFd> {
-    let (alive_r, alive_w) = pipe()?;
+    let (alive_r, alive_w) = crate::sys::pipe()?;
     // SAFETY: fork in a threaded process; the child calls only
     // async-signal-safe functions (close, read, kill, _exit) before it exits.
     let pid = unsafe { libc::fork() };

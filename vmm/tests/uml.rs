@@ -553,3 +553,101 @@ fn help_explains_every_flag() {
         assert!(h.contains(flag), "--help lacks {flag}");
     }
 }
+
+/// A pseudo-terminal of `cols` x `rows`: (master, slave).
+fn pty(cols: u16, rows: u16) -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors; the name is not asked for and
+    // the termios is the default; `ws` is a valid winsize.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: both descriptors were just opened and are ours alone.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    }
+}
+
+/// Reads `master` until `want` has appeared (or the other side is gone).
+fn read_until(master: &mut std::fs::File, seen: &mut String, want: &str) {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    while !seen.contains(want) {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+}
+
+/// On a host terminal, the guest command's terminal has the host's size,
+/// and a resize of the host terminal reaches the command as SIGWINCH with
+/// the new size.
+#[test]
+fn guest_terminal_follows_the_host_size() {
+    use std::os::unix::process::CommandExt;
+    images_present();
+    let (mut master, slave) = pty(111, 33);
+    let mut cmd = dxvmm();
+    cmd.args(["run", "--accel", "uml", "--timeout", "60", "--"])
+        .args([
+            "sh",
+            "-c",
+            "stty size; trap 'stty size; exit 0' WINCH; echo waiting; \
+             while :; do sleep 0.1; done",
+        ])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: between fork and exec only setsid and ioctl, both
+    // async-signal-safe: the pty becomes dxvmm's controlling terminal, so a
+    // resize sends it SIGWINCH as a terminal would.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Only dxvmm may hold the slave now, so a read sees its end.
+    drop(cmd);
+    drop(slave);
+    let mut seen = String::new();
+    read_until(&mut master, &mut seen, "waiting");
+    assert!(seen.contains("33 111"), "{seen}");
+    let ws = libc::winsize {
+        ws_row: 44,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from `ws`; the fd is our master.
+    let r = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws)
+    };
+    assert_eq!(r, 0);
+    read_until(&mut master, &mut seen, "44 120");
+    let status = child.wait().unwrap();
+    assert!(seen.contains("44 120"), "{seen}");
+    assert_eq!(status.code(), Some(0), "{seen}");
+}

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,9 +121,7 @@ pub fn cmdline(cfg: &RunConfig, stdio: guest::HostStdio) -> String {
     if let Some(w) = cfg.collect_word() {
         words.push(w);
     }
-    if let Some(w) = stdio.cmdline_word() {
-        words.push(w.into());
-    }
+    words.extend(stdio.cmdline_words());
     if let Some(extra) = &cfg.cmdline {
         words.push(extra.trim().to_string());
     }
@@ -140,29 +138,6 @@ impl NotifyRegistrar for IoEvents<'_> {
             .register_ioevent(fd, &IoEventAddress::Mmio(addr), datamatch)
             .map_err(|e| io::Error::from_raw_os_error(e.errno()))
     }
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded; both descriptors are open and owned by us alone.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own, only reading its flags.
-    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above, setting the flags read plus O_NONBLOCK.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The guest's memory, and KVM told where it is.
@@ -412,7 +387,7 @@ fn build_vm(cfg: &RunConfig, events: &Sender<VmEvent>, io: VmIo) -> Result<Vm, E
             Box::new(
                 ControlChannel::new(io.control, io.gate.clone()).collecting(cfg.collect.clone()),
             ),
-            None,
+            io.control_input,
         )),
     ];
     // The GPU, served by the device thread like the consoles.
@@ -489,6 +464,8 @@ struct VmIo {
     control: Sender<Event>,
     gate: InputGate,
     stdio: guest::HostStdio,
+    /// The control console's input (terminal size changes).
+    control_input: Option<OwnedFd>,
 }
 
 /// Boots the guest on KVM and supervises it until it ends.
@@ -516,8 +493,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
     }
     let stdio = guest::HostStdio::detect();
     let stdin_tty = stdio.stdin_tty;
-    let (stdin_r, stdin_w) = pipe()?;
-    set_nonblocking(&stdin_r)?;
+    let (stdin_r, stdin_w) = crate::sys::input_pipe()?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let gate = InputGate::default();
     let io = VmIo {
@@ -527,6 +503,7 @@ pub fn run(cfg: &RunConfig) -> Result<Outcome, Error> {
         control: control_tx,
         gate: gate.clone(),
         stdio,
+        control_input: guest::forward_window_size(stdio)?,
     };
     let mut vm = build_vm(cfg, &events_tx, io)?;
     tracing::debug!("VM set up in {:?}", started.elapsed());
@@ -743,20 +720,23 @@ mod tests {
         let terminal = guest::HostStdio {
             stdin_tty: true,
             stdout_tty: true,
+            size: Some((132, 43)),
         };
         let c = cmdline(&cfg(&["true"], Some(" earlyprintk=serial ")), terminal);
         assert!(c.starts_with("console=ttyS0 "));
         assert!(c.contains(" dxvmm.cmd=dHJ1ZQA= "), "{c}");
-        assert!(c.contains(" dxvmm.tty=1 "));
+        assert!(c.contains(" dxvmm.tty=1 dxvmm.winsize=132x43 "), "{c}");
         assert!(c.ends_with(" earlyprintk=serial"));
         let to_file = guest::HostStdio {
             stdin_tty: true,
             stdout_tty: false,
+            size: None,
         };
         assert_eq!(cmdline(&cfg(&[], None), to_file), BASE_CMDLINE);
         let piped = guest::HostStdio {
             stdin_tty: false,
             stdout_tty: true,
+            size: None,
         };
         assert!(cmdline(&cfg(&[], None), piped).ends_with(" dxvmm.stdin=pipe"));
     }
