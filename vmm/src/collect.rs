@@ -9,14 +9,17 @@
 //! ```text
 //! file I CHUNK        base64 of the next bytes of file I (busybox base64's
 //!                     76-column lines: each decodes on its own)
-//! file-end I SIZE     file I is complete: SIZE bytes
+//! file-end I SIZE [MODE]  file I is complete: SIZE bytes; MODE, its
+//!                     permission bits in octal (stat -c %a), if sent
 //! file-missing I      the guest has no readable regular file there
 //! ```
 //!
 //! The guest is not trusted: a line is bounded (see guest::ControlChannel),
 //! an index must be one dxvmm asked for, a chunk must be valid base64, a
 //! file may not outgrow the guest's memory (where it was held), and the
-//! size must match what arrived. Chunks go straight to a temporary file
+//! size must match what arrived. The mode keeps only the permission bits
+//! (never setuid, setgid or sticky) that the host's umask allows, as `cp`
+//! does: a test binary built in the guest comes back executable. Chunks go straight to a temporary file
 //! beside HOST_PATH, which is renamed over HOST_PATH only once the whole
 //! file arrived: HOST_PATH is either the complete file or untouched.
 //!
@@ -243,11 +246,24 @@ impl Receiver {
                     _ => Err("the guest sent data for a file it had ended".into()),
                 }
             }
-            ("file-end", Some(declared)) => {
+            ("file-end", Some(rest)) => {
+                let mut words = rest.split_whitespace();
+                let declared = words.next().unwrap_or("");
                 let declared: u64 = declared
-                    .trim()
                     .parse()
                     .map_err(|_| format!("the guest sent a bad size {declared:?}"))?;
+                let mode = match words.next() {
+                    None => None,
+                    Some(m) => Some(
+                        u32::from_str_radix(m, 8)
+                            .ok()
+                            .filter(|&m| m <= 0o7777)
+                            .ok_or_else(|| format!("the guest sent a bad mode {m:?}"))?,
+                    ),
+                };
+                if words.next().is_some() {
+                    return Err("the guest sent a malformed line".into());
+                }
                 if matches!(self.states[i], State::Waiting) {
                     // An empty file has no chunks.
                     self.states[i] = self.open(i)?;
@@ -261,7 +277,8 @@ impl Receiver {
                                  (did the file change while it was sent?)"
                             ))
                         } else {
-                            file.sync_all()
+                            with_mode(&file, mode)
+                                .and_then(|()| file.sync_all())
                                 .and_then(|()| fs::rename(&tmp, host))
                                 .map_err(|e| format!("cannot write {}: {e}", host.display()))
                         };
@@ -374,6 +391,19 @@ impl Drop for Receiver {
 }
 
 /// Reads `dir`'s entries, for tests that check no temporary file is left.
+/// Gives `file` the guest's permission bits (`mode`), less setuid, setgid
+/// and sticky and less what the host's umask takes away. The umask shows in
+/// the mode the file was created with (0o666 less the umask); its execute
+/// bits are taken to follow its read bits.
+fn with_mode(file: &File, mode: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mode) = mode else { return Ok(()) };
+    let created = file.metadata()?.permissions().mode() & 0o666;
+    let masked_rw = 0o666 & !created;
+    let masked = masked_rw | ((masked_rw & 0o444) >> 2);
+    file.set_permissions(fs::Permissions::from_mode(mode & 0o777 & !masked))
+}
+
 #[cfg(test)]
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
@@ -443,6 +473,30 @@ mod tests {
             plan(&[a, b]).unwrap_err().to_string(),
             "--collect /b/j.xml: j.xml is collected twice"
         );
+    }
+
+    #[test]
+    fn modes_come_back_without_special_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("modes");
+        let mut r = receiver(&dir, &["/x", "/y", "/z"]);
+        assert!(r.line("file 0 AAAA"));
+        assert!(r.line("file-end 0 3 4755"));
+        assert!(r.line("file-end 1 0 600"));
+        assert!(r.line("file-end 2 0 9"));
+        let report = r.finish(true);
+        let mode = |n: &str| fs::metadata(dir.join(n)).unwrap().permissions().mode() & 0o7777;
+        // No setuid; what the umask allows of rwxr-xr-x.
+        let created = {
+            let probe = dir.join("probe");
+            File::create(&probe).unwrap();
+            fs::metadata(&probe).unwrap().permissions().mode() & 0o666
+        };
+        let allowed = created | ((created & 0o444) >> 2);
+        assert_eq!(mode("x"), 0o755 & allowed);
+        assert_eq!(mode("y"), 0o600 & allowed);
+        assert!(!dir.join("z").exists());
+        assert!(report.error.unwrap().to_string().contains("bad mode"));
     }
 
     #[test]

@@ -69,7 +69,7 @@ fn files_come_back_byte_exact_and_a_missing_one_is_a_warning() {
     // The command writes a file with every byte value and a NUL-only one,
     // and fails: the files still come back, and the status stays its own.
     let script = "i=0; while [ $i -lt 256 ]; do printf \"\\\\$(printf %o $i)\"; i=$((i+1)); done \
-        > /tmp/all.bin; : > /tmp/empty; exit 7";
+        > /tmp/all.bin; : > /tmp/empty; chmod 4755 /tmp/all.bin; exit 7";
     let out = uml(
         &s.0,
         &[
@@ -102,6 +102,14 @@ fn files_come_back_byte_exact_and_a_missing_one_is_a_warning() {
     assert_eq!(std::fs::read(s.0.join("out/all.bin")).unwrap(), all);
     assert_eq!(std::fs::read(s.0.join("empty")).unwrap(), b"");
     assert_eq!(s.entries("out"), ["all.bin", "copy.bin"]);
+    // The guest's mode comes back, less setuid and the host's umask.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(s.0.join(p)).unwrap().permissions().mode() & 0o7777;
+    let created = mode("big.bin") & 0o666;
+    assert_eq!(
+        mode("out/all.bin"),
+        0o755 & (created | ((created & 0o444) >> 2))
+    );
 }
 
 #[test]
