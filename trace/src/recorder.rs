@@ -133,7 +133,7 @@ impl Shared {
                 if digest {
                     shadow.digests(mem, part, &mut digests);
                 } else {
-                    shadow.pages(mem, part, &mut runs);
+                    shadow.pages(mem, part, purpose == MemoryPurpose::Input, &mut runs);
                 }
             }
         }
