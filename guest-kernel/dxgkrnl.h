@@ -134,11 +134,20 @@ struct dxg_vdev {
 };
 
 /* One CPU wait registered with the host (§2.6.8). */
+struct eventfd_ctx;
+
 struct dxg_waiter {
 	struct list_head	node;		/* dxg->waiters, under waiter_lock */
 	u64			cookie;
 	struct completion	done;
 	int			result;		/* -ENODEV once the device is gone */
+	/*
+	 * An async wait (async_event): nobody sleeps on `done`; the event
+	 * is signalled instead and the waiter, allocated, is freed with it.
+	 * `owner` is the process whose close drops it unsignalled.
+	 */
+	struct eventfd_ctx	*event;
+	struct dxg_process	*owner;
 };
 
 /*
@@ -302,6 +311,10 @@ int dxgvmb_wait_from_cpu(struct dxg_process *proc, struct dxg_adapter *adapter,
 			 const u64 *values, u64 cookie);
 void dxgvm_waiter_add(struct dxg_vdev *dxg, struct dxg_waiter *w);
 void dxgvm_waiter_del(struct dxg_vdev *dxg, struct dxg_waiter *w);
+int dxgvm_async_waiter_add(struct dxg_vdev *dxg, struct dxg_process *owner,
+			   struct eventfd_ctx *event, u64 *cookie);
+void dxgvm_async_waiter_end(struct dxg_vdev *dxg, u64 cookie, bool signal);
+void dxgvm_async_waiters_drop(struct dxg_vdev *dxg, struct dxg_process *owner);
 
 /* ---- processes and handles (dxgprocess.c) ----------------------------- */
 

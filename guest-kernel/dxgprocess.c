@@ -99,6 +99,8 @@ void dxg_process_close(struct dxg_process *proc)
 	mutex_lock(&proc->lock);
 	dxgvmb_release_process(proc);
 	mutex_unlock(&proc->lock);
+	/* Its async waits can no longer be answered: drop them. */
+	dxgvm_async_waiters_drop(dxg, proc);
 
 	/*
 	 * The host has let go of every page and slot: unpin and free them.

@@ -16,6 +16,8 @@
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/eventfd.h>
+#include <linux/version.h>
 #include <linux/jiffies.h>
 #include <linux/refcount.h>
 #include <linux/pfn.h>
@@ -336,6 +338,25 @@ static void dxgvm_req_done(struct virtqueue *vq)
 
 /* ---- CPU waits ------------------------------------------------------------ */
 
+/* eventfd_signal() lost its count argument in 6.8. */
+static void dxgvm_event_signal(struct eventfd_ctx *event)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	eventfd_signal(event);
+#else
+	eventfd_signal(event, 1);
+#endif
+}
+
+/* Ends an async waiter already off the list: signals it if asked, frees it. */
+static void dxgvm_async_waiter_free(struct dxg_waiter *w, bool signal)
+{
+	if (signal)
+		dxgvm_event_signal(w->event);
+	eventfd_ctx_put(w->event);
+	kfree(w);
+}
+
 /* Registers a waiter under a fresh cookie before its request is sent. */
 void dxgvm_waiter_add(struct dxg_vdev *dxg, struct dxg_waiter *w)
 {
@@ -343,6 +364,8 @@ void dxgvm_waiter_add(struct dxg_vdev *dxg, struct dxg_waiter *w)
 
 	init_completion(&w->done);
 	w->result = 0;
+	w->event = NULL;
+	w->owner = NULL;
 	w->cookie = atomic64_inc_return(&dxg->next_cookie);
 	spin_lock_irqsave(&dxg->waiter_lock, irqflags);
 	if (dxg->waiters_dead) {
@@ -365,10 +388,80 @@ void dxgvm_waiter_del(struct dxg_vdev *dxg, struct dxg_waiter *w)
 	spin_unlock_irqrestore(&dxg->waiter_lock, irqflags);
 }
 
-/* Wakes the waiter of one cookie; irq context. */
+/*
+ * An async wait (async_event): a waiter of its own, owning `event` (a
+ * reference the caller took), on the list before the request goes. On
+ * success *cookie names it; it may be signalled and freed at any moment
+ * after, so the caller keeps only the cookie. -ENODEV (event put) if the
+ * device is gone.
+ */
+int dxgvm_async_waiter_add(struct dxg_vdev *dxg, struct dxg_process *owner,
+			   struct eventfd_ctx *event, u64 *cookie)
+{
+	struct dxg_waiter *w = kzalloc(sizeof(*w), GFP_KERNEL);
+	unsigned long irqflags;
+	bool dead;
+
+	if (!w) {
+		eventfd_ctx_put(event);
+		return -ENOMEM;
+	}
+	w->event = event;
+	w->owner = owner;
+	w->cookie = atomic64_inc_return(&dxg->next_cookie);
+	*cookie = w->cookie;
+	spin_lock_irqsave(&dxg->waiter_lock, irqflags);
+	dead = dxg->waiters_dead;
+	if (!dead)
+		list_add_tail(&w->node, &dxg->waiters);
+	spin_unlock_irqrestore(&dxg->waiter_lock, irqflags);
+	if (dead) {
+		dxgvm_async_waiter_free(w, false);
+		return -ENODEV;
+	}
+	return 0;
+}
+
+/* Takes an async waiter back (if no event took it first); signals it if asked. */
+void dxgvm_async_waiter_end(struct dxg_vdev *dxg, u64 cookie, bool signal)
+{
+	struct dxg_waiter *w, *found = NULL;
+	unsigned long irqflags;
+
+	spin_lock_irqsave(&dxg->waiter_lock, irqflags);
+	list_for_each_entry(w, &dxg->waiters, node) {
+		if (w->cookie == cookie && w->event) {
+			list_del_init(&w->node);
+			found = w;
+			break;
+		}
+	}
+	spin_unlock_irqrestore(&dxg->waiter_lock, irqflags);
+	if (found)
+		dxgvm_async_waiter_free(found, signal);
+}
+
+/* The process is closing: its async waits end unsignalled. */
+void dxgvm_async_waiters_drop(struct dxg_vdev *dxg, struct dxg_process *owner)
+{
+	struct dxg_waiter *w, *tmp;
+	unsigned long irqflags;
+	LIST_HEAD(gone);
+
+	spin_lock_irqsave(&dxg->waiter_lock, irqflags);
+	list_for_each_entry_safe(w, tmp, &dxg->waiters, node) {
+		if (w->event && w->owner == owner)
+			list_move_tail(&w->node, &gone);
+	}
+	spin_unlock_irqrestore(&dxg->waiter_lock, irqflags);
+	list_for_each_entry_safe(w, tmp, &gone, node)
+		dxgvm_async_waiter_free(w, false);
+}
+
+/* Wakes the waiter of one cookie, or signals its event; irq context. */
 static void dxgvm_signal_guest_event(struct dxg_vdev *dxg, u64 cookie)
 {
-	struct dxg_waiter *w;
+	struct dxg_waiter *w, *async = NULL;
 	unsigned long irqflags;
 	bool found = false;
 
@@ -376,31 +469,47 @@ static void dxgvm_signal_guest_event(struct dxg_vdev *dxg, u64 cookie)
 	list_for_each_entry(w, &dxg->waiters, node) {
 		if (w->cookie == cookie) {
 			list_del_init(&w->node);
-			complete(&w->done);
+			if (w->event)
+				async = w;
+			else
+				complete(&w->done);
 			found = true;
 			break;
 		}
 	}
 	spin_unlock_irqrestore(&dxg->waiter_lock, irqflags);
+	if (async)
+		dxgvm_async_waiter_free(async, true);
 	if (!found)
 		pr_debug("guest event %llu: no waiter (timed out or interrupted)\n",
 			 cookie);
 }
 
-/* The device is gone: every waiter wakes with -ENODEV. */
+/*
+ * The device is gone: every waiter wakes with -ENODEV, and every async
+ * wait's event is signalled (its fences will never move; a waiter on the
+ * event must not sleep forever).
+ */
 static void dxgvm_waiters_fail(struct dxg_vdev *dxg)
 {
 	struct dxg_waiter *w, *tmp;
 	unsigned long irqflags;
+	LIST_HEAD(async);
 
 	spin_lock_irqsave(&dxg->waiter_lock, irqflags);
 	dxg->waiters_dead = true;
 	list_for_each_entry_safe(w, tmp, &dxg->waiters, node) {
+		if (w->event) {
+			list_move_tail(&w->node, &async);
+			continue;
+		}
 		list_del_init(&w->node);
 		w->result = -ENODEV;
 		complete(&w->done);
 	}
 	spin_unlock_irqrestore(&dxg->waiter_lock, irqflags);
+	list_for_each_entry_safe(w, tmp, &async, node)
+		dxgvm_async_waiter_free(w, true);
 }
 
 /*

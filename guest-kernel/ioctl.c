@@ -12,6 +12,7 @@
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/eventfd.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/sizes.h>
@@ -1784,6 +1785,39 @@ static long dxgk_signal_from_gpu2(struct dxg_process *proc, struct file *file,
 }
 
 /*
+ * WAITFORSYNCOBJECTFROMCPU with async_event (an eventfd, as in WSL): the
+ * call returns at once, and the driver signals the eventfd when the host
+ * says the wait ended (satisfied, or abandoned by a destroy: the caller
+ * looks at its fences), at once if it is satisfied already, and when the
+ * device goes. An error from the host ends it unsignalled.
+ */
+static long dxgk_wait_from_cpu_async(struct dxg_process *proc,
+				     struct dxg_adapter *adapter,
+				     struct d3dkmt_waitforsynchronizationobjectfromcpu *args,
+				     const struct d3dkmthandle *objects,
+				     const u64 *values)
+{
+	struct eventfd_ctx *event;
+	u64 cookie;
+	long ret;
+
+	if (args->async_event > INT_MAX)
+		return -EBADF;
+	event = eventfd_ctx_fdget((int)args->async_event);
+	if (IS_ERR(event))
+		return PTR_ERR(event);
+	ret = dxgvm_async_waiter_add(proc->dxg, proc, event, &cookie);
+	if (ret)
+		return ret;
+	ret = dxgvmb_wait_from_cpu(proc, adapter, args, objects, values,
+				   cookie);
+	if (ret == STATUS_PENDING)
+		return 0;
+	dxgvm_async_waiter_end(proc->dxg, cookie, ret == 0);
+	return ret;
+}
+
+/*
  * WAITFORSYNCOBJECTFROMCPU (§2.6.8). The waiter is registered under a
  * fresh cookie before the request goes, so an event that overtakes the
  * reply is not lost. The struct has no timeout: the wait ends when the
@@ -1805,14 +1839,18 @@ static long dxgk_wait_from_cpu(struct dxg_process *proc, struct file *file,
 	adapter = dxg_process_device(proc, args->device);
 	if (!adapter)
 		return -EBADF;
-	/* async_event (an eventfd signalled later) is not supported yet. */
-	if (args->flags.reserved || args->async_event)
+	if (args->flags.reserved)
 		return -EINVAL;
 	ret = dxg_fence_args(proc, args->device, args->object_count,
 			     args->objects, args->fence_values,
 			     args->object_count, &objects, &values);
 	if (ret)
 		goto out;
+	if (args->async_event) {
+		ret = dxgk_wait_from_cpu_async(proc, adapter, args, objects,
+					       values);
+		goto out;
+	}
 	dxgvm_waiter_add(proc->dxg, &w);
 	ret = dxgvmb_wait_from_cpu(proc, adapter, args, objects, values,
 				   w.cookie);

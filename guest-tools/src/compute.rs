@@ -256,6 +256,59 @@ fn fences(tap: &mut Tap, gpu: &Gpu) {
         "fence: FENCE_WAIT holds the stream until a CPU signal; FENCE_SIGNAL after it",
         r,
     );
+
+    record(tap, "WAITFORSYNCHRONIZATIONOBJECTFROMCPU with async_event: the eventfd is signalled when the fence gets there (at once if it is there, and when the fence is destroyed), not before; a descriptor that is not an eventfd is refused", async_waits(gpu));
+}
+
+/// The eventfd form of a CPU wait, as WSL's dxgkrnl has it.
+fn async_waits(gpu: &Gpu) -> R<()> {
+    use std::os::fd::AsRawFd;
+    let dxg = gpu.dxg();
+    let event = sys::eventfd().map_err(|e| e.to_string())?;
+    let fd = event.as_raw_fd() as u64;
+    let signalled = |within: Duration| -> R<bool> {
+        let mut b = [0u8; 8];
+        match sys::read_full(&event, &mut b, within) {
+            Ok(8) if u64::from_ne_bytes(b) == 1 => Ok(true),
+            Ok(n) => Err(format!("the eventfd read {n} bytes {b:?}")),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let f = Fence::new(gpu, 0).map_err(s)?;
+    dxg.wait_from_cpu_raw(gpu.device(), &[f.handle()], &[2], false, fd)
+        .map_err(s)?;
+    f.signal(1).map_err(s)?;
+    if signalled(Duration::from_millis(100))? {
+        return Err("signalled at 1 of 2".into());
+    }
+    f.signal(2).map_err(s)?;
+    if !signalled(WAIT)? {
+        return Err("not signalled when the fence reached 2".into());
+    }
+    dxg.wait_from_cpu_raw(gpu.device(), &[f.handle()], &[2], false, fd)
+        .map_err(s)?;
+    if !signalled(WAIT)? {
+        return Err("not signalled for a value already reached".into());
+    }
+    dxg.wait_from_cpu_raw(gpu.device(), &[f.handle()], &[9], false, fd)
+        .map_err(s)?;
+    drop(f);
+    if !signalled(WAIT)? {
+        return Err("not signalled when its fence was destroyed".into());
+    }
+    let pipe = Pipe::new().map_err(|e| e.to_string())?;
+    let g = Fence::new(gpu, 0).map_err(s)?;
+    let not_eventfd = pipe.read.as_raw_fd() as u64;
+    for bad in [not_eventfd, 1 << 40] {
+        if dxg
+            .wait_from_cpu_raw(gpu.device(), &[g.handle()], &[1], false, bad)
+            .is_ok()
+        {
+            return Err(format!("async_event {bad:#x} was accepted"));
+        }
+    }
+    Ok(())
 }
 
 /// Each ioctl of §2.6 once with valid input, through the raw calls.

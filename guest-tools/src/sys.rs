@@ -96,6 +96,14 @@ impl Pipe {
     }
 }
 
+/// A new eventfd (counter 0, close-on-exec).
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd has no memory-safety preconditions.
+    let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })?;
+    // SAFETY: eventfd succeeded: a new descriptor nobody owns yet.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Writes all of `buf` to `fd`.
 pub fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
