@@ -403,6 +403,7 @@ fn a_large_result_is_recorded_as_its_digest_and_replays() {
     // The same recording with bytes: the same replay.
     let (_, header, records) = fill_and_read(Options {
         digest_pages: usize::MAX,
+        ..Options::default()
     });
     assert!(matches!(
         results_of_lock(&records, 0).as_slice(),
@@ -450,6 +451,7 @@ fn the_replay_detects_a_changed_result_by_its_digest() {
 fn a_result_left_out_must_be_unchanged_in_the_replay() {
     let (_, header, records) = fill_and_read(Options {
         digest_pages: usize::MAX,
+        ..Options::default()
     });
     // As if the recorder had taken the fill's result for unchanged.
     let first = records

@@ -14,9 +14,17 @@
 //! the reply to a submit whose pages are still being copied. LOCK2 results
 //! are copied on the device thread after what is in flight (one order),
 //! small inputs at once when no page of theirs is in flight (a submit's
-//! stream need not wait for an UNLOCK2's compare); a large LOCK2 result is split between the device
-//! thread and the writer (the shadow is in two halves, by 1 MiB stripes of
-//! guest memory), and its reply goes on once both are done.
+//! stream need not wait for an UNLOCK2's compare).
+//!
+//! A capture of 2 MiB or more is split over threads ([`Options::threads`]:
+//! the thread that has it and helper threads started with the recorder,
+//! not by a device thread that may be pinned to one CPU): its page
+//! list is cut into segments, each within one MiB of guest memory, shared
+//! out in order, and their records joined in order, so the trace is the
+//! same whatever the number. The shadow is in stripes of 1 MiB of guest
+//! memory, each behind its own lock. A large LOCK2 result takes at least
+//! two threads (its reply waits for it); an input on the writer as many as
+//! [`Options::threads`] says.
 //!
 //! A LOCK2 result is captured only when a submit could have written the
 //! allocation since its last capture ([`crate::capture`]), and one of at
@@ -27,7 +35,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -58,33 +66,56 @@ type Encoded = (Vec<u8>, Vec<u8>);
 /// no copy is in flight (handing them over would cost more).
 const INLINE_PAGES: usize = 16;
 
+/// Captures of at least this many pages per thread are split across
+/// threads (2 MiB: below that, starting a thread costs more than the
+/// share of the compare or hash it takes over).
+const PAGES_PER_THREAD: usize = 512;
+
+/// Most threads one capture is split over.
+const MAX_THREADS: usize = 8;
+
 /// How to record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     /// LOCK2 results of allocations of at least this many pages are
     /// recorded as digests; `usize::MAX`: always as bytes.
     pub digest_pages: usize,
+    /// Threads a large capture (an input on the writer thread, a LOCK2
+    /// result on the device thread) is split over, the one that has it
+    /// included; a LOCK2 result takes at least 2 (it is on the reply's
+    /// path). The trace is the same whatever the number.
+    pub threads: usize,
 }
 
 impl Default for Options {
     fn default() -> Options {
         // 32 KiB: small results (a few values a test checks) stay
         // readable in `trace show --json`; bulk data costs a hash.
-        Options { digest_pages: 8 }
+        Options {
+            digest_pages: 8,
+            threads: default_threads(),
+        }
     }
+}
+
+/// The default [`Options::threads`]: the host's CPUs less one (the guest
+/// and the device thread run too), at most [`MAX_THREADS`] (the reads are
+/// bound by memory bandwidth, which a few cores already fill).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .clamp(1, MAX_THREADS)
 }
 
 /// What the device thread hands the writer.
 enum Msg {
     Record(Encoded),
-    /// Copy these pages (diffed against the shadow) into memory records,
-    /// or digest records (`digest`), then count the copy as done.
+    /// Copy these input pages (diffed against the shadow) into memory
+    /// records, then count the copy as done.
     Capture {
         t: u64,
-        purpose: MemoryPurpose,
         pfns: Vec<u64>,
         mem: GuestMemoryMmap,
-        digest: bool,
     },
     /// The end record: the writer knows how many records came before it.
     End {
@@ -92,61 +123,217 @@ enum Msg {
     },
 }
 
-/// What the device thread and the writer share.
-#[derive(Default)]
+/// Stripes of the shadow, each a MiB of guest memory in every
+/// `STRIPES` MiB, behind its own lock: threads capturing different
+/// MiBs do not wait for each other.
+const STRIPES: usize = 64;
+
+/// Work for a helper thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Starts `n` helper threads that run the [`Job`]s sent on the returned
+/// sender, until it is dropped. They run with the affinity of the thread
+/// that starts them, the one creating the recorder: the device thread
+/// may be pinned to the guest's CPU (`dxvmm run --host-cpu`), and threads
+/// it started would share that one CPU.
+fn helpers(n: usize) -> std::io::Result<Option<Sender<Job>>> {
+    if n == 0 {
+        return Ok(None);
+    }
+    let (tx, rx) = channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("dxvmm-trace-{i}"))
+            .spawn(move || loop {
+                // One helper waits on the channel, the others on its lock.
+                let job = lock(&rx).recv();
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            })?;
+    }
+    Ok(Some(tx))
+}
+
+/// What the device thread, the writer and the helpers share.
 struct Shared {
-    /// The shadow's halves, by 1 MiB stripes (`half`).
-    shadow: [Mutex<Shadow>; 2],
+    /// The shadow, by 1 MiB stripes (`stripe`).
+    shadow: Vec<Mutex<Shadow>>,
     /// Captures the writer has finished.
     done: Mutex<u64>,
     finished: Condvar,
-}
-
-/// Which half of the shadow holds page frame `pfn`.
-fn half(pfn: u64) -> usize {
-    ((pfn >> 8) & 1) as usize
+    /// The helper threads' work, if there are any.
+    helpers: Option<Sender<Job>>,
 }
 
 impl Shared {
-    /// Diffs the pages `pfns` of the shadow's halves `halves` into encoded
-    /// memory records (or digest records, with `digest`) in `out`.
+    /// The shared state, with `helpers` helper threads.
+    fn new(helpers: usize) -> std::io::Result<Shared> {
+        Ok(Shared {
+            shadow: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            done: Mutex::new(0),
+            finished: Condvar::new(),
+            helpers: self::helpers(helpers)?,
+        })
+    }
+}
+
+/// Which stripe of the shadow holds page frame `pfn`.
+fn stripe(pfn: u64) -> usize {
+    ((pfn >> 8) % STRIPES as u64) as usize
+}
+
+/// Splits a capture's page list into segments: runs of consecutive entries
+/// in one MiB of guest memory, at most 256 (a bogus list may repeat a
+/// page). A memory record never spans two segments, so the records depend
+/// on the list only, not on how the segments are shared out.
+fn segments(pfns: &[u64]) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, p) in pfns.iter().enumerate() {
+        match out.last_mut() {
+            Some(r) if r.len() < 256 && pfns[r.start] >> 8 == p >> 8 => r.end = i + 1,
+            _ => out.push(i..i + 1),
+        }
+    }
+    out
+}
+
+/// Contiguous groups of `segs` (of `pages` pages in all) of about equal
+/// pages, at most `threads`, one per thread.
+fn groups(
+    segs: &[std::ops::Range<usize>],
+    pages: usize,
+    threads: usize,
+) -> Vec<&[std::ops::Range<usize>]> {
+    let share = pages.div_ceil(threads.max(1));
+    let mut out: Vec<&[std::ops::Range<usize>]> = Vec::with_capacity(threads);
+    let mut from = 0;
+    for (i, s) in segs.iter().enumerate() {
+        if s.end >= (out.len() + 1) * share || i + 1 == segs.len() {
+            out.push(&segs[from..=i]);
+            from = i + 1;
+        }
+    }
+    out
+}
+
+impl Shared {
+    /// Diffs the pages `pfns` against the shadow into encoded memory
+    /// records (or digest records, with `digest`) appended to `out`, in
+    /// the order of the list: split over up to `threads` threads (this one
+    /// included) when it is large, with the same records whatever the
+    /// number.
     #[allow(clippy::too_many_arguments)]
     fn take(
+        self: &Arc<Self>,
+        mem: &GuestMemoryMmap,
+        pfns: &[u64],
+        t: u64,
+        purpose: MemoryPurpose,
+        digest: bool,
+        threads: usize,
+        out: &mut Vec<Encoded>,
+    ) {
+        let segs = segments(pfns);
+        let mut threads = threads.min(pfns.len() / PAGES_PER_THREAD).max(1);
+        // A page listed twice (a bogus page list) is captured where the
+        // list first names it; split over threads, either copy could come
+        // first. Such a list is done on one thread.
+        if threads > 1 {
+            let mut sorted = pfns.to_vec();
+            sorted.sort_unstable();
+            if sorted.windows(2).any(|w| w[0] == w[1]) {
+                threads = 1;
+            }
+        }
+        let helpers = match &self.helpers {
+            Some(h) if threads > 1 => h,
+            _ => {
+                for r in segs {
+                    self.segment(mem, &pfns[r], t, purpose, digest, out);
+                }
+                return;
+            }
+        };
+        let groups: Vec<Vec<std::ops::Range<usize>>> = groups(&segs, pfns.len(), threads)
+            .into_iter()
+            .map(<[_]>::to_vec)
+            .collect();
+        // The helpers get groups 1.., this thread does group 0; their
+        // records are joined in group order.
+        let list: Arc<[u64]> = Arc::from(pfns);
+        let (done, results) = channel();
+        for (k, g) in groups.iter().enumerate().skip(1) {
+            let (sh, mem, list, done) = (self.clone(), mem.clone(), list.clone(), done.clone());
+            let g = g.clone();
+            let job: Job = Box::new(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut out = Vec::new();
+                    for r in g {
+                        sh.segment(&mem, &list[r], t, purpose, digest, &mut out);
+                    }
+                    out
+                }));
+                let _ = done.send((k, r));
+            });
+            // Helpers that are gone: the job runs here.
+            if let Err(std::sync::mpsc::SendError(job)) = helpers.send(job) {
+                job();
+            }
+        }
+        drop(done);
+        for r in groups[0].iter().cloned() {
+            self.segment(mem, &pfns[r], t, purpose, digest, out);
+        }
+        let mut theirs: Vec<Option<Vec<Encoded>>> = vec![None; groups.len()];
+        for (k, r) in results.iter() {
+            match r {
+                Ok(records) => theirs[k] = Some(records),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        for records in theirs.into_iter().skip(1) {
+            out.extend(records.expect("a capture helper ended without its records"));
+        }
+    }
+
+    /// One segment ([`segments`]) under its stripe's lock.
+    fn segment(
         &self,
         mem: &GuestMemoryMmap,
         pfns: &[u64],
-        halves: &[usize],
         t: u64,
         purpose: MemoryPurpose,
         digest: bool,
         out: &mut Vec<Encoded>,
     ) {
-        let mut runs = Vec::new();
-        let mut digests = Vec::new();
-        for &h in halves {
-            let mine: Vec<u64> = pfns.iter().copied().filter(|p| half(*p) == h).collect();
-            // A MiB at a time: the other thread may diff other pages of
-            // this half meanwhile (a submit's stream while the writer
-            // compares an UNLOCK2).
-            for part in mine.chunks(256) {
-                let mut shadow = lock(&self.shadow[h]);
-                if digest {
-                    shadow.digests(mem, part, &mut digests);
-                } else {
-                    shadow.pages(mem, part, purpose == MemoryPurpose::Input, &mut runs);
+        let Some(first) = pfns.first() else { return };
+        let mut shadow = lock(&self.shadow[stripe(*first)]);
+        if digest {
+            let mut digests = Vec::new();
+            shadow.digests(mem, pfns, &mut digests);
+            drop(shadow);
+            out.extend(digests.into_iter().map(|(gpa, len, digest)| {
+                Record::Digest {
+                    t,
+                    gpa,
+                    len,
+                    digest,
                 }
-            }
+                .into_parts()
+            }));
+        } else {
+            let mut runs = Vec::new();
+            // Inputs are written into a replay's memory as they are, so
+            // a few changed bytes need not carry their page; results are
+            // accounted for a page at a time (replay's LockCheck).
+            shadow.pages(mem, pfns, purpose == MemoryPurpose::Input, &mut runs);
+            drop(shadow);
+            out.extend(runs.into_iter().map(|(gpa, b)| memory(t, purpose, gpa, b)));
         }
-        out.extend(runs.into_iter().map(|(gpa, b)| memory(t, purpose, gpa, b)));
-        out.extend(digests.into_iter().map(|(gpa, len, digest)| {
-            Record::Digest {
-                t,
-                gpa,
-                len,
-                digest,
-            }
-            .into_parts()
-        }));
     }
 }
 
@@ -292,6 +479,7 @@ fn writer_thread(
     out: BufWriter<File>,
     head: u64,
     shared: Arc<Shared>,
+    threads: usize,
 ) -> Written {
     let mut sink = Sink {
         out,
@@ -305,19 +493,9 @@ fn writer_thread(
     for msg in rx {
         match msg {
             Msg::Record(parts) => sink.write(parts),
-            Msg::Capture {
-                t,
-                purpose,
-                pfns,
-                mem,
-                digest,
-            } => {
-                // A result's device thread does half 0 itself.
-                let halves: &[usize] = match purpose {
-                    MemoryPurpose::Input => &[0, 1],
-                    MemoryPurpose::Result => &[1],
-                };
-                shared.take(&mem, &pfns, halves, t, purpose, digest, &mut records);
+            Msg::Capture { t, pfns, mem } => {
+                let input = MemoryPurpose::Input;
+                shared.take(&mem, &pfns, t, input, false, threads, &mut records);
                 for r in records.drain(..) {
                     sink.write(r);
                 }
@@ -367,11 +545,14 @@ impl Recorder {
         let head = header.encode();
         out.write_all(&head).map_err(|e| TraceError::io(path, e))?;
         let (tx, rx) = sync_channel(CHANNEL_DEPTH);
-        let shared = Arc::new(Shared::default());
+        // A LOCK2 result takes at least two threads.
+        let helpers = options.threads.max(2) - 1;
+        let shared = Arc::new(Shared::new(helpers).map_err(|e| TraceError::io(path, e))?);
         let theirs = shared.clone();
+        let threads = options.threads.max(1);
         let writer = std::thread::Builder::new()
             .name("dxvmm-trace".into())
-            .spawn(move || writer_thread(rx, out, head.len() as u64, theirs))
+            .spawn(move || writer_thread(rx, out, head.len() as u64, theirs, threads))
             .map_err(|e| TraceError::io(path, e))?;
         Ok(Arc::new(Recorder {
             options,
@@ -481,16 +662,7 @@ impl Recorder {
             let hi = pfns.iter().copied().max().unwrap_or(0);
             st.in_flight.push_back((st.queued, lo, hi));
             let mem = mem.clone();
-            if !send(
-                st,
-                Msg::Capture {
-                    t,
-                    purpose,
-                    pfns,
-                    mem,
-                    digest,
-                },
-            ) {
+            if !send(st, Msg::Capture { t, pfns, mem }) {
                 st.queued -= 1;
                 st.in_flight.pop_back();
             }
@@ -501,28 +673,15 @@ impl Recorder {
         if purpose == MemoryPurpose::Result {
             st.settle(&self.shared);
         }
+        // A large result is split over threads here (at least two: the
+        // guest waits for the reply); a small input is done here at once.
+        let threads = match purpose {
+            MemoryPurpose::Result => self.options.threads.max(2),
+            MemoryPurpose::Input => 1,
+        };
         let mut records = Vec::new();
-        if few {
-            let sh = &self.shared;
-            sh.take(mem, &pfns, &[0, 1], t, purpose, digest, &mut records);
-        } else {
-            // The writer does half 1 meanwhile.
-            st.queued += 1;
-            let theirs = Msg::Capture {
-                t,
-                purpose,
-                pfns: pfns.clone(),
-                mem: mem.clone(),
-                digest,
-            };
-            if send(st, theirs) {
-                let sh = &self.shared;
-                sh.take(mem, &pfns, &[0], t, purpose, digest, &mut records);
-            } else {
-                st.queued -= 1;
-            }
-            st.settle(&self.shared);
-        }
+        let sh = &self.shared;
+        sh.take(mem, &pfns, t, purpose, digest, threads, &mut records);
         for r in records {
             send(st, Msg::Record(r));
         }
@@ -655,5 +814,93 @@ mod tests {
         assert_eq!(st.in_flight.len(), 1);
         assert!(!st.apart(1, &[500]));
         assert!(st.apart(2, &[500]) && st.in_flight.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress};
+
+    const PAGE: u64 = 4096;
+    /// 12 MiB: enough pages for 5 threads (PAGES_PER_THREAD each).
+    const PAGES: u64 = 3072;
+
+    /// xorshift64: the same guest for every thread count.
+    fn next(s: &mut u64) -> u64 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        *s
+    }
+
+    /// A page list as an allocation has it: stretches of contiguous
+    /// pages, not in address order, crossing MiB boundaries; with `twice`,
+    /// one page listed twice (a bogus list, done on one thread).
+    fn list(twice: bool) -> Vec<u64> {
+        let mut pfns: Vec<u64> = (1500..PAGES).collect();
+        pfns.extend(100..900);
+        if twice {
+            pfns.push(2000);
+        }
+        pfns.extend((1000..1300).rev());
+        pfns
+    }
+
+    /// The records of a scripted sequence of captures of `pfns`, split
+    /// over `threads`.
+    fn captures(pfns: &[u64], threads: usize) -> Vec<Vec<Encoded>> {
+        let mem =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), (PAGES * PAGE) as usize)]).unwrap();
+        let shared = Arc::new(Shared::new(threads - 1).unwrap());
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut out = Vec::new();
+        let mut scribble = |mem: &GuestMemoryMmap, n: usize| {
+            for _ in 0..n {
+                let at = next(&mut seed) % (PAGES * PAGE - 64);
+                let len = 1 + next(&mut seed) % 64;
+                let v = vec![next(&mut seed) as u8 | 1; len as usize];
+                mem.write_slice(&v, GuestAddress(at)).unwrap();
+            }
+        };
+        let steps = [
+            (MemoryPurpose::Input, false),
+            (MemoryPurpose::Input, false),
+            (MemoryPurpose::Result, true),
+            (MemoryPurpose::Input, false),
+            (MemoryPurpose::Result, false),
+            (MemoryPurpose::Result, true),
+        ];
+        for (i, (purpose, digest)) in steps.into_iter().enumerate() {
+            // Whole pages at first, scattered bytes later.
+            scribble(&mem, if i == 0 { 10_000 } else { 300 });
+            let mut records = Vec::new();
+            shared.take(&mem, pfns, i as u64, purpose, digest, threads, &mut records);
+            out.push(records);
+        }
+        out
+    }
+
+    #[test]
+    fn a_capture_is_the_same_whatever_the_threads() {
+        let pfns = list(false);
+        let segs = segments(&pfns);
+        assert!(segs.iter().all(
+            |s| s.len() <= 256 && pfns[s.clone()].iter().all(|p| p >> 8 == pfns[s.start] >> 8)
+        ));
+        assert_eq!(segs.iter().map(|s| s.len()).sum::<usize>(), pfns.len());
+        for threads in [2, 3, 5] {
+            let g = groups(&segs, pfns.len(), threads);
+            assert_eq!(g.len(), threads, "{threads} threads");
+            assert_eq!(g.concat(), segs);
+        }
+        for twice in [false, true] {
+            let pfns = list(twice);
+            let one = captures(&pfns, 1);
+            assert!(one.iter().all(|r| !r.is_empty()));
+            for threads in [2, 5] {
+                assert!(captures(&pfns, threads) == one, "{threads} threads");
+            }
+        }
     }
 }
