@@ -29,11 +29,12 @@ pub fn recorder(path: &Path, gpu: &GpuConfig) -> Result<Arc<Recorder>, dxvmm_tra
 pub fn finish(recorder: &Recorder, path: &Path) {
     match recorder.finish() {
         Ok(s) => tracing::info!(
-            "trace: {} records, {} bytes in {} ({} waits for the writer)",
+            "trace: {} records, {} bytes in {} ({} waits for the writer, {} LOCK2 results skipped: no submit wrote them)",
             s.records,
             s.bytes,
             path.display(),
-            s.waits
+            s.waits,
+            s.results_skipped
         ),
         Err(e) => eprintln!("dxvmm: --trace: {e}"),
     }
