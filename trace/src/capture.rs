@@ -567,7 +567,7 @@ fn block_differs(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The byte ranges `[a, b)` where `new` differs from `old` (pages of the
-/// same length, a multiple of [`BLOCK`]), appended to `out` in order:
+/// same length, a multiple of `BLOCK`), appended to `out` in order:
 /// each run of changed blocks is one range, cut to its first and last
 /// changed byte, and ranges at most [`MERGE_GAP`] bytes apart are merged.
 pub fn changed_ranges(old: &[u8], new: &[u8], out: &mut Vec<(usize, usize)>) {

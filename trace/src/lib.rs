@@ -11,6 +11,7 @@
 //! - [`pcapng`]: `dxvmm trace export-pcapng`, for `wireshark/dxvmm.lua`.
 
 pub mod capture;
+mod cpus;
 pub mod digest;
 pub mod error;
 pub mod format;

@@ -18,10 +18,12 @@
 //!
 //! A capture of 2 MiB or more is split over threads ([`Options::threads`]:
 //! the thread that has it and helper threads started with the recorder,
-//! not by a device thread that may be pinned to one CPU): its page
-//! list is cut into segments, each within one MiB of guest memory, shared
-//! out in order, and their records joined in order, so the trace is the
-//! same whatever the number. The shadow is in stripes of 1 MiB of guest
+//! not by a device thread that may be pinned to one CPU): its page list
+//! is cut into segments, each within one MiB of guest memory, which the
+//! threads take one at a time (`Split`); their records are joined in
+//! list order, so the trace is the same whatever the number. The writer
+//! and the helpers keep off a pinned device thread's CPU
+//! (`cpus.rs`). The shadow is in stripes of 1 MiB of guest
 //! memory, each behind its own lock. A large LOCK2 result takes at least
 //! two threads (its reply waits for it); an input on the writer as many as
 //! [`Options::threads`] says.
@@ -35,6 +37,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -46,6 +49,7 @@ use dxvmm_protocol::frame::DXGV_FRAME_VERSION;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::capture::{releases_pages, Capture, ResultPages, Shadow};
+use crate::cpus;
 use crate::error::TraceError;
 use crate::format::{AdapterEntry, MemoryPurpose, Record, TraceHeader};
 
@@ -99,7 +103,7 @@ impl Default for Options {
 }
 
 /// The default [`Options::threads`]: the host's CPUs less one (the guest
-/// and the device thread run too), at most [`MAX_THREADS`] (the reads are
+/// and the device thread run too), at most `MAX_THREADS` (the reads are
 /// bound by memory bandwidth, which a few cores already fill).
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -132,26 +136,30 @@ const STRIPES: usize = 64;
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Starts `n` helper threads that run the [`Job`]s sent on the returned
-/// sender, until it is dropped. They run with the affinity of the thread
-/// that starts them, the one creating the recorder: the device thread
-/// may be pinned to the guest's CPU (`dxvmm run --host-cpu`), and threads
-/// it started would share that one CPU.
-fn helpers(n: usize) -> std::io::Result<Option<Sender<Job>>> {
+/// sender, until it is dropped. They start with the affinity of the
+/// thread that creates the recorder (threads the device thread started
+/// would inherit its pinning to the guest's CPU), and move to `cpus` once
+/// known ([`crate::cpus`]).
+fn helpers(n: usize, cpus: &Arc<cpus::Shared>) -> std::io::Result<Option<Sender<Job>>> {
     if n == 0 {
         return Ok(None);
     }
     let (tx, rx) = channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..n {
-        let rx = rx.clone();
+        let (rx, cpus) = (rx.clone(), cpus.clone());
         std::thread::Builder::new()
             .name(format!("dxvmm-trace-{i}"))
-            .spawn(move || loop {
-                // One helper waits on the channel, the others on its lock.
-                let job = lock(&rx).recv();
-                match job {
-                    Ok(job) => job(),
-                    Err(_) => return,
+            .spawn(move || {
+                let mut moved = false;
+                loop {
+                    // One helper waits on the channel, the others on its lock.
+                    let job = lock(&rx).recv();
+                    cpus::follow(&cpus, &mut moved);
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
                 }
             })?;
     }
@@ -167,16 +175,21 @@ struct Shared {
     finished: Condvar,
     /// The helper threads' work, if there are any.
     helpers: Option<Sender<Job>>,
+    /// Where the writer and the helpers run, once the device thread was
+    /// seen ([`crate::cpus`]).
+    cpus: Arc<cpus::Shared>,
 }
 
 impl Shared {
     /// The shared state, with `helpers` helper threads.
     fn new(helpers: usize) -> std::io::Result<Shared> {
+        let cpus = Arc::new(cpus::Shared::new());
         Ok(Shared {
             shadow: (0..STRIPES).map(|_| Mutex::default()).collect(),
             done: Mutex::new(0),
             finished: Condvar::new(),
-            helpers: self::helpers(helpers)?,
+            helpers: self::helpers(helpers, &cpus)?,
+            cpus,
         })
     }
 }
@@ -201,23 +214,49 @@ fn segments(pfns: &[u64]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// Contiguous groups of `segs` (of `pages` pages in all) of about equal
-/// pages, at most `threads`, one per thread.
-fn groups(
-    segs: &[std::ops::Range<usize>],
-    pages: usize,
-    threads: usize,
-) -> Vec<&[std::ops::Range<usize>]> {
-    let share = pages.div_ceil(threads.max(1));
-    let mut out: Vec<&[std::ops::Range<usize>]> = Vec::with_capacity(threads);
-    let mut from = 0;
-    for (i, s) in segs.iter().enumerate() {
-        if s.end >= (out.len() + 1) * share || i + 1 == segs.len() {
-            out.push(&segs[from..=i]);
-            from = i + 1;
+/// A capture split across threads: each takes the next segment not yet
+/// claimed, until none is left, and leaves its records in the segment's
+/// slot; the thread that has the capture joins the slots in order. A
+/// thread that starts late (a helper still waking) just takes fewer.
+struct Split {
+    mem: GuestMemoryMmap,
+    pfns: Vec<u64>,
+    segs: Vec<std::ops::Range<usize>>,
+    t: u64,
+    purpose: MemoryPurpose,
+    digest: bool,
+    /// The next segment to claim.
+    next: AtomicUsize,
+    /// Each segment's records.
+    records: Vec<Mutex<Vec<Encoded>>>,
+    /// Segments done, and whether one panicked.
+    done: Mutex<(usize, bool)>,
+    all_done: Condvar,
+}
+
+impl Split {
+    fn work(&self, shared: &Shared) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(r) = self.segs.get(i) else { return };
+            let mut out = Vec::new();
+            // A panic still counts the segment as done, so that the
+            // thread waiting for them all does not wait forever.
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let pfns = &self.pfns[r.clone()];
+                let (t, purpose, digest) = (self.t, self.purpose, self.digest);
+                shared.segment(&self.mem, pfns, t, purpose, digest, &mut out);
+            }))
+            .is_ok();
+            *lock(&self.records[i]) = out;
+            let mut done = lock(&self.done);
+            done.0 += 1;
+            done.1 |= !ok;
+            if done.0 == self.segs.len() {
+                self.all_done.notify_all();
+            }
         }
     }
-    out
 }
 
 impl Shared {
@@ -258,45 +297,37 @@ impl Shared {
                 return;
             }
         };
-        let groups: Vec<Vec<std::ops::Range<usize>>> = groups(&segs, pfns.len(), threads)
-            .into_iter()
-            .map(<[_]>::to_vec)
-            .collect();
-        // The helpers get groups 1.., this thread does group 0; their
-        // records are joined in group order.
-        let list: Arc<[u64]> = Arc::from(pfns);
-        let (done, results) = channel();
-        for (k, g) in groups.iter().enumerate().skip(1) {
-            let (sh, mem, list, done) = (self.clone(), mem.clone(), list.clone(), done.clone());
-            let g = g.clone();
-            let job: Job = Box::new(move || {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let mut out = Vec::new();
-                    for r in g {
-                        sh.segment(&mem, &list[r], t, purpose, digest, &mut out);
-                    }
-                    out
-                }));
-                let _ = done.send((k, r));
-            });
+        let split = Arc::new(Split {
+            mem: mem.clone(),
+            pfns: pfns.to_vec(),
+            records: segs.iter().map(|_| Mutex::default()).collect(),
+            segs,
+            t,
+            purpose,
+            digest,
+            next: AtomicUsize::new(0),
+            done: Mutex::new((0, false)),
+            all_done: Condvar::new(),
+        });
+        for _ in 1..threads {
+            let (sh, split) = (self.clone(), split.clone());
+            let job: Job = Box::new(move || split.work(&sh));
             // Helpers that are gone: the job runs here.
             if let Err(std::sync::mpsc::SendError(job)) = helpers.send(job) {
                 job();
             }
         }
+        split.work(self);
+        // Segments a helper claimed may still be in progress; a helper
+        // that wakes after the last one was claimed is not waited for.
+        let mut done = lock(&split.done);
+        while done.0 < split.segs.len() {
+            done = split.all_done.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+        assert!(!done.1, "a thread capturing guest memory panicked");
         drop(done);
-        for r in groups[0].iter().cloned() {
-            self.segment(mem, &pfns[r], t, purpose, digest, out);
-        }
-        let mut theirs: Vec<Option<Vec<Encoded>>> = vec![None; groups.len()];
-        for (k, r) in results.iter() {
-            match r {
-                Ok(records) => theirs[k] = Some(records),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        for records in theirs.into_iter().skip(1) {
-            out.extend(records.expect("a capture helper ended without its records"));
+        for r in &split.records {
+            out.append(&mut lock(r));
         }
     }
 
@@ -488,9 +519,11 @@ fn writer_thread(
         failed: None,
     };
     let mut records = Vec::new();
+    let mut moved = false;
     // Drain the channel even after a write error, so that the device thread
     // never waits on a writer that stopped.
     for msg in rx {
+        cpus::follow(&shared.cpus, &mut moved);
         match msg {
             Msg::Record(parts) => sink.write(parts),
             Msg::Capture { t, pfns, mem } => {
@@ -692,6 +725,8 @@ impl Recorder {
 impl FrameObserver for Recorder {
     fn observe(&self, direction: Direction, frame: &[u8], mem: Option<&GuestMemoryMmap>) {
         let t = self.now();
+        // The device thread calls: its CPUs are known from now on.
+        self.shared.cpus.get_or_init(cpus::away_from_caller);
         let mut st = self.lock();
         if st.tx.is_none() {
             return;
@@ -889,11 +924,6 @@ mod split_tests {
             |s| s.len() <= 256 && pfns[s.clone()].iter().all(|p| p >> 8 == pfns[s.start] >> 8)
         ));
         assert_eq!(segs.iter().map(|s| s.len()).sum::<usize>(), pfns.len());
-        for threads in [2, 3, 5] {
-            let g = groups(&segs, pfns.len(), threads);
-            assert_eq!(g.len(), threads, "{threads} threads");
-            assert_eq!(g.concat(), segs);
-        }
         for twice in [false, true] {
             let pfns = list(twice);
             let one = captures(&pfns, 1);
