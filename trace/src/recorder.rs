@@ -111,9 +111,19 @@ pub fn default_threads() -> usize {
         .clamp(1, MAX_THREADS)
 }
 
+/// Records handed to the writer at once: up to this many bytes, or
+/// [`BATCH_RECORDS`] records, wait on the device thread for the next. One
+/// hand-over wakes the writer (a futex wake and, across CPUs, an
+/// interrupt): once per record, that cost a tiny submission a fifth of its
+/// rate on the H100 machine.
+const BATCH_BYTES: usize = 256 << 10;
+/// See [`BATCH_BYTES`].
+const BATCH_RECORDS: usize = 512;
+
 /// What the device thread hands the writer.
 enum Msg {
-    Record(Encoded),
+    /// Records, in order.
+    Records(Vec<Encoded>),
     /// Copy these input pages (diffed against the shadow) into memory
     /// records, then count the copy as done.
     Capture {
@@ -122,9 +132,7 @@ enum Msg {
         mem: GuestMemoryMmap,
     },
     /// The end record: the writer knows how many records came before it.
-    End {
-        t: u64,
-    },
+    End { t: u64 },
 }
 
 /// Stripes of the shadow, each a MiB of guest memory in every
@@ -424,6 +432,9 @@ struct State {
     capture: Capture,
     /// Times the device thread found the channel full.
     waits: u64,
+    /// Records not handed over yet (see [`BATCH_BYTES`]).
+    batch: Vec<Encoded>,
+    batch_bytes: usize,
 }
 
 impl State {
@@ -525,7 +536,11 @@ fn writer_thread(
     for msg in rx {
         cpus::follow(&shared.cpus, &mut moved);
         match msg {
-            Msg::Record(parts) => sink.write(parts),
+            Msg::Records(batch) => {
+                for parts in batch {
+                    sink.write(parts);
+                }
+            }
             Msg::Capture { t, pfns, mem } => {
                 let input = MemoryPurpose::Input;
                 shared.take(&mem, &pfns, t, input, false, threads, &mut records);
@@ -600,6 +615,8 @@ impl Recorder {
                 layout: Vec::new(),
                 capture: Capture::default(),
                 waits: 0,
+                batch: Vec::new(),
+                batch_bytes: 0,
             }),
             shared,
             writer: Mutex::new(Some(writer)),
@@ -641,8 +658,35 @@ impl Recorder {
     }
 }
 
-/// Hands `msg` to the writer (waiting for room if need be).
+/// Hands `msg` to the writer (waiting for room if need be), after the
+/// records batched before it.
 fn send(st: &mut State, msg: Msg) -> bool {
+    flush(st);
+    hand_over(st, msg)
+}
+
+/// Hands the batched records to the writer.
+fn flush(st: &mut State) {
+    if !st.batch.is_empty() {
+        let batch = std::mem::take(&mut st.batch);
+        st.batch_bytes = 0;
+        hand_over(st, Msg::Records(batch));
+    }
+}
+
+/// Queues one record, handing the batch over when it is full.
+fn queue(st: &mut State, rec: Encoded) {
+    if st.tx.is_none() {
+        return;
+    }
+    st.batch_bytes += rec.0.len() + rec.1.len();
+    st.batch.push(rec);
+    if st.batch_bytes >= BATCH_BYTES || st.batch.len() >= BATCH_RECORDS {
+        flush(st);
+    }
+}
+
+fn hand_over(st: &mut State, msg: Msg) -> bool {
     let Some(tx) = &st.tx else { return false };
     match tx.try_send(msg) {
         Ok(()) => true,
@@ -663,7 +707,7 @@ fn send(st: &mut State, msg: Msg) -> bool {
 
 /// Encodes `rec` and hands it to the writer.
 fn emit(st: &mut State, rec: Record) {
-    send(st, Msg::Record(rec.into_parts()));
+    queue(st, rec.into_parts());
 }
 
 impl Recorder {
@@ -716,7 +760,7 @@ impl Recorder {
         let sh = &self.shared;
         sh.take(mem, &pfns, t, purpose, digest, threads, &mut records);
         for r in records {
-            send(st, Msg::Record(r));
+            queue(st, r);
         }
         false
     }
@@ -840,6 +884,8 @@ mod tests {
             layout: Vec::new(),
             capture: Capture::default(),
             waits: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
         };
         assert!(st.apart(0, &[10, 99, 132, 499, 501]));
         assert!(!st.apart(0, &[10, 131]));
@@ -849,6 +895,41 @@ mod tests {
         assert_eq!(st.in_flight.len(), 1);
         assert!(!st.apart(1, &[500]));
         assert!(st.apart(2, &[500]) && st.in_flight.is_empty());
+    }
+
+    #[test]
+    fn records_reach_the_writer_in_batches_and_in_order() {
+        let (tx, rx) = sync_channel(CHANNEL_DEPTH);
+        let mut st = State {
+            tx: Some(tx),
+            queued: 0,
+            in_flight: VecDeque::new(),
+            reply_waits: false,
+            process: 0,
+            layout: Vec::new(),
+            capture: Capture::default(),
+            waits: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        };
+        let rec = |i: u8| (vec![i], vec![0u8; 100]);
+        for i in 0..3 {
+            queue(&mut st, rec(i));
+        }
+        assert!(rx.try_recv().is_err(), "three small records wait");
+        // Anything else handed over goes after them.
+        send(&mut st, Msg::End { t: 1 });
+        let Ok(Msg::Records(first)) = rx.try_recv() else {
+            panic!("the batch did not go first");
+        };
+        assert_eq!(first.iter().map(|r| r.0[0]).collect::<Vec<_>>(), [0, 1, 2]);
+        assert!(matches!(rx.try_recv(), Ok(Msg::End { t: 1 })));
+        // A full batch goes by itself.
+        for i in 0..BATCH_RECORDS {
+            queue(&mut st, rec(i as u8));
+        }
+        assert!(matches!(rx.try_recv(), Ok(Msg::Records(b)) if b.len() == BATCH_RECORDS));
+        assert!(st.batch.is_empty());
     }
 }
 
