@@ -183,7 +183,7 @@ fn vmlinux_through_pvh_prints_its_first_lines() {
     // What the kernel says about what dxvmm gave it.
     for line in [
         "Linux version 6.",
-        "Command line: console=ttyS0 panic=1 pci=off dxvmm.cmd=dHJ1ZQA= earlyprintk=serial,ttyS0",
+        "Command line: console=ttyS0 panic=1 pci=off dxvmm.cmd=dHJ1ZQA= dxvmm.stdin=pipe earlyprintk=serial,ttyS0",
         "BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable",
         "BIOS-e820: [mem 0x0000000000100000-0x000000001fffffff] usable",
         "Hypervisor detected: KVM",
