@@ -438,6 +438,21 @@ struct State {
 }
 
 impl State {
+    fn new(tx: Option<SyncSender<Msg>>) -> State {
+        State {
+            tx,
+            queued: 0,
+            in_flight: VecDeque::new(),
+            reply_waits: false,
+            process: 0,
+            layout: Vec::new(),
+            capture: Capture::default(),
+            waits: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        }
+    }
+
     /// Whether no page of `pfns` is in an input the writer may not have
     /// done yet (`done`: captures it has done): then diffing them now,
     /// ahead of it, leaves the trace as it would be in order.
@@ -606,18 +621,7 @@ impl Recorder {
             options,
             start: Instant::now(),
             path: path.to_path_buf(),
-            state: Mutex::new(State {
-                tx: Some(tx),
-                queued: 0,
-                in_flight: VecDeque::new(),
-                reply_waits: false,
-                process: 0,
-                layout: Vec::new(),
-                capture: Capture::default(),
-                waits: 0,
-                batch: Vec::new(),
-                batch_bytes: 0,
-            }),
+            state: Mutex::new(State::new(Some(tx))),
             shared,
             writer: Mutex::new(Some(writer)),
         }))
@@ -876,16 +880,9 @@ mod tests {
     #[test]
     fn small_inputs_go_ahead_only_of_other_pages() {
         let mut st = State {
-            tx: None,
             queued: 2,
             in_flight: VecDeque::from([(1, 100, 131), (2, 500, 500)]),
-            reply_waits: false,
-            process: 0,
-            layout: Vec::new(),
-            capture: Capture::default(),
-            waits: 0,
-            batch: Vec::new(),
-            batch_bytes: 0,
+            ..State::new(None)
         };
         assert!(st.apart(0, &[10, 99, 132, 499, 501]));
         assert!(!st.apart(0, &[10, 131]));
@@ -900,18 +897,7 @@ mod tests {
     #[test]
     fn records_reach_the_writer_in_batches_and_in_order() {
         let (tx, rx) = sync_channel(CHANNEL_DEPTH);
-        let mut st = State {
-            tx: Some(tx),
-            queued: 0,
-            in_flight: VecDeque::new(),
-            reply_waits: false,
-            process: 0,
-            layout: Vec::new(),
-            capture: Capture::default(),
-            waits: 0,
-            batch: Vec::new(),
-            batch_bytes: 0,
-        };
+        let mut st = State::new(Some(tx));
         let rec = |i: u8| (vec![i], vec![0u8; 100]);
         for i in 0..3 {
             queue(&mut st, rec(i));

@@ -60,6 +60,23 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
+/// Waits (up to 10 s) for the UML kernel of a guest whose runtime
+/// directory is under `parent` (its arguments name the device sockets
+/// there); its pid.
+fn uml_kernel_pid(parent: &Path) -> Option<String> {
+    let needle = parent.to_str().unwrap();
+    for _ in 0..200 {
+        if let Some(p) = processes_mentioning(needle)
+            .iter()
+            .find(|p| p.contains("virtio_uml.device="))
+        {
+            return p.split(':').next().map(str::to_string);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
 fn is_empty_dir(p: &Path) -> bool {
     std::fs::read_dir(p)
         .map(|mut d| d.next().is_none())
@@ -240,20 +257,11 @@ fn guest_killed_from_outside_leaves_nothing_behind() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the guest (a process whose arguments name our runtime dir).
     let needle = parent.to_str().unwrap().to_string();
-    let mut uml_pid = None;
-    for _ in 0..200 {
-        if let Some(p) = processes_mentioning(&needle)
-            .iter()
-            .find(|p| p.contains("virtio_uml.device="))
-        {
-            uml_pid = p.split(':').next().map(|s| s.parse::<i32>().unwrap());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let uml_pid = uml_pid.expect("the UML guest never started");
+    let uml_pid: i32 = uml_kernel_pid(&parent)
+        .expect("the UML guest never started")
+        .parse()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert!(Command::new("kill")
         .args(["-9", &uml_pid.to_string()])
@@ -469,18 +477,7 @@ fn guest_cpus_allowed(name: &str, host_cpu: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let needle = parent.to_str().unwrap().to_string();
-    let mut allowed = None;
-    for _ in 0..200 {
-        if let Some(p) = processes_mentioning(&needle)
-            .iter()
-            .find(|p| p.contains("virtio_uml.device="))
-        {
-            allowed = p.split(':').next().map(cpus_allowed);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let allowed = uml_kernel_pid(&parent).map(|pid| cpus_allowed(&pid));
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&parent).unwrap();
