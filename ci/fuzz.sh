@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Short fuzz runs of the decoders of untrusted guest input: each cargo-fuzz
-# target of protocol/fuzz for SECONDS (default 30). Longer runs:
+# Short fuzz runs of the decoders of untrusted input: each cargo-fuzz target
+# of protocol/fuzz (what a guest sends) and trace/fuzz (a trace file someone
+# recorded) for SECONDS (default 30). Longer runs:
 #   ci/fuzz.sh 600
 # cargo-fuzz needs a nightly compiler's -Z flags; RUSTC_BOOTSTRAP lets the
 # stable toolchain accept them. Exits non-zero when a target finds a crash
-# (the input is left in protocol/fuzz/artifacts/).
+# (the input is left in that crate's fuzz/artifacts/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-30}
@@ -19,16 +20,21 @@ fi
 if ! cargo run -q -p dxvmm-trace --example fuzz_seeds; then
 	echo "[fuzz] no seeds from trace/corpus; fuzzing from the existing corpus" >&2
 fi
+# The trace reader's seeds are the committed traces themselves.
+mkdir -p trace/fuzz/corpus/read_trace
+cp trace/corpus/*.dxtrace trace/fuzz/corpus/read_trace/
 export RUSTC_BOOTSTRAP=1
-cd protocol/fuzz
-for target in $(cargo fuzz list); do
-	echo "[fuzz] $target for ${secs} s"
-	log=$(mktemp /tmp/dxvmm-fuzz-$target.XXXXXX.log)
-	if ! cargo fuzz run "$target" -- -max_total_time="$secs" -rss_limit_mb=2048 >"$log" 2>&1; then
-		tail -n 40 "$log" >&2
-		echo "fuzz: $target failed (log: $log)" >&2
-		exit 1
-	fi
-	grep -E "^(#[0-9]+|Done)" "$log" | tail -n 1 | sed 's/^/          /'
-	rm -f "$log"
+for dir in protocol/fuzz trace/fuzz; do
+	for target in $(cd "$dir" && cargo fuzz list); do
+		echo "[fuzz] $target for ${secs} s"
+		log=$(mktemp /tmp/dxvmm-fuzz-$target.XXXXXX.log)
+		if ! (cd "$dir" && cargo fuzz run "$target" -- -max_total_time="$secs" \
+			-rss_limit_mb=2048) >"$log" 2>&1; then
+			tail -n 40 "$log" >&2
+			echo "fuzz: $target failed (log: $log; the input is in $dir/artifacts/)" >&2
+			exit 1
+		fi
+		grep -E "^(#[0-9]+|Done)" "$log" | tail -n 1 | sed 's/^/          /'
+		rm -f "$log"
+	done
 done
