@@ -61,6 +61,9 @@ pub(crate) const EXTENSION: &std::ffi::CStr = ash::ext::external_memory_host::NA
 pub(crate) struct HostImport {
     device: ash::Device,
     ext: ash::ext::external_memory_host::Device,
+    /// Memory types that are host-coherent (bit i: type i): preferred, so
+    /// that neither side needs flushes to see the other's writes.
+    coherent_types: u32,
     /// `minImportedHostPointerAlignment`: addresses and sizes of imports
     /// are multiples of it.
     alignment: u64,
@@ -102,10 +105,24 @@ impl HostImport {
         if !alignment.is_power_of_two() || alignment > IMPORT_CHUNK {
             return None;
         }
+        // SAFETY: as above, a query on this instance's physical device.
+        let mem = unsafe {
+            instance.get_physical_device_memory_properties(hal_adapter.raw_physical_device())
+        };
+        let coherent_types = mem
+            .memory_types_as_slice()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| {
+                t.property_flags
+                    .contains(vk::MemoryPropertyFlags::HOST_COHERENT)
+            })
+            .fold(0u32, |bits, (i, _)| bits | (1 << i));
         let raw = hal_device.raw_device().clone();
         Some(HostImport {
             ext: ash::ext::external_memory_host::Device::new(instance, &raw),
             device: raw,
+            coherent_types,
             alignment,
             chunks: Mutex::new(HashMap::new()),
             imported: AtomicU64::new(0),
@@ -226,7 +243,7 @@ impl HostImport {
             .host_pointer(ptr);
         let alloc = vk::MemoryAllocateInfo::default()
             .allocation_size(len)
-            .memory_type_index(types.trailing_zeros())
+            .memory_type_index(pick_type(types, self.coherent_types))
             .push_next(&mut import);
         // SAFETY: as for the properties above; the allocation imports
         // `ptr..ptr + len`, aligned as the driver requires.
@@ -267,5 +284,26 @@ impl HostImport {
                 },
             )
         })
+    }
+}
+
+/// The memory type to import with, of those allowed (`types`, one bit per
+/// type): the first host-coherent one, else the first.
+fn pick_type(types: u32, coherent: u32) -> u32 {
+    match types & coherent {
+        0 => types.trailing_zeros(),
+        both => both.trailing_zeros(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coherent_memory_types_come_first() {
+        assert_eq!(pick_type(0b0110, 0b0100), 2);
+        assert_eq!(pick_type(0b0110, 0b1000), 1);
+        assert_eq!(pick_type(0b1000, 0b1111), 3);
     }
 }
