@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{dxvmm, text};
+use common::{dxvmm, processes_mentioning, text};
 
 /// A private directory, removed on drop.
 struct Scratch(PathBuf);
@@ -175,26 +175,6 @@ fn config_file_runs_the_same_with_flags_on_top() {
     assert!(line.starts_with("check from-flags mem="), "{line}");
     let mib: u64 = line.trim().rsplit('=').next().unwrap().parse().unwrap();
     assert!(mib > 256 && mib <= 300, "{line}");
-}
-
-/// Processes whose command line mentions `needle`, other than this one.
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            let cmd = text(&cmd).replace('\0', " ");
-            if cmd.contains(needle) {
-                found.push(format!("{pid}: {cmd}"));
-            }
-        }
-    }
-    found
 }
 
 #[test]

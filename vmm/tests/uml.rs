@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{dxvmm, text};
+use common::{dxvmm, processes_mentioning, text};
 
 fn images_present() {
     let cache = std::env::var_os("DXVMM_CACHE")
@@ -38,26 +38,6 @@ fn run_guest(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("spawn dxvmm")
-}
-
-/// Processes whose command line mentions `needle` (other than ourselves).
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            let cmd = text(&cmd).replace('\0', " ");
-            if cmd.contains(needle) {
-                found.push(format!("{pid}: {cmd}"));
-            }
-        }
-    }
-    found
 }
 
 /// Waits (up to 10 s) for the UML kernel of a guest whose runtime
