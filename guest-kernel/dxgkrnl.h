@@ -109,6 +109,7 @@ struct dxg_vdev {
 	struct list_head	pending;	/* requests owned by the ring */
 	wait_queue_head_t	ring_wait;	/* room in a full ring */
 	bool			removed;	/* no new requests */
+	unsigned int		cb_users;	/* waiters on used buffers */
 	atomic64_t		next_request_id;
 	u32			max_payload;
 
@@ -223,6 +224,7 @@ struct dxg_process {
 	struct pid		*tgid;
 	unsigned int		nfiles;		/* under dxg->proc_lock */
 	u64			id;		/* sent as CREATEPROCESS.process */
+	struct dxg_async	*async;		/* its async submissions */
 
 	/* lock guards everything below; it may be held across a request. */
 	struct mutex		lock;
@@ -252,6 +254,7 @@ struct dxg_process {
 #define DXGVM_WAIT_KILLABLE	(1u << 0)	/* a fatal signal abandons */
 
 struct dxg_req;
+struct dxg_async;
 
 int dxgvm_init_queues(struct dxg_vdev *dxg);
 void dxgvm_shutdown(struct dxg_vdev *dxg);
@@ -265,6 +268,16 @@ int dxgvm_req_submit(struct dxg_vdev *dxg, struct dxg_req *req,
 		     const struct winluid *luid, unsigned int flags);
 int dxgvm_req_wait(struct dxg_vdev *dxg, struct dxg_req *req,
 		   unsigned int flags);
+
+/* Asynchronous requests (submissions): see dxgvmbus.c. */
+extern bool dxg_async_submit;
+struct dxg_async *dxgvm_async_alloc(void);
+void dxgvm_async_put(struct dxg_async *a);
+int dxgvm_req_send_async(struct dxg_vdev *dxg, struct dxg_req *req,
+			 const struct winluid *luid, struct dxg_async *async);
+int dxgvm_async_error(struct dxg_async *a);
+int dxgvm_async_settle(struct dxg_vdev *dxg, struct dxg_async *a,
+		       unsigned int flags);
 
 int dxgvmb_open_adapter(struct dxg_adapter *adapter);
 int dxgvmb_get_internal_adapter_info(struct dxg_adapter *adapter);

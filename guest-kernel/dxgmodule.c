@@ -24,6 +24,11 @@ module_param_named(request_timeout_ms, dxg_request_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(request_timeout_ms,
 		 "How long a request waits for the host's reply (ms)");
 
+bool dxg_async_submit = true;
+module_param_named(async_submit, dxg_async_submit, bool, 0644);
+MODULE_PARM_DESC(async_submit,
+		 "Send submissions without waiting for the host; a failure is returned by the process's next call (default on)");
+
 /* /dev/dxg is one device: a second virtio-dxg device is not bound. */
 static DEFINE_MUTEX(dxg_bind_lock);
 static bool dxg_bound;

@@ -57,7 +57,10 @@ struct dxg_process *dxg_process_open(struct dxg_vdev *dxg)
 		}
 	}
 	proc = kzalloc(sizeof(*proc), GFP_KERNEL);
-	if (!proc) {
+	if (proc)
+		proc->async = dxgvm_async_alloc();
+	if (!proc || !proc->async) {
+		kfree(proc);
 		proc = ERR_PTR(-ENOMEM);
 		goto out;
 	}
@@ -95,6 +98,11 @@ void dxg_process_close(struct dxg_process *proc)
 	if (!last)
 		return;
 
+	/*
+	 * Submissions still in flight name pages freed below: let the host
+	 * take them first (it would anyway, before DESTROYPROCESS).
+	 */
+	dxgvm_async_settle(dxg, proc->async, 0);
 	/* The host frees the process's devices and everything below them. */
 	mutex_lock(&proc->lock);
 	dxgvmb_release_process(proc);
@@ -123,6 +131,7 @@ void dxg_process_close(struct dxg_process *proc)
 	xa_destroy(&proc->devices);
 	mutex_destroy(&proc->lock);
 	put_pid(proc->tgid);
+	dxgvm_async_put(proc->async);
 	kfree(proc);
 	dxg_vdev_put(dxg);
 }

@@ -12,6 +12,21 @@
  * the ring while the device owns the buffers. A waiter that times out or is
  * killed drops only its own reference, so the buffers stay alive until the
  * device hands them back or the device is reset and they are detached.
+ *
+ * An asynchronous request (SUBMITCOMMAND and SUBMITCOMMANDTOHWQUEUE with
+ * the async_msg bit, as WSL's dxgkrnl sends them) has no waiter: the
+ * ring's reference is its only one. Its process's struct dxg_async counts
+ * it until the device hands it back and keeps the first failure, which the
+ * process's next call reports (dxgvm_async_settle). The device takes
+ * requests in ring order, so whatever the process sends later is carried
+ * out after it.
+ *
+ * Interrupts: used-buffer notifications are wanted only while someone
+ * waits (a synchronous request, a settle, a full ring: dxg->cb_users).
+ * With only asynchronous requests in flight the callback leaves them off
+ * and the next send reaps what the device returned, as virtio-net does
+ * with transmitted buffers: a stream of submissions costs the guest no
+ * interrupt per submission.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -32,8 +47,24 @@
 
 #include "dxgkrnl.h"
 
+/* Per-process accounting of asynchronous requests. */
+struct dxg_async {
+	refcount_t		ref;		/* the process + one per request */
+	/*
+	 * Requests queued and answered: a settle waits for those queued
+	 * before it (the device answers in ring order), not for ones other
+	 * threads of the process send meanwhile.
+	 */
+	atomic64_t		queued;
+	atomic64_t		answered;
+	atomic_t		error;		/* first unreported failure (errno) */
+	wait_queue_head_t	idle;		/* one was answered */
+};
+
 struct dxg_req {
 	refcount_t		ref;
+	struct dxg_async	*async;		/* set while an async one is queued */
+	bool			wants_cb;	/* counted in dxg->cb_users */
 	struct completion	done;		/* complete_all(): re-waitable */
 	struct list_head	node;		/* dxg->pending, under vq_lock */
 	u64			id;
@@ -131,19 +162,85 @@ void dxgvm_req_put(struct dxg_req *req)
 	kfree(req);
 }
 
+static int dxgvm_req_check(struct dxg_req *req);
+
+static void dxgvm_async_done(struct dxg_async *a, int err)
+{
+	if (err)
+		atomic_cmpxchg(&a->error, 0, err);
+	atomic64_inc(&a->answered);
+	wake_up_all(&a->idle);
+	dxgvm_async_put(a);
+}
+
 /* Called with vq_lock held: the device has handed the request back. */
-static void dxgvm_req_finish(struct dxg_req *req, u32 used_len, int result)
+static void dxgvm_req_finish(struct dxg_vdev *dxg, struct dxg_req *req,
+			     u32 used_len, int result)
 {
 	list_del_init(&req->node);
 	req->used_len = used_len;
 	req->result = result;
 	req->answered = true;
+	if (req->wants_cb) {
+		req->wants_cb = false;
+		dxg->cb_users--;
+	}
+	if (req->async) {
+		dxgvm_async_done(req->async, dxgvm_req_check(req));
+		req->async = NULL;
+	}
 	complete_all(&req->done);
 	dxgvm_req_put(req);	/* the ring's reference */
 }
 
+/* With vq_lock held: finishes every request the device handed back. */
+static bool dxgvm_reap(struct dxg_vdev *dxg)
+{
+	struct dxg_req *req;
+	unsigned int len;
+	bool any = false;
+
+	while ((req = virtqueue_get_buf(dxg->req_vq, &len))) {
+		dxgvm_req_finish(dxg, req, len, 0);
+		any = true;
+	}
+	return any;
+}
+
+/*
+ * With vq_lock held: someone will wait for a used buffer, so interrupts
+ * must be on. Buffers already used are reaped here, since enabling them
+ * raises no interrupt for those.
+ */
+static void dxgvm_cb_get_locked(struct dxg_vdev *dxg)
+{
+	if (dxg->cb_users++ || dxg->removed)
+		return;
+	if (!virtqueue_enable_cb(dxg->req_vq) && dxgvm_reap(dxg))
+		wake_up_all(&dxg->ring_wait);
+}
+
+static void dxgvm_cb_get(struct dxg_vdev *dxg)
+{
+	unsigned long irqflags;
+
+	spin_lock_irqsave(&dxg->vq_lock, irqflags);
+	dxgvm_cb_get_locked(dxg);
+	spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
+}
+
+/* The callback turns interrupts off again once nobody waits. */
+static void dxgvm_cb_put(struct dxg_vdev *dxg)
+{
+	unsigned long irqflags;
+
+	spin_lock_irqsave(&dxg->vq_lock, irqflags);
+	dxg->cb_users--;
+	spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
+}
+
 /* Checks the reply frame; 0 when the payload is the command's reply. */
-static int dxgvm_req_check(struct dxg_vdev *dxg, struct dxg_req *req)
+static int dxgvm_req_check(struct dxg_req *req)
 {
 	const struct dxgv_frame_header *hdr = req->in;
 	size_t reply_len = req->in_len - sizeof(*hdr);
@@ -213,16 +310,17 @@ int dxgvm_req_wait(struct dxg_vdev *dxg, struct dxg_req *req,
 				     req->id, dxg_request_timeout_ms);
 		return -ETIMEDOUT;
 	}
-	return dxgvm_req_check(dxg, req);
+	return dxgvm_req_check(req);
 }
 
 /*
- * Sends a request whose command and reply buffers the caller filled
- * through dxgvm_req_cmd(), and waits for the reply. A full ring is waited
- * on, within the same timeout.
+ * Puts a request whose command and reply buffers the caller filled
+ * through dxgvm_req_cmd() on the ring. A full ring is waited on, within
+ * the module's timeout. `async` (or NULL) accounts an asynchronous one.
  */
-int dxgvm_req_submit(struct dxg_vdev *dxg, struct dxg_req *req,
-		     const struct winluid *luid, unsigned int flags)
+static int dxgvm_req_queue(struct dxg_vdev *dxg, struct dxg_req *req,
+			   const struct winluid *luid, unsigned int flags,
+			   struct dxg_async *async)
 {
 	unsigned long timeout = dxgvm_timeout();
 	unsigned long deadline = jiffies + timeout;
@@ -252,15 +350,25 @@ int dxgvm_req_submit(struct dxg_vdev *dxg, struct dxg_req *req,
 			spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
 			return -ENODEV;
 		}
+		/* Room, and the results of earlier async requests, first. */
+		dxgvm_reap(dxg);
 		err = virtqueue_add_sgs(dxg->req_vq, sgs, 1, 1, req, GFP_ATOMIC);
 		if (!err) {
 			refcount_inc(&req->ref);	/* the ring's */
 			req->queued = true;
+			if (async) {
+				refcount_inc(&async->ref);
+				atomic64_inc(&async->queued);
+				req->async = async;
+			} else {
+				req->wants_cb = true;
+				dxgvm_cb_get_locked(dxg);
+			}
 			list_add_tail(&req->node, &dxg->pending);
 			/* Under the lock: removal cannot free the queue. */
 			virtqueue_kick(dxg->req_vq);
 			spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
-			break;
+			return 0;
 		}
 		spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
 		if (err != -ENOSPC)
@@ -270,6 +378,7 @@ int dxgvm_req_submit(struct dxg_vdev *dxg, struct dxg_req *req,
 		left = (long)(deadline - jiffies);
 		if (left <= 0)
 			return -ETIMEDOUT;
+		dxgvm_cb_get(dxg);
 		if (flags & DXGVM_WAIT_KILLABLE)
 			left = wait_event_killable_timeout(dxg->ring_wait,
 							   dxgvm_ring_has_room(dxg),
@@ -277,10 +386,95 @@ int dxgvm_req_submit(struct dxg_vdev *dxg, struct dxg_req *req,
 		else
 			left = wait_event_timeout(dxg->ring_wait,
 						  dxgvm_ring_has_room(dxg), left);
+		dxgvm_cb_put(dxg);
 		if (left < 0)
 			return -EINTR;
 	}
-	return dxgvm_req_wait(dxg, req, flags);
+}
+
+/*
+ * Sends a request whose command and reply buffers the caller filled
+ * through dxgvm_req_cmd(), and waits for the reply.
+ */
+int dxgvm_req_submit(struct dxg_vdev *dxg, struct dxg_req *req,
+		     const struct winluid *luid, unsigned int flags)
+{
+	int err = dxgvm_req_queue(dxg, req, luid, flags, NULL);
+
+	return err ? err : dxgvm_req_wait(dxg, req, flags);
+}
+
+/* ---- asynchronous requests ------------------------------------------------ */
+
+struct dxg_async *dxgvm_async_alloc(void)
+{
+	struct dxg_async *a = kzalloc(sizeof(*a), GFP_KERNEL);
+
+	if (!a)
+		return NULL;
+	refcount_set(&a->ref, 1);
+	init_waitqueue_head(&a->idle);
+	return a;
+}
+
+/* May run in the queue's interrupt callback. */
+void dxgvm_async_put(struct dxg_async *a)
+{
+	if (a && refcount_dec_and_test(&a->ref))
+		kfree(a);
+}
+
+/*
+ * Sends a request without waiting for it; takes the caller's reference.
+ * Its reply is only its status, which the process's next call sees.
+ */
+int dxgvm_req_send_async(struct dxg_vdev *dxg, struct dxg_req *req,
+			 const struct winluid *luid, struct dxg_async *async)
+{
+	int err = dxgvm_req_queue(dxg, req, luid, DXGVM_WAIT_KILLABLE, async);
+
+	dxgvm_req_put(req);
+	return err;
+}
+
+/* Takes the first failure of an async request not yet reported; or 0. */
+int dxgvm_async_error(struct dxg_async *a)
+{
+	return atomic_read(&a->error) ? atomic_xchg(&a->error, 0) : 0;
+}
+
+/*
+ * Waits until the device has answered every async request of the process,
+ * then takes the first failure among them (0 if none). Called before any
+ * other call of the process, so that a submission's error reaches it and
+ * nothing overtakes the submissions.
+ */
+int dxgvm_async_settle(struct dxg_vdev *dxg, struct dxg_async *a,
+		       unsigned int flags)
+{
+	s64 target = atomic64_read(&a->queued);
+	long left;
+
+	if (atomic64_read(&a->answered) < target) {
+		dxgvm_cb_get(dxg);
+		if (flags & DXGVM_WAIT_KILLABLE)
+			left = wait_event_killable_timeout(a->idle,
+				atomic64_read(&a->answered) >= target,
+				dxgvm_timeout());
+		else
+			left = wait_event_timeout(a->idle,
+				atomic64_read(&a->answered) >= target,
+				dxgvm_timeout());
+		dxgvm_cb_put(dxg);
+		if (left < 0)
+			return -EINTR;
+		if (!left) {
+			pr_warn_ratelimited("async requests unanswered in %u ms\n",
+					    dxg_request_timeout_ms);
+			return -ETIMEDOUT;
+		}
+	}
+	return dxgvm_async_error(a);
 }
 
 /* One small request with a fixed reply, sent and waited for. */
@@ -321,15 +515,15 @@ static void dxgvm_req_done(struct virtqueue *vq)
 {
 	struct dxg_vdev *dxg = vq->vdev->priv;
 	unsigned long irqflags;
-	struct dxg_req *req;
-	unsigned int len;
 
 	spin_lock_irqsave(&dxg->vq_lock, irqflags);
 	do {
 		virtqueue_disable_cb(vq);
-		while ((req = virtqueue_get_buf(vq, &len)))
-			dxgvm_req_finish(req, len, 0);
+		dxgvm_reap(dxg);
 		if (unlikely(virtqueue_is_broken(vq)))
+			break;
+		/* Nobody waits: async completions wait for the next send. */
+		if (!dxg->cb_users)
 			break;
 	} while (!virtqueue_enable_cb(vq));
 	spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
@@ -636,10 +830,10 @@ void dxgvm_shutdown(struct dxg_vdev *dxg)
 
 	spin_lock_irqsave(&dxg->vq_lock, irqflags);
 	while ((req = virtqueue_detach_unused_buf(dxg->req_vq)))
-		dxgvm_req_finish(req, 0, -ENODEV);
+		dxgvm_req_finish(dxg, req, 0, -ENODEV);
 	/* Nothing should be left; if it is, the ring no longer has it. */
 	list_for_each_entry_safe(req, tmp, &dxg->pending, node)
-		dxgvm_req_finish(req, 0, -ENODEV);
+		dxgvm_req_finish(dxg, req, 0, -ENODEV);
 	spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
 	wake_up_all(&dxg->ring_wait);
 

@@ -277,6 +277,20 @@ static int dxg_send_status(struct dxg_process *proc, struct dxg_adapter *adapter
 	return ret;
 }
 
+/*
+ * A submission: asynchronous unless the module parameter says otherwise,
+ * as WSL's dxgkrnl sends it when the host allows (§2.2); its status then
+ * reaches the process at its next call.
+ */
+static int dxg_send_submission(struct dxg_process *proc,
+			       struct dxg_adapter *adapter,
+			       struct dxg_req *req, bool async)
+{
+	if (!async)
+		return dxg_send_status(proc, adapter, req, DXGVM_WAIT_KILLABLE);
+	return dxgvm_req_send_async(proc->dxg, req, &adapter->luid, proc->async);
+}
+
 static int dxg_check_handles(struct dxg_process *proc,
 			     struct d3dkmthandle device,
 			     const struct d3dkmthandle *handles, u32 count,
@@ -1365,6 +1379,7 @@ static long dxgk_submit_command(struct dxg_process *proc, struct file *file,
 	u32 nh = args->num_history_buffers, size = args->priv_drv_data_size;
 	struct dxg_object *ctx;
 	struct dxg_req *req;
+	bool async;
 	long ret;
 
 	if (!args->broadcast_context_count ||
@@ -1395,14 +1410,16 @@ static long dxgk_submit_command(struct dxg_process *proc, struct file *file,
 			goto out;
 		}
 	}
+	async = READ_ONCE(dxg_async_submit);
 	req = dxgvm_req_alloc(sizeof(*cmd) + nh * sizeof(*history) + size,
-			      sizeof(struct ntstatus));
+			      async ? 0 : sizeof(struct ntstatus));
 	if (!req) {
 		ret = -ENOMEM;
 		goto out;
 	}
 	cmd = dxgvm_req_cmd(req);
 	dxgvm_vgpu_header(&cmd->hdr, proc, DXGK_VMBCOMMAND_SUBMITCOMMAND);
+	cmd->hdr.async_msg = async;
 	cmd->args = *args;
 	if (nh)
 		memcpy(cmd + 1, history, nh * sizeof(*history));
@@ -1412,7 +1429,7 @@ static long dxgk_submit_command(struct dxg_process *proc, struct file *file,
 		dxgvm_req_put(req);
 		goto out;
 	}
-	ret = dxg_send_status(proc, ctx->adapter, req, DXGVM_WAIT_KILLABLE);
+	ret = dxg_send_submission(proc, ctx->adapter, req, async);
 out:
 	kvfree(history);
 	dxg_object_put(ctx);
@@ -1428,6 +1445,7 @@ static long dxgk_submit_command_to_hwqueue(struct dxg_process *proc,
 	u32 np = args->num_primaries, size = args->priv_drv_data_size;
 	struct dxg_object *q;
 	struct dxg_req *req;
+	bool async;
 	long ret;
 
 	if (np > D3DDDI_MAX_WRITTEN_PRIMARIES || size > DXG_MAX_PRIV_DATA)
@@ -1449,8 +1467,9 @@ static long dxgk_submit_command_to_hwqueue(struct dxg_process *proc,
 	}
 	if (ret)
 		goto out;
+	async = READ_ONCE(dxg_async_submit);
 	req = dxgvm_req_alloc(sizeof(*cmd) + np * sizeof(*prim) + size,
-			      sizeof(struct ntstatus));
+			      async ? 0 : sizeof(struct ntstatus));
 	if (!req) {
 		ret = -ENOMEM;
 		goto out;
@@ -1458,6 +1477,7 @@ static long dxgk_submit_command_to_hwqueue(struct dxg_process *proc,
 	cmd = dxgvm_req_cmd(req);
 	dxgvm_vgpu_header(&cmd->hdr, proc,
 			  DXGK_VMBCOMMAND_SUBMITCOMMANDTOHWQUEUE);
+	cmd->hdr.async_msg = async;
 	cmd->args = *args;
 	memcpy(cmd + 1, prim, np * sizeof(*prim));
 	ret = dxg_copy_priv((u8 *)(cmd + 1) + np * sizeof(*prim),
@@ -1466,7 +1486,7 @@ static long dxgk_submit_command_to_hwqueue(struct dxg_process *proc,
 		dxgvm_req_put(req);
 		goto out;
 	}
-	ret = dxg_send_status(proc, q->adapter, req, DXGVM_WAIT_KILLABLE);
+	ret = dxg_send_submission(proc, q->adapter, req, async);
 out:
 	dxg_object_put(q);
 	return ret;
@@ -1998,6 +2018,19 @@ long dxg_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	/* Handles are per process: an inherited file is not the child's. */
 	if (task_tgid(current) != proc->tgid)
 		return -EPERM;
+	/*
+	 * An earlier asynchronous submission's failure is this call's
+	 * result, and this call is not made. Anything but another submission
+	 * first waits until the host has taken them all.
+	 */
+	if (nr == _IOC_NR(LX_DXSUBMITCOMMAND) ||
+	    nr == _IOC_NR(LX_DXSUBMITCOMMANDTOHWQUEUE))
+		ret = dxgvm_async_error(proc->async);
+	else
+		ret = dxgvm_async_settle(proc->dxg, proc->async,
+					 DXGVM_WAIT_KILLABLE);
+	if (ret)
+		return ret;
 	size = _IOC_SIZE(cmd);
 	/*
 	 * Writing the struct back unchanged first finds a read-only

@@ -811,13 +811,7 @@ impl Vm {
                         .iter()
                         .try_for_each(|c| self.backend.signal_from_queue(process, *c, &fences))
                 };
-                if request_is_async {
-                    if let Err(e) = r {
-                        tracing::debug!("async SIGNALSYNCOBJECT: {e}");
-                    }
-                    return Ok(Reply::Empty);
-                }
-                Ok(Reply::Status(result(r)))
+                status_reply(request_is_async, r)
             }
             Request::WaitForSyncObjectFromCpu {
                 cmd,
@@ -896,14 +890,15 @@ impl Vm {
                     return Err(NtStatus::INVALID_PARAMETER);
                 }
                 let context = a.broadcast_context[0];
-                Ok(Reply::Status(result(self.backend.submit(
+                let r = self.backend.submit(
                     process,
                     context,
                     CommandBuffer::GpuVa {
                         va: a.command_buffer,
                         length: u64::from(a.command_length),
                     },
-                ))))
+                );
+                status_reply(request_is_async, r)
             }
             Request::SubmitCommandToHwQueue { cmd, .. } => {
                 let a = cmd.args;
@@ -934,7 +929,7 @@ impl Vm {
                             }],
                         )
                     });
-                Ok(Reply::Status(result(r)))
+                status_reply(request_is_async, r)
             }
             Request::Escape { cmd, priv_drv_data } => {
                 self.process(process)?;
@@ -1001,6 +996,18 @@ fn guest_range_ok(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> bool {
 fn status(e: &BackendError) -> NtStatus {
     tracing::debug!("backend: {e}");
     e.status()
+}
+
+/// The answer to a command whose reply is a bare NTSTATUS. An
+/// asynchronous one (`async_msg`) has an empty reply: its result is the
+/// frame's status, which the guest driver reads when it reaps the chain
+/// and reports at the process's next call (docs/protocol.md §2.2).
+fn status_reply(is_async: bool, r: Result<(), BackendError>) -> Outcome {
+    match (is_async, r) {
+        (false, r) => Ok(Reply::Status(result(r))),
+        (true, Ok(())) => Ok(Reply::Empty),
+        (true, Err(e)) => Err(status(&e)),
+    }
 }
 
 fn result(r: Result<(), BackendError>) -> NtStatus {
@@ -1576,6 +1583,20 @@ mod tests {
                 }),
                 Ok(Reply::Status(NtStatus::SUCCESS))
             );
+            // Asynchronously (async_msg): an empty reply, the result in the
+            // frame's status.
+            let mut a = s;
+            a.hdr.channel_type |= dxvmm_protocol::vmbus::CHANNEL_FLAG_ASYNC_MSG;
+            let submit = |cmd| Request::SubmitCommand {
+                cmd: Box::new(cmd),
+                history_buffers: vec![],
+                priv_drv_data: vec![],
+            };
+            assert_eq!(f.run(submit(a)), Ok(Reply::Empty));
+            a.args.command_buffer = 0x7000_0000_0000;
+            assert_eq!(f.run(submit(a)), Err(NtStatus::INVALID_PARAMETER));
+            a.args.broadcast_context[0] = D3dkmtHandle(0x4242_4240);
+            assert_eq!(f.run(submit(a)), Err(NtStatus::INVALID_HANDLE));
             // Teardown frees everything.
             f.vm.reset();
             assert!(f.vm.counts().is_empty());

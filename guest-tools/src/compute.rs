@@ -200,6 +200,86 @@ fn transfers(gpu: &Gpu) -> R<()> {
 
 /// Fences: CPU signal seen through the mapped slot; a CPU wait that times
 /// out; FENCE_WAIT in a stream released by a CPU signal; FENCE_SIGNAL.
+const ASYNC_SUBMIT: &str = "/sys/module/dxgkrnl/parameters/async_submit";
+
+/// 3,000 submissions back to back, each a tiny dispatch (a counter) and a
+/// fill of one of 256 words with its own index: several trips around the
+/// command ring, so a stream rewritten before the host took it would show
+/// as a wrong word or count.
+fn many_submissions(gpu: &Gpu) -> R<()> {
+    const N: u32 = 3000;
+    let mut counter = Buffer::new(gpu, 256).map_err(s)?;
+    let mut log = Buffer::new(gpu, 256 * 4).map_err(s)?;
+    let p = Pipeline::from_wgsl(gpu, TINY, "main").map_err(s)?;
+    let mut v = 0;
+    for i in 0..N {
+        let mut c = Commands::new();
+        c.dispatch(&p, [1, 1, 1], &[Bind::rw(0, &counter.all())]);
+        c.fill(&log.range(u64::from(i % 256) * 4, 4).map_err(s)?, i);
+        v = gpu.submit(&c).map_err(s)?;
+    }
+    gpu.wait(v, Some(WAIT)).map_err(s)?;
+    let count = counter.read_u32s().map_err(s)?[0];
+    if count != N {
+        return Err(format!("the counter is {count}, want {N}"));
+    }
+    let words = log.read_u32s().map_err(s)?;
+    for (j, &w) in words.iter().enumerate() {
+        let want = (N - 1 - j as u32) / 256 * 256 + j as u32;
+        if w != want {
+            return Err(format!("word {j} is {w}, want {want}"));
+        }
+    }
+    Ok(())
+}
+
+/// Submissions go without waiting (the driver's `async_submit`, as WSL
+/// sends them): a refused one fails the process's next call, once; with
+/// the parameter off, the submission itself fails.
+fn async_submission(tap: &mut Tap, gpu: &Gpu, add: &Pipeline) {
+    record(
+        tap,
+        "3,000 submissions back to back around the command ring: all carried out, in order",
+        many_submissions(gpu),
+    );
+    let param = std::fs::read_to_string(ASYNC_SUBMIT).unwrap_or_default();
+    if !tap.check("async_submit is on by default", param.trim() == "Y", || {
+        format!("{ASYNC_SUBMIT}: {param:?}")
+    }) {
+        return;
+    }
+    let dxg = gpu.dxg();
+    let bad = || dxg.submit_command_raw(gpu.context(), 0x7000_0000_0000, 64);
+    tap.works(
+        "async: a submission the host will refuse returns at once",
+        bad(),
+    );
+    tap.refused_with(
+        "async: the process's next call returns the refusal",
+        gpu.sync(),
+        libc::EINVAL,
+    );
+    tap.works("async: the call after that succeeds", gpu.sync());
+    // Synchronous submission, while the parameter is off.
+    if let Err(e) = std::fs::write(ASYNC_SUBMIT, "0") {
+        tap.not_ok("async_submit=0", &format!("{ASYNC_SUBMIT}: {e}"));
+        return;
+    }
+    tap.refused_with(
+        "async_submit=0: a refused submission fails itself",
+        bad(),
+        libc::EINVAL,
+    );
+    record(
+        tap,
+        "async_submit=0: work runs as before",
+        vector_add(gpu, add, 1000, 2.0),
+    );
+    if let Err(e) = std::fs::write(ASYNC_SUBMIT, "1") {
+        tap.not_ok("async_submit back on", &format!("{ASYNC_SUBMIT}: {e}"));
+    }
+}
+
 fn fences(tap: &mut Tap, gpu: &Gpu) {
     let r = (|| -> R<()> {
         let f = Fence::new(gpu, 5).map_err(s)?;
@@ -750,7 +830,7 @@ fn bad_input(tap: &mut Tap, gpu: &Gpu, p: &Pipeline) {
     for (what, cmd) in submits {
         let mut c = Commands::new();
         c.raw(cmd);
-        let r = gpu.submit(&c);
+        let r = gpu.submit(&c).and_then(|_| gpu.sync());
         tap.refused(&format!("submit: {what}"), r);
     }
     still(tap, "bad command addresses");
@@ -809,17 +889,20 @@ fn bad_input(tap: &mut Tap, gpu: &Gpu, p: &Pipeline) {
     let dxg = gpu.dxg();
     let ctx = gpu.context();
     let cb = gpu.command_buffer_va();
+    // A refusal comes back from the submission or, sent asynchronously,
+    // from the next call.
+    let settled = |r: Result<(), Error>| r.and_then(|()| gpu.sync());
     tap.refused(
         "SUBMITCOMMAND of a stream at an unmapped GPU VA",
-        dxg.submit_command_raw(ctx, 0x7000_0000_0000, 64),
+        settled(dxg.submit_command_raw(ctx, 0x7000_0000_0000, 64)),
     );
     tap.refused(
         "SUBMITCOMMAND with a length past the command buffer's mapping",
-        dxg.submit_command_raw(ctx, cb, 64 << 20),
+        settled(dxg.submit_command_raw(ctx, cb, 64 << 20)),
     );
     tap.refused(
         "SUBMITCOMMAND with length 0",
-        dxg.submit_command_raw(ctx, cb, 0),
+        settled(dxg.submit_command_raw(ctx, cb, 0)),
     );
     tap.refused(
         "SUBMITCOMMAND to a context that does not exist",
@@ -847,7 +930,10 @@ fn bad_input(tap: &mut Tap, gpu: &Gpu, p: &Pipeline) {
             sync_object: f.handle,
             value: 1,
         });
-        tap.refused("FENCE_WAIT on a destroyed fence", gpu.submit(&c));
+        tap.refused(
+            "FENCE_WAIT on a destroyed fence",
+            gpu.submit(&c).and_then(|_| gpu.sync()),
+        );
     } else {
         tap.not_ok("destroyed fences", "could not create a fence");
     }
@@ -1005,6 +1091,7 @@ fn suite(tap: &mut Tap) -> bool {
         "COPY, FILL, TIMESTAMP; CPU and GPU writes both ways",
         transfers(&gpu),
     );
+    async_submission(tap, &gpu, &add);
     fences(tap, &gpu);
     conformance(tap, &gpu);
     two_processes(tap);

@@ -79,9 +79,12 @@ use crate::error::{Error, Result};
 /// Page granule of allocations and mappings.
 pub const PAGE_SIZE: u64 = 4096;
 
-/// Size of the first command buffer; it grows (to the stream limit) when a
-/// stream does not fit.
-const CMD_BUF_SIZE: u64 = 64 * 1024;
+/// Size of a context's command ring; a stream larger than that gets a ring
+/// of its own size (up to the stream limit).
+const CMD_RING_SIZE: u64 = 256 * 1024;
+
+/// Streams start at multiples of this in the ring.
+const STREAM_ALIGN: u64 = 64;
 
 fn round_up(v: u64, to: u64) -> Option<u64> {
     v.checked_add(to - 1).map(|x| x / to * to)
@@ -117,6 +120,18 @@ struct Slot {
     addr: usize,
 }
 
+/// A context's command streams, one after another in a CPU-visible
+/// allocation. The host reads a stream when it takes the submission, which
+/// with asynchronous submission (the driver's default) is after the ioctl
+/// returned: so the ring starts over only once the host has taken every
+/// submission so far ([`GpuInner::settle`]), once per trip around it.
+#[derive(Debug)]
+struct CmdRing {
+    buf: RawBuf,
+    /// Where the next stream goes.
+    head: u64,
+}
+
 /// One CPU-visible allocation, locked and mapped at a GPU VA: the common
 /// part of buffers and command buffers.
 #[derive(Debug)]
@@ -139,7 +154,7 @@ struct GpuInner {
     timeline: Slot,
     /// The last timeline value a submission signals.
     submitted: AtomicU64,
-    cmd: Mutex<Option<RawBuf>>,
+    cmd: Mutex<Option<CmdRing>>,
     info: DxgvUmdAdapterInfo,
 }
 
@@ -343,32 +358,54 @@ impl GpuInner {
         })
     }
 
-    /// Writes `stream` into the command buffer (growing it if needed) and
-    /// hands it to `send` with its GPU VA and length.
+    /// Waits until the host has taken every submission of this process so
+    /// far and returns the first failure among them. The driver makes any
+    /// call but a submission wait for that; this one is a CPU wait for a
+    /// value the timeline already has.
+    fn settle(&self) -> Result<()> {
+        self.dxg
+            .wait_from_cpu_raw(self.device, &[self.timeline.handle], &[0], false, 0)
+    }
+
+    /// Writes `stream` into the command ring (a larger one if it does not
+    /// fit) and hands it to `send` with its GPU VA and length.
     fn with_stream(
         &self,
-        cmd: &mut MutexGuard<'_, Option<RawBuf>>,
+        cmd: &mut MutexGuard<'_, Option<CmdRing>>,
         stream: &[u8],
         send: impl FnOnce(u64, u32) -> Result<()>,
     ) -> Result<()> {
         let len = stream.len() as u64;
-        if cmd.as_ref().is_none_or(|b| b.len < len) {
-            let want = len.max(CMD_BUF_SIZE);
-            let new = self.raw_buf(want)?;
-            if let Some(old) = cmd.replace(new) {
-                self.drop_raw_buf(&old);
+        if cmd.as_ref().is_none_or(|r| r.buf.len < len) {
+            // Submissions in flight may still read the old ring.
+            self.settle()?;
+            let new = self.raw_buf(len.max(CMD_RING_SIZE))?;
+            if let Some(old) = cmd.replace(CmdRing { buf: new, head: 0 }) {
+                self.drop_raw_buf(&old.buf);
             }
         }
-        let Some(buf) = cmd.as_ref() else {
+        let Some(ring) = cmd.as_mut() else {
             return Err(Error::Range("no command buffer".into()));
         };
-        // SAFETY: `buf.ptr` maps `buf.len` >= `stream.len()` bytes of the
-        // command buffer's pages, which only this code writes (under the
-        // lock) and the host only reads, during the submit below.
-        unsafe {
-            std::ptr::copy_nonoverlapping(stream.as_ptr(), buf.ptr as *mut u8, stream.len());
+        if ring.head + len > ring.buf.len {
+            self.settle()?;
+            ring.head = 0;
         }
-        send(buf.va, stream.len() as u32)
+        let at = ring.head;
+        // SAFETY: `ring.buf.ptr` maps `ring.buf.len` >= `at + len` bytes of
+        // the ring's pages, which only this code writes (under the lock);
+        // the host reads a stream only until it has taken its submission,
+        // and no stream it has not taken lies in [at, at + len): the ring
+        // restarts only after settle().
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                stream.as_ptr(),
+                (ring.buf.ptr as *mut u8).add(at as usize),
+                stream.len(),
+            );
+        }
+        ring.head = round_up(at + len, STREAM_ALIGN).unwrap_or(u64::MAX);
+        send(ring.buf.va + at, stream.len() as u32)
     }
 }
 
@@ -379,8 +416,8 @@ impl Drop for GpuInner {
             .get_mut()
             .map(Option::take)
             .unwrap_or_else(|p| p.into_inner().take());
-        if let Some(buf) = cmd {
-            self.drop_raw_buf(&buf);
+        if let Some(ring) = cmd {
+            self.drop_raw_buf(&ring.buf);
         }
         if !self.timeline.handle.is_null() {
             let _ = self.dxg.destroy_sync_object_raw(self.timeline.handle);
@@ -446,8 +483,11 @@ impl Gpu {
             .dxg
             .create_context_raw(g.device, D3dddiCreateContextFlags::default())?;
         g.timeline = g.fence(0)?;
-        let first = g.raw_buf(CMD_BUF_SIZE)?;
-        *g.cmd.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(first);
+        let first = g.raw_buf(CMD_RING_SIZE)?;
+        *g.cmd.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(CmdRing {
+            buf: first,
+            head: 0,
+        });
         Ok(Gpu { inner: Arc::new(g) })
     }
 
@@ -502,20 +542,32 @@ impl Gpu {
     }
 
     /// Submits `stream` bytes as they are (no timeline signal, no buffer
-    /// tracking): for tests that send malformed streams.
+    /// tracking) and waits until the host has taken it ([`Gpu::sync`]), so
+    /// that its failure is this call's: for tests that send malformed
+    /// streams.
     pub fn submit_bytes(&self, stream: &[u8]) -> Result<()> {
         let g = &*self.inner;
         let mut cmd = g.cmd.lock().unwrap_or_else(|p| p.into_inner());
         g.with_stream(&mut cmd, stream, |va, len| {
             g.dxg.submit_command_raw(g.context, va, len)
-        })
+        })?;
+        g.settle()
     }
 
-    /// The GPU VA of the command buffer (where [`Gpu::submit_bytes`] puts
-    /// a stream), for tests.
+    /// Waits until the host has taken every submission so far and returns
+    /// the first failure among them not yet reported. The driver sends
+    /// submissions without waiting (module parameter `async_submit`), so a
+    /// submission the host refuses fails the process's next call instead
+    /// (docs/guest-kernel.md); this is such a call.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.settle()
+    }
+
+    /// The GPU VA of the command ring (where [`Gpu::submit_bytes`] puts a
+    /// stream, from its start), for tests.
     pub fn command_buffer_va(&self) -> u64 {
         let cmd = self.inner.cmd.lock().unwrap_or_else(|p| p.into_inner());
-        cmd.as_ref().map_or(0, |b| b.va)
+        cmd.as_ref().map_or(0, |r| r.buf.va)
     }
 
     /// Waits until submission `value` (from [`Gpu::submit`]) completed.
@@ -925,7 +977,7 @@ pub struct HwQueue {
     queue: D3dkmtHandle,
     progress: Slot,
     submitted: AtomicU64,
-    cmd: Mutex<Option<RawBuf>>,
+    cmd: Mutex<Option<CmdRing>>,
 }
 
 impl HwQueue {
@@ -960,7 +1012,10 @@ impl HwQueue {
         };
         q.submitted
             .store(read_slot(q.progress.addr), Ordering::Relaxed);
-        *q.cmd.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(g.raw_buf(CMD_BUF_SIZE)?);
+        *q.cmd.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(CmdRing {
+            buf: g.raw_buf(CMD_RING_SIZE)?,
+            head: 0,
+        });
         Ok(q)
     }
 
@@ -1007,8 +1062,8 @@ impl Drop for HwQueue {
             .get_mut()
             .map(Option::take)
             .unwrap_or_else(|p| p.into_inner().take());
-        if let Some(buf) = cmd {
-            self.gpu.drop_raw_buf(&buf);
+        if let Some(ring) = cmd {
+            self.gpu.drop_raw_buf(&ring.buf);
         }
         if !self.queue.is_null() {
             let _ = self.gpu.dxg.destroy_hw_queue_raw(self.queue);
