@@ -815,7 +815,7 @@ impl Buffer {
                     data.len()
                 ))
             })?;
-        self.write()?[offset as usize..end as usize].copy_from_slice(data);
+        crate::stream::copy(&mut self.write()?[offset as usize..end as usize], data);
         Ok(())
     }
 

@@ -29,6 +29,7 @@ mod compute;
 mod dxg;
 mod error;
 pub mod ioctl;
+pub mod stream;
 
 pub use adapter::{Adapter, Device};
 pub use calls::{GpuVa, HwQueueInfo, PagingQueueInfo, SyncObjectInfo, ALLOCATION_PRIORITY_NORMAL};
