@@ -328,11 +328,13 @@ fn open_device(
 fn open(adapter: &wgpu::Adapter, host_import: bool) -> std::result::Result<Gpu, String> {
     let want = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
     let features = adapter.features() & want;
-    // Threads the driver starts from here (lavapipe's workers, our
-    // completion thread) inherit this thread's CPU affinity: give them the
-    // process's, not a pin the caller may have (dxvmm pins the thread that
-    // serves a user-mode guest to the guest's CPU).
-    let _unpinned = Unpinned::enter();
+    // Threads the driver starts from here (lavapipe's workers) inherit
+    // this thread's CPU affinity: give them the process's, not a pin the
+    // caller may have (dxvmm pins the thread that serves a user-mode guest
+    // to the guest's CPU). Our completion thread keeps off that CPU
+    // altogether (crate::affinity).
+    let away = crate::affinity::away_from_caller();
+    let _unpinned = crate::affinity::Unpinned::enter();
     let (device, queue, can_import) = open_device(
         adapter,
         &wgpu::DeviceDescriptor {
@@ -369,6 +371,10 @@ fn open(adapter: &wgpu::Adapter, host_import: bool) -> std::result::Result<Gpu, 
     std::thread::Builder::new()
         .name("dxvmm-gpu-completion".into())
         .spawn(move || {
+            // Off the guest's CPU, where the thread that wakes it runs.
+            if let Some(away) = away {
+                crate::affinity::set_current(&away);
+            }
             // One wait covers every submission queued so far: submissions
             // complete in order, so waiting for the newest completes them
             // all. Under many small submits this polls once per batch
@@ -402,52 +408,6 @@ fn open(adapter: &wgpu::Adapter, host_import: bool) -> std::result::Result<Gpu, 
         uploads: Mutex::new(Vec::new()),
         import,
     })
-}
-
-/// While alive, the calling thread runs with the main thread's CPU
-/// affinity (normally the whole process's); its own comes back on drop.
-struct Unpinned(Option<libc::cpu_set_t>);
-
-impl Unpinned {
-    fn enter() -> Unpinned {
-        let get = |tid: libc::pid_t| {
-            // SAFETY: an all-zero cpu_set_t is a valid empty set.
-            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            // SAFETY: `set` is a valid cpu_set_t of the size passed; a tid
-            // of 0 is the calling thread.
-            let r = unsafe {
-                libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
-            };
-            (r == 0).then_some(set)
-        };
-        // SAFETY: no arguments; the main thread's tid is the process id.
-        let main = get(unsafe { libc::getpid() });
-        let mine = get(0);
-        match (mine, main) {
-            (Some(mine), Some(main)) if !cpu_sets_equal(&mine, &main) => {
-                // SAFETY: as above, setting the calling thread's affinity.
-                let r = unsafe {
-                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &main)
-                };
-                Unpinned((r == 0).then_some(mine))
-            }
-            _ => Unpinned(None),
-        }
-    }
-}
-
-impl Drop for Unpinned {
-    fn drop(&mut self) {
-        if let Some(mine) = &self.0 {
-            // SAFETY: restores the calling thread's own earlier set.
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), mine) };
-        }
-    }
-}
-
-fn cpu_sets_equal(a: &libc::cpu_set_t, b: &libc::cpu_set_t) -> bool {
-    // SAFETY: CPU_EQUAL only reads both sets.
-    unsafe { libc::CPU_EQUAL(a, b) }
 }
 
 /// A buffer of at least `size` from `slot`, made anew when too small.

@@ -12,6 +12,7 @@
 //!
 //! docs/host-backend.md describes the design and the coherency rules.
 
+pub mod affinity;
 mod backend;
 mod core;
 mod engine;

@@ -67,8 +67,8 @@ use std::time::{Duration, Instant};
 use dxvmm_protocol::abi::{D3dddiCreateContextFlags, D3dkmtHandle, WinLuid};
 use dxvmm_protocol::cmdstream::{Binding, Command, CommandStream, MAX_STREAM_SIZE};
 use dxvmm_protocol::escape::{
-    alloc_flags, CreatePipeline, DxgvAllocationDesc, DxgvHostObjects, DxgvUmdAdapterInfo,
-    EscapeRequest, EscapeResponse, ShaderLanguage, MAX_ERROR_TEXT,
+    alloc_flags, device_type, CreatePipeline, DxgvAllocationDesc, DxgvHostObjects,
+    DxgvUmdAdapterInfo, EscapeRequest, EscapeResponse, ShaderLanguage, MAX_ERROR_TEXT,
 };
 use dxvmm_protocol::NtStatus;
 
@@ -815,7 +815,16 @@ impl Buffer {
                     data.len()
                 ))
             })?;
-        crate::stream::copy(&mut self.write()?[offset as usize..end as usize], data);
+        // A GPU takes the pages by DMA: write around the cache. A CPU
+        // adapter (lavapipe) reads them with the CPU, from the cache when
+        // they are still there (an 8 MiB upload lost a fifth streamed).
+        let cpu_adapter = self.shared.gpu.info.device_type == device_type::CPU;
+        let dst = &mut self.write()?[offset as usize..end as usize];
+        if cpu_adapter {
+            dst.copy_from_slice(data);
+        } else {
+            crate::stream::copy(dst, data);
+        }
         Ok(())
     }
 

@@ -7,7 +7,9 @@
 //! caches), so it moves the bytes three times. Non-temporal stores write
 //! around the cache, as a real user-mode driver does into write-combined
 //! upload memory; on the H100 machine a 64 MiB copy takes 7.6-8.8 ms that
-//! way against 12 ms for `memcpy` (docs/guest-tools.md).
+//! way against 12 ms for `memcpy` (docs/guest-tools.md). For an adapter
+//! that is the CPU (lavapipe) the opposite holds: it reads the pages back
+//! through the cache, so [`crate::Buffer::write_at`] streams only for GPUs.
 
 /// Copies below this size go through the cache: the data is likely still
 /// there and the fence at the end costs more than it saves.

@@ -383,6 +383,24 @@ impl Capture {
             .map(|a| a.pfns.as_slice())
     }
 
+    /// The pages the LOCK2 given to `before_request` will capture as its
+    /// result if it succeeds (0 when it captures none): known before the
+    /// device acts, so that the threads that share a large capture can be
+    /// awake by then.
+    pub fn pending_result_pages(&self) -> usize {
+        match self.pending {
+            Some(Pending::Lock {
+                process,
+                allocation,
+            }) => self
+                .allocs
+                .get(&(process, allocation))
+                .filter(|a| a.written)
+                .map_or(0, |a| a.pfns.len()),
+            _ => 0,
+        }
+    }
+
     /// Whether the next LOCK2 result of `process`'s `allocation` would be
     /// captured (for tests and counters).
     pub fn is_written(&self, process: u32, allocation: u32) -> Option<bool> {

@@ -11,44 +11,14 @@
 
 use std::sync::OnceLock;
 
+pub use dxvmm_host_backend::affinity::away_from_caller;
+
 /// A set of CPUs.
-pub type Set = libc::cpu_set_t;
+pub type Set = dxvmm_host_backend::affinity::CpuSet;
 
 /// The CPUs the recorder's threads should run on: `None` until the device
 /// thread was seen, then `Some(None)` (anywhere) or the set.
 pub type Shared = OnceLock<Option<Set>>;
-
-fn get(tid: libc::pid_t) -> Option<Set> {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set.
-    let mut set: Set = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; tid 0 is the
-    // calling thread, the process id its main thread.
-    let r = unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<Set>(), &mut set) };
-    (r == 0).then_some(set)
-}
-
-/// Seen from the calling (device) thread: the process's CPUs (its main
-/// thread's) less the caller's, when the caller is pinned to part of them
-/// and some are left; `None` otherwise (the recorder's threads stay where
-/// they are).
-pub fn away_from_caller() -> Option<Set> {
-    // SAFETY: no arguments.
-    let main = get(unsafe { libc::getpid() })?;
-    let mine = get(0)?;
-    // SAFETY: an all-zero cpu_set_t is a valid empty set.
-    let mut rest: Set = unsafe { std::mem::zeroed() };
-    for c in 0..libc::CPU_SETSIZE as usize {
-        // SAFETY: CPU_ISSET reads, CPU_SET writes, our own sets; `c` is
-        // below CPU_SETSIZE.
-        unsafe {
-            if libc::CPU_ISSET(c, &main) && !libc::CPU_ISSET(c, &mine) {
-                libc::CPU_SET(c, &mut rest);
-            }
-        }
-    }
-    // SAFETY: CPU_COUNT only reads the set.
-    (unsafe { libc::CPU_COUNT(&rest) } > 0).then_some(rest)
-}
 
 /// Moves the calling thread to the CPUs in `shared` once they are known;
 /// `done` remembers that it did (or that there was nothing to do).
@@ -59,60 +29,48 @@ pub fn follow(shared: &Shared, done: &mut bool) {
     let Some(set) = shared.get() else { return };
     *done = true;
     if let Some(set) = set {
-        // SAFETY: sets the calling thread's affinity to a valid set of the
-        // size passed. Failing leaves it where it was, which only costs time.
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<Set>(), set) };
+        // Failing leaves it where it was, which only costs time.
+        dxvmm_host_backend::affinity::set_current(set);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dxvmm_host_backend::affinity::{current, set_current};
 
     #[test]
-    fn a_thread_pinned_to_one_cpu_sends_the_others_elsewhere() {
-        let all = get(0).unwrap();
-        // SAFETY: reads our own set.
-        let n = unsafe { libc::CPU_COUNT(&all) };
-        // Not pinned: nothing to do.
-        assert!(away_from_caller().is_none());
-        if n < 2 {
-            return;
-        }
-        std::thread::spawn(move || {
+    fn a_thread_follows_once_the_set_is_known() {
+        std::thread::spawn(|| {
+            let all = current().unwrap();
             let first = (0..libc::CPU_SETSIZE as usize)
                 // SAFETY: reads our own set.
                 .find(|&c| unsafe { libc::CPU_ISSET(c, &all) })
                 .unwrap();
-            // SAFETY: an all-zero cpu_set_t is a valid empty set; then
-            // CPU_SET and sched_setaffinity on this thread's own set.
+            // SAFETY: an all-zero cpu_set_t is a valid empty set; CPU_SET
+            // writes our own.
             let one: Set = unsafe {
                 let mut s: Set = std::mem::zeroed();
                 libc::CPU_SET(first, &mut s);
-                assert_eq!(
-                    libc::sched_setaffinity(0, std::mem::size_of::<Set>(), &s),
-                    0
-                );
                 s
             };
-            let rest = away_from_caller().expect("the other CPUs");
-            // SAFETY: reads our own sets.
-            unsafe {
-                assert!(!libc::CPU_ISSET(first, &rest));
-                assert_eq!(libc::CPU_COUNT(&rest), n - 1);
-                assert!(!libc::CPU_EQUAL(&rest, &one));
-            }
-            // A helper follows once the set is known.
             let shared: Shared = OnceLock::new();
             let mut done = false;
             follow(&shared, &mut done);
             assert!(!done);
-            let _ = shared.set(Some(rest));
+            let _ = shared.set(Some(one));
             follow(&shared, &mut done);
             assert!(done);
-            let now = get(0).unwrap();
             // SAFETY: reads our own sets.
-            assert!(unsafe { libc::CPU_EQUAL(&now, &rest) });
+            assert!(unsafe { libc::CPU_EQUAL(&current().unwrap(), &one) });
+            // Anywhere: nothing moves.
+            set_current(&all);
+            let (anywhere, mut done): (Shared, bool) = (OnceLock::new(), false);
+            let _ = anywhere.set(None);
+            follow(&anywhere, &mut done);
+            assert!(done);
+            // SAFETY: reads our own sets.
+            assert!(unsafe { libc::CPU_EQUAL(&current().unwrap(), &all) });
         })
         .join()
         .unwrap();

@@ -37,11 +37,11 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use device_dxg::{Direction, FrameObserver};
 use dxvmm_host_backend::AdapterInfo;
@@ -143,36 +143,39 @@ const STRIPES: usize = 64;
 /// Work for a helper thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Starts `n` helper threads that run the [`Job`]s sent on the returned
-/// sender, until it is dropped. They start with the affinity of the
-/// thread that creates the recorder (threads the device thread started
-/// would inherit its pinning to the guest's CPU), and move to `cpus` once
-/// known ([`crate::cpus`]).
-fn helpers(n: usize, cpus: &Arc<cpus::Shared>) -> std::io::Result<Option<Sender<Job>>> {
-    if n == 0 {
-        return Ok(None);
-    }
-    let (tx, rx) = channel::<Job>();
-    let rx = Arc::new(Mutex::new(rx));
+/// Starts `n` helper threads, each running the [`Job`]s sent on its own
+/// sender until that is dropped: a capture wakes the helpers it needs all
+/// at once, not one after another (on the H100 machine, a VM, waking a
+/// thread on another CPU takes up to hundreds of microseconds). They start
+/// with the affinity of the thread that creates the recorder (threads the
+/// device thread started would inherit its pinning to the guest's CPU),
+/// and move to `cpus` once known ([`crate::cpus`]).
+fn helpers(n: usize, cpus: &Arc<cpus::Shared>) -> std::io::Result<Vec<Sender<Job>>> {
+    let mut senders = Vec::with_capacity(n);
     for i in 0..n {
-        let (rx, cpus) = (rx.clone(), cpus.clone());
+        let (tx, rx) = channel::<Job>();
+        let cpus = cpus.clone();
         std::thread::Builder::new()
             .name(format!("dxvmm-trace-{i}"))
             .spawn(move || {
                 let mut moved = false;
-                loop {
-                    // One helper waits on the channel, the others on its lock.
-                    let job = lock(&rx).recv();
+                for job in rx {
                     cpus::follow(&cpus, &mut moved);
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
+                    job();
                 }
             })?;
+        senders.push(tx);
     }
-    Ok(Some(tx))
+    Ok(senders)
 }
+
+/// How long a helper woken ahead of a LOCK2 result ([`Shared::stand_by`])
+/// waits for it, spinning, before it sleeps again.
+const STAND_BY: Duration = Duration::from_millis(4);
+
+/// Helpers stand by only on hosts with at least this many CPUs: spinning
+/// on a small host takes the CPU the guest and the GPU driver need.
+const STAND_BY_MIN_CPUS: usize = 8;
 
 /// What the device thread, the writer and the helpers share.
 struct Shared {
@@ -181,8 +184,14 @@ struct Shared {
     /// Captures the writer has finished.
     done: Mutex<u64>,
     finished: Condvar,
-    /// The helper threads' work, if there are any.
-    helpers: Option<Sender<Job>>,
+    /// Each helper thread's work.
+    helpers: Vec<Sender<Job>>,
+    /// The split capture helpers standing by take, and its number (0:
+    /// none yet), which they watch without the lock.
+    published: Mutex<Option<Arc<Split>>>,
+    generation: AtomicU64,
+    /// Whether helpers may stand by (a large host).
+    may_stand_by: bool,
     /// Where the writer and the helpers run, once the device thread was
     /// seen ([`crate::cpus`]).
     cpus: Arc<cpus::Shared>,
@@ -192,13 +201,49 @@ impl Shared {
     /// The shared state, with `helpers` helper threads.
     fn new(helpers: usize) -> std::io::Result<Shared> {
         let cpus = Arc::new(cpus::Shared::new());
+        let cpus_here = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Shared {
             shadow: (0..STRIPES).map(|_| Mutex::default()).collect(),
             done: Mutex::new(0),
             finished: Condvar::new(),
             helpers: self::helpers(helpers, &cpus)?,
+            published: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            may_stand_by: cpus_here >= STAND_BY_MIN_CPUS,
             cpus,
         })
+    }
+
+    /// Wakes the helpers a capture of `pages` pages will take, ahead of
+    /// it: each spins (up to [`STAND_BY`]) until the device thread
+    /// publishes the capture, and takes its share at once. The device
+    /// thread calls this when a LOCK2 whose result will be captured
+    /// arrives, so that its reply does not wait for helpers to wake.
+    fn stand_by(self: &Arc<Self>, pages: usize, threads: usize) {
+        if !self.may_stand_by {
+            return;
+        }
+        let helpers = threads.min(pages / PAGES_PER_THREAD).saturating_sub(1);
+        let seen = self.generation.load(Ordering::Acquire);
+        for tx in self.helpers.iter().take(helpers) {
+            let sh = self.clone();
+            let _ = tx.send(Box::new(move || {
+                let deadline = Instant::now() + STAND_BY;
+                loop {
+                    if sh.generation.load(Ordering::Acquire) != seen {
+                        let split = lock(&sh.published).clone();
+                        if let Some(split) = split {
+                            split.work(&sh);
+                        }
+                        return;
+                    }
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    std::hint::spin_loop();
+                }
+            }));
+        }
     }
 }
 
@@ -296,15 +341,12 @@ impl Shared {
                 threads = 1;
             }
         }
-        let helpers = match &self.helpers {
-            Some(h) if threads > 1 => h,
-            _ => {
-                for r in segs {
-                    self.segment(mem, &pfns[r], t, purpose, digest, out);
-                }
-                return;
+        if threads <= 1 || self.helpers.is_empty() {
+            for r in segs {
+                self.segment(mem, &pfns[r], t, purpose, digest, out);
             }
-        };
+            return;
+        }
         let split = Arc::new(Split {
             mem: mem.clone(),
             pfns: pfns.to_vec(),
@@ -317,11 +359,15 @@ impl Shared {
             done: Mutex::new((0, false)),
             all_done: Condvar::new(),
         });
-        for _ in 1..threads {
+        // Helpers standing by take it from here at once; the others are
+        // woken (a helper that stood by finds nothing left by then).
+        *lock(&self.published) = Some(split.clone());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for tx in self.helpers.iter().take(threads - 1) {
             let (sh, split) = (self.clone(), split.clone());
             let job: Job = Box::new(move || split.work(&sh));
-            // Helpers that are gone: the job runs here.
-            if let Err(std::sync::mpsc::SendError(job)) = helpers.send(job) {
+            // A helper that is gone: the job runs here.
+            if let Err(std::sync::mpsc::SendError(job)) = tx.send(job) {
                 job();
             }
         }
@@ -334,6 +380,7 @@ impl Shared {
         }
         assert!(!done.1, "a thread capturing guest memory panicked");
         drop(done);
+        lock(&self.published).take();
         for r in &split.records {
             out.append(&mut lock(r));
         }
@@ -796,6 +843,13 @@ impl FrameObserver for Recorder {
                 st.process = process;
                 let mut inputs = Vec::new();
                 st.capture.before_request(frame, mem, &mut inputs);
+                // A large LOCK2 result: its helpers wake while the backend
+                // copies it.
+                let result_pages = st.capture.pending_result_pages();
+                if mem.is_some() && result_pages >= 2 * PAGES_PER_THREAD {
+                    self.shared
+                        .stand_by(result_pages, self.options.threads.max(2));
+                }
                 let mut deferred = false;
                 if let Some(mem) = mem {
                     for pfns in inputs {
@@ -951,10 +1005,12 @@ mod split_tests {
 
     /// The records of a scripted sequence of captures of `pfns`, split
     /// over `threads`.
-    fn captures(pfns: &[u64], threads: usize) -> Vec<Vec<Encoded>> {
+    fn captures(pfns: &[u64], threads: usize, stand_by: bool) -> Vec<Vec<Encoded>> {
         let mem =
             GuestMemoryMmap::from_ranges(&[(GuestAddress(0), (PAGES * PAGE) as usize)]).unwrap();
-        let shared = Arc::new(Shared::new(threads - 1).unwrap());
+        let mut shared = Shared::new(threads - 1).unwrap();
+        shared.may_stand_by = stand_by;
+        let shared = Arc::new(shared);
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut out = Vec::new();
         let mut scribble = |mem: &GuestMemoryMmap, n: usize| {
@@ -977,6 +1033,9 @@ mod split_tests {
             // Whole pages at first, scattered bytes later.
             scribble(&mem, if i == 0 { 10_000 } else { 300 });
             let mut records = Vec::new();
+            // Helpers woken ahead, as for a LOCK2 result, whatever the
+            // purpose: they take the capture as if woken for it.
+            shared.stand_by(pfns.len(), threads);
             shared.take(&mem, pfns, i as u64, purpose, digest, threads, &mut records);
             out.push(records);
         }
@@ -993,10 +1052,14 @@ mod split_tests {
         assert_eq!(segs.iter().map(|s| s.len()).sum::<usize>(), pfns.len());
         for twice in [false, true] {
             let pfns = list(twice);
-            let one = captures(&pfns, 1);
+            let one = captures(&pfns, 1, false);
             assert!(one.iter().all(|r| !r.is_empty()));
             for threads in [2, 5] {
-                assert!(captures(&pfns, threads) == one, "{threads} threads");
+                assert!(captures(&pfns, threads, false) == one, "{threads} threads");
+                assert!(
+                    captures(&pfns, threads, true) == one,
+                    "{threads} threads standing by"
+                );
             }
         }
     }
