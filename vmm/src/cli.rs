@@ -182,8 +182,10 @@ pub struct RunArgs {
 
     /// Host CPU of a user-mode guest: UML's processes and the threads that
     /// serve its devices run there, so a system call's hops stay on one CPU
-    /// (docs/uml.md). `auto`: the CPU dxvmm starts on; `none`: wherever the
-    /// scheduler puts them; or a CPU number [default: auto].
+    /// (docs/uml.md). `auto`: the CPU dxvmm starts on, unless that one
+    /// takes most of the host's device interrupts (then the quietest);
+    /// `none`: wherever the scheduler puts them; or a CPU number
+    /// [default: auto].
     #[arg(long, value_name = "CPU")]
     pub host_cpu: Option<crate::affinity::HostCpu>,
 
