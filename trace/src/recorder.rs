@@ -21,8 +21,11 @@
 //! not by a device thread that may be pinned to one CPU): its page list
 //! is cut into segments, each within one MiB of guest memory, which the
 //! threads take one at a time (`Split`); their records are joined in
-//! list order, so the trace is the same whatever the number. The writer
-//! and the helpers keep off a pinned device thread's CPU
+//! list order, so the trace is the same whatever the number. Each helper
+//! has its own channel, so a split wakes them at once; on hosts with 8 or
+//! more CPUs the helpers of a large LOCK2 result are woken by its request
+//! and spin until the device thread has the capture (`Shared::stand_by`).
+//! The writer and the helpers keep off a pinned device thread's CPU
 //! (`cpus.rs`). The shadow is in stripes of 1 MiB of guest
 //! memory, each behind its own lock. A large LOCK2 result takes at least
 //! two threads (its reply waits for it); an input on the writer as many as

@@ -226,6 +226,10 @@ pub fn messages(records: &[Located], json: bool) -> Vec<Message> {
                             Ok(r) => {
                                 m.command = short(r.name());
                                 m.detail = request_detail(&r);
+                                if r.is_async() {
+                                    // The guest did not wait for the reply.
+                                    m.detail.push_str(" (async)");
+                                }
                                 if json {
                                     m.message = serde_json::to_value(&r).ok();
                                     if let Request::SubmitCommand { .. }
