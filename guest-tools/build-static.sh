@@ -25,8 +25,15 @@ mkdir -p "$out"
 		cargo build --release --locked --quiet --target "$target" -p dxvmm-guest-tools
 ) || die "cargo build failed"
 
+# Where cargo put them: CARGO_TARGET_DIR if set (relative to the root,
+# where cargo ran), else target/.
+target_dir=${CARGO_TARGET_DIR:-target}
+case $target_dir in
+/*) ;;
+*) target_dir=$root/$target_dir ;;
+esac
 for b in $bins; do
-	src=$root/target/$target/release/$b
+	src=$target_dir/$target/release/$b
 	[ -x "$src" ] || die "$src was not built"
 	install -m 0755 "$src" "$out/$b"
 	if command -v strip >/dev/null; then
