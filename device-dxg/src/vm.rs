@@ -253,6 +253,25 @@ impl Vm {
             .ok_or(NtStatus::INVALID_HANDLE)
     }
 
+    /// The device a MAPGPUVIRTUALADDRESS names (the allocation's, which
+    /// the guest driver fills in), when it is one of the process's on
+    /// `vgpu`; else, as for the commands that name only the adapter, its
+    /// first there. The GPU VA space is the process's on the adapter, shared
+    /// by its devices (host-backend), so either reaches the same space; the
+    /// device named decides which allocations the mapping may take.
+    fn map_device(
+        &mut self,
+        process: D3dkmtHandle,
+        vgpu: WinLuid,
+        named: D3dkmtHandle,
+    ) -> Result<D3dkmtHandle, NtStatus> {
+        let p = self.process(process)?;
+        if p.devices.iter().any(|&(l, d)| l == vgpu && d == named) {
+            return Ok(named);
+        }
+        self.va_device(process, vgpu)
+    }
+
     /// Carries out one request for the adapter `vgpu` (zero for global
     /// commands) without guest memory: for requests that need none.
     pub fn dispatch(&mut self, vgpu: WinLuid, request: Request) -> Outcome {
@@ -680,7 +699,7 @@ impl Vm {
                 ))
             }
             Request::MapGpuVirtualAddress(cmd) => {
-                let device = self.va_device(process, vgpu)?;
+                let device = self.map_device(process, vgpu, cmd.device)?;
                 let a = cmd.args;
                 let size = a.size_in_pages.checked_mul(PAGE);
                 let offset = a.offset_in_pages.checked_mul(PAGE);

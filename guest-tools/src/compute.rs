@@ -233,6 +233,43 @@ fn many_submissions(gpu: &Gpu) -> R<()> {
     Ok(())
 }
 
+/// Four threads of this process, each with its own device and context,
+/// submit 500 tiny dispatches at once and sync now and then: the driver's
+/// accounting of asynchronous submissions is per process, so each thread's
+/// sync waits only for what was queued before it while the others go on.
+fn threads_submitting() -> R<()> {
+    const PER_THREAD: u32 = 500;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| -> R<()> {
+                    let gpu = Gpu::open().map_err(s)?;
+                    let mut counter = Buffer::new(&gpu, 256).map_err(s)?;
+                    let p = Pipeline::from_wgsl(&gpu, TINY, "main").map_err(s)?;
+                    let mut c = Commands::new();
+                    c.dispatch(&p, [1, 1, 1], &[Bind::rw(0, &counter.all())]);
+                    let mut v = 0;
+                    for i in 0..PER_THREAD {
+                        v = gpu.submit(&c).map_err(s)?;
+                        if i % 100 == 99 {
+                            gpu.sync().map_err(s)?;
+                        }
+                    }
+                    gpu.wait(v, Some(WAIT)).map_err(s)?;
+                    let n = counter.read_u32s().map_err(s)?[0];
+                    if n != PER_THREAD {
+                        return Err(format!("a thread's counter is {n}, want {PER_THREAD}"));
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().unwrap_or_else(|_| Err("a thread panicked".into())))
+    })
+}
+
 /// Submissions go without waiting (the driver's `async_submit`, as WSL
 /// sends them): a refused one fails the process's next call, once; with
 /// the parameter off, the submission itself fails.
@@ -241,6 +278,11 @@ fn async_submission(tap: &mut Tap, gpu: &Gpu, add: &Pipeline) {
         tap,
         "3,000 submissions back to back around the command ring: all carried out, in order",
         many_submissions(gpu),
+    );
+    record(
+        tap,
+        "four threads submitting 500 each at once, syncing now and then",
+        threads_submitting(),
     );
     let param = std::fs::read_to_string(ASYNC_SUBMIT).unwrap_or_default();
     if !tap.check("async_submit is on by default", param.trim() == "Y", || {

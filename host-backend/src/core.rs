@@ -41,15 +41,21 @@ struct OpenAdapter {
 struct Device {
     adapter_handle: Handle,
     adapter: usize,
-    /// GPU VA ranges by start address.
-    va: BTreeMap<u64, VaEntry>,
 }
+
+/// A process's GPU virtual address space on one adapter: ranges by start
+/// address. As in WDDM it is shared by the process's devices on that
+/// adapter, so a second device's mappings neither collide with the first's
+/// nor need the device named to be freed.
+type VaSpace = BTreeMap<u64, VaEntry>;
 
 #[derive(Clone, Copy)]
 struct VaEntry {
     size: u64,
     /// (allocation, offset in it) when mapped; reserved otherwise.
     map: Option<(Handle, u64)>,
+    /// The device that reserved or mapped it: its ranges go with it.
+    device: Handle,
 }
 
 struct Allocation<E: Engine> {
@@ -127,6 +133,8 @@ struct Process<E: Engine> {
     fences: HashMap<Handle, Fence>,
     pipelines: HashMap<Handle, Pipeline<E>>,
     waiters: Vec<Waiter>,
+    /// GPU VA spaces by adapter index.
+    va: HashMap<usize, VaSpace>,
 }
 
 impl<E: Engine> Process<E> {
@@ -141,6 +149,7 @@ impl<E: Engine> Process<E> {
             fences: HashMap::new(),
             pipelines: HashMap::new(),
             waiters: Vec::new(),
+            va: HashMap::new(),
         }
     }
 
@@ -181,6 +190,12 @@ impl<E: Engine> Process<E> {
             .ok_or(BackendError::handle(ObjectKind::Device, h.0))
     }
 
+    /// The GPU VA space `device` works in (its adapter's).
+    fn va_space(&mut self, device: Handle) -> Result<&mut VaSpace> {
+        let adapter = self.device(device)?.adapter;
+        Ok(self.va.entry(adapter).or_default())
+    }
+
     fn fence_reached(&self, fv: &FenceValue) -> bool {
         // A destroyed fence never blocks anyone: its waiters would
         // otherwise hang forever.
@@ -219,7 +234,7 @@ impl<E: Engine> Process<E> {
             hw_queues: (self.queues.len() - contexts) as u64,
             sync_objects: self.fences.len() as u64,
             pipelines: self.pipelines.len() as u64,
-            va_ranges: self.devices.values().map(|d| d.va.len() as u64).sum(),
+            va_ranges: self.va.values().map(|v| v.len() as u64).sum(),
             pending_submissions: self.queues.values().map(|q| q.pending.len() as u64).sum(),
             allocated_bytes: self.allocations.values().map(|a| a.info.size).sum(),
             gpu_buffers: 0,
@@ -541,7 +556,8 @@ impl<E: Engine> Core<E> {
     fn resolve(p: &Process<E>, device: Handle, va: u64, size: u64) -> Result<(Handle, u64)> {
         let d = p.device(device)?;
         let unmapped = BackendError::UnmappedVa { va, size };
-        let (&start, e) = d.va.range(..=va).next_back().ok_or(unmapped.clone())?;
+        let space = p.va.get(&d.adapter).ok_or(unmapped.clone())?;
+        let (&start, e) = space.range(..=va).next_back().ok_or(unmapped.clone())?;
         let (alloc, off) = e.map.ok_or(unmapped.clone())?;
         let end = va.checked_add(size).ok_or(unmapped.clone())?;
         if end > start + e.size {
@@ -819,6 +835,9 @@ impl<E: Engine> Core<E> {
         p.fences.retain(|_, f| f.device != h);
         p.drop_waits_on_dead_fences();
         p.pipelines.retain(|_, pl| pl.device != h);
+        if let Some(space) = p.va.get_mut(&d.adapter) {
+            space.retain(|_, e| e.device != h);
+        }
     }
 
     fn check_fences(p: &Process<E>, fences: &[FenceValue]) -> Result<()> {
@@ -864,7 +883,7 @@ impl<E: Engine> Core<E> {
     }
 
     /// Finds a free, aligned VA range of `size` in `[min, max)`.
-    fn find_va(d: &Device, size: u64, align: u64, min: u64, max: u64) -> Option<u64> {
+    fn find_va(space: &VaSpace, size: u64, align: u64, min: u64, max: u64) -> Option<u64> {
         let lo = min.max(GPU_VA_START);
         let hi = if max == 0 {
             GPU_VA_END
@@ -872,7 +891,7 @@ impl<E: Engine> Core<E> {
             max.min(GPU_VA_END)
         };
         let mut cand = lo.checked_next_multiple_of(align)?;
-        for (&start, e) in d.va.range(..) {
+        for (&start, e) in space.range(..) {
             let end = start + e.size;
             if end <= cand {
                 continue;
@@ -896,9 +915,10 @@ impl<E: Engine> Core<E> {
     }
 }
 
-fn overlaps(d: &Device, base: u64, size: u64) -> bool {
+fn overlaps(space: &VaSpace, base: u64, size: u64) -> bool {
     let end = base + size;
-    d.va.range(..end)
+    space
+        .range(..end)
         .next_back()
         .is_some_and(|(&s, e)| s + e.size > base)
 }
@@ -1037,7 +1057,6 @@ impl<E: Engine> Backend for Core<E> {
                 Device {
                     adapter_handle: adapter,
                     adapter: index,
-                    va: BTreeMap::new(),
                 },
             );
             Ok(h)
@@ -1248,8 +1267,8 @@ impl<E: Engine> Backend for Core<E> {
                 .remove(&allocation)
                 .ok_or(BackendError::handle(ObjectKind::Allocation, allocation.0))?;
             usage[a.adapter] = usage[a.adapter].saturating_sub(a.info.size);
-            if let Some(d) = p.devices.get_mut(&a.device) {
-                for e in d.va.values_mut() {
+            if let Some(space) = p.va.get_mut(&a.adapter) {
+                for e in space.values_mut() {
                     if e.map.is_some_and(|(h, _)| h == allocation) {
                         e.map = None;
                     }
@@ -1313,33 +1332,31 @@ impl<E: Engine> Backend for Core<E> {
     fn reserve_gpu_va(&self, process: Handle, device: Handle, req: &VaReservation) -> Result<u64> {
         Self::check_va_args(req.base, req.size)?;
         self.with_process(process, |p, _| {
-            let d = p
-                .devices
-                .get_mut(&device)
-                .ok_or(BackendError::handle(ObjectKind::Device, device.0))?;
+            let space = p.va_space(device)?;
             let base = if req.base != 0 {
                 let end = req
                     .base
                     .checked_add(req.size)
                     .filter(|&e| req.base >= GPU_VA_START && e <= GPU_VA_END)
                     .ok_or(BackendError::range("GPU VA", req.base, GPU_VA_END))?;
-                if overlaps(d, req.base, end - req.base) {
+                if overlaps(space, req.base, end - req.base) {
                     return Err(BackendError::param("GPU VA already in use", req.base));
                 }
                 req.base
             } else {
-                Self::find_va(d, req.size, GPU_PAGE_SIZE, req.minimum, req.maximum).ok_or(
+                Self::find_va(space, req.size, GPU_PAGE_SIZE, req.minimum, req.maximum).ok_or(
                     BackendError::OutOfMemory {
                         what: "GPU virtual address space",
                         size: req.size,
                     },
                 )?
             };
-            d.va.insert(
+            space.insert(
                 base,
                 VaEntry {
                     size: req.size,
                     map: None,
+                    device,
                 },
             );
             Ok(base)
@@ -1381,62 +1398,61 @@ impl<E: Engine> Backend for Core<E> {
                     alloc_pages,
                 ));
             }
-            let d = p
-                .devices
-                .get_mut(&device)
-                .ok_or(BackendError::handle(ObjectKind::Device, device.0))?;
+            let space = p.va_space(device)?;
             let entry = VaEntry {
                 size: map.size,
                 map: Some((map.allocation, map.allocation_offset)),
+                device,
             };
             if map.base == 0 {
-                let base = Self::find_va(d, map.size, align, map.minimum, map.maximum).ok_or(
+                let base = Self::find_va(space, map.size, align, map.minimum, map.maximum).ok_or(
                     BackendError::OutOfMemory {
                         what: "GPU virtual address space",
                         size: map.size,
                     },
                 )?;
-                d.va.insert(base, entry);
+                space.insert(base, entry);
                 return Ok(base);
             }
             if !map.base.is_multiple_of(align) {
                 return Err(BackendError::param("GPU VA base (alignment)", map.base));
             }
             // Map into (part of) one existing range, splitting it.
-            let (&start, &old) =
-                d.va.range(..=map.base)
-                    .next_back()
-                    .filter(|(&s, e)| {
-                        map.base
-                            .checked_add(map.size)
-                            .is_some_and(|end| end <= s + e.size)
-                    })
-                    .ok_or(BackendError::UnmappedVa {
-                        va: map.base,
-                        size: map.size,
-                    })?;
-            d.va.remove(&start);
+            let (&start, &old) = space
+                .range(..=map.base)
+                .next_back()
+                .filter(|(&s, e)| {
+                    map.base
+                        .checked_add(map.size)
+                        .is_some_and(|end| end <= s + e.size)
+                })
+                .ok_or(BackendError::UnmappedVa {
+                    va: map.base,
+                    size: map.size,
+                })?;
+            space.remove(&start);
             if map.base > start {
-                d.va.insert(
+                space.insert(
                     start,
                     VaEntry {
                         size: map.base - start,
-                        map: old.map,
+                        ..old
                     },
                 );
             }
             let end = map.base + map.size;
             let old_end = start + old.size;
             if end < old_end {
-                d.va.insert(
+                space.insert(
                     end,
                     VaEntry {
                         size: old_end - end,
                         map: old.map.map(|(h, off)| (h, off + (end - start))),
+                        device: old.device,
                     },
                 );
             }
-            d.va.insert(map.base, entry);
+            space.insert(map.base, entry);
             Ok(map.base)
         })
     }
@@ -1447,26 +1463,23 @@ impl<E: Engine> Backend for Core<E> {
             .checked_add(size)
             .ok_or(BackendError::range("GPU VA", base, GPU_VA_END))?;
         self.with_process(process, |p, _| {
-            let d = p
-                .devices
-                .get_mut(&device)
-                .ok_or(BackendError::handle(ObjectKind::Device, device.0))?;
-            if let Some((&s, e)) = d.va.range(..base).next_back() {
+            let space = p.va_space(device)?;
+            if let Some((&s, e)) = space.range(..base).next_back() {
                 if s + e.size > base {
                     return Err(BackendError::range("GPU VA range to free", s, base));
                 }
             }
-            let inside: Vec<u64> = d.va.range(base..end).map(|(&s, _)| s).collect();
+            let inside: Vec<u64> = space.range(base..end).map(|(&s, _)| s).collect();
             if inside.is_empty() {
                 return Err(BackendError::UnmappedVa { va: base, size });
             }
             for s in &inside {
-                if s + d.va[s].size > end {
+                if s + space[s].size > end {
                     return Err(BackendError::range("GPU VA range to free", *s, end));
                 }
             }
             for s in inside {
-                d.va.remove(&s);
+                space.remove(&s);
             }
             Ok(())
         })

@@ -584,3 +584,72 @@ fn soft_double_runs_the_object_model() {
     b.flush().unwrap();
     assert!(b.counts().is_empty(), "{:?}", b.counts());
 }
+
+#[test]
+fn devices_of_a_process_share_its_gpu_va_space_on_an_adapter() {
+    // As in WDDM: a second device's mappings do not land on the first's
+    // addresses, either device may free a range, each works in the same
+    // space, and a device takes its own ranges with it.
+    let b = SoftBackend::new();
+    let first = Fx::new(&b);
+    let second = Fx {
+        device: b.create_device(first.process, first.adapter).unwrap(),
+        ..first
+    };
+    let second = Fx {
+        context: b.create_context(second.process, second.device).unwrap(),
+        ..second
+    };
+    let a = first.buffer_with(&[1; 4096]);
+    let c = second.buffer_with(&[2; 4096]);
+    assert_ne!(a.va, c.va, "one address space, two ranges");
+    // A device maps only its own allocations.
+    is_handle(
+        b.map_gpu_va(
+            first.process,
+            first.device,
+            &VaMapping {
+                base: 0,
+                minimum: 0,
+                maximum: 0,
+                size: 4096,
+                allocation: c.alloc,
+                allocation_offset: 0,
+            },
+        ),
+        ObjectKind::Allocation,
+    );
+    // Each context's stream reaches both through the shared space.
+    let d = second.buffer(4096);
+    second
+        .submit(
+            second.context,
+            vec![Command::Copy {
+                src_va: a.va,
+                dst_va: d.va,
+                size: 4096,
+            }],
+        )
+        .unwrap();
+    b.flush().unwrap();
+    assert_eq!(second.read(&d), vec![1; 4096]);
+    // Freed through the other device, the range is gone for both.
+    b.free_gpu_va(first.process, second.device, a.va, 4096)
+        .unwrap();
+    assert!(matches!(
+        b.free_gpu_va(first.process, first.device, a.va, 4096),
+        Err(BackendError::UnmappedVa { .. })
+    ));
+    // Destroying the second device drops its ranges, not the first's.
+    let e = first.buffer(4096);
+    b.destroy_device(first.process, second.device).unwrap();
+    assert!(matches!(
+        b.free_gpu_va(first.process, first.device, c.va, 4096),
+        Err(BackendError::UnmappedVa { .. })
+    ));
+    b.free_gpu_va(first.process, first.device, e.va, 4096)
+        .unwrap();
+    b.destroy_process(first.process).unwrap();
+    b.flush().unwrap();
+    assert!(b.counts().is_empty(), "{:?}", b.counts());
+}
