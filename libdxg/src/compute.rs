@@ -523,7 +523,9 @@ impl Gpu {
     /// timeline value that says it completed ([`Gpu::wait`]).
     ///
     /// CPU-dirty buffers the stream names are unlocked first (module
-    /// documentation); a success means queued, not done.
+    /// documentation); a success means queued, not done, and not even
+    /// accepted: the driver sends submissions without waiting, so one the
+    /// host refuses fails the next call ([`Gpu::wait`], [`Gpu::sync`], ...).
     pub fn submit(&self, cmds: &Commands) -> Result<u64> {
         let g = &*self.inner;
         let mut cmd = g.cmd.lock().unwrap_or_else(|p| p.into_inner());
