@@ -40,6 +40,20 @@ pub fn set_current(set: &CpuSet) -> bool {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<CpuSet>(), set) == 0 }
 }
 
+/// The first CPU of `set`, alone (for tests that pin a thread to one).
+pub fn first_of(set: &CpuSet) -> Option<CpuSet> {
+    let first = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads the set; `c` is below CPU_SETSIZE.
+        .find(|&c| unsafe { libc::CPU_ISSET(c, set) })?;
+    // SAFETY: an all-zero cpu_set_t is a valid empty set; CPU_SET writes
+    // our own, `first` below CPU_SETSIZE.
+    Some(unsafe {
+        let mut one: CpuSet = std::mem::zeroed();
+        libc::CPU_SET(first, &mut one);
+        one
+    })
+}
+
 fn equal(a: &CpuSet, b: &CpuSet) -> bool {
     // SAFETY: CPU_EQUAL only reads both sets.
     unsafe { libc::CPU_EQUAL(a, b) }
@@ -103,22 +117,13 @@ mod tests {
             if n < 2 {
                 return;
             }
-            let first = (0..libc::CPU_SETSIZE as usize)
-                // SAFETY: reads our own set.
-                .find(|&c| unsafe { libc::CPU_ISSET(c, &all) })
-                .unwrap();
-            // SAFETY: an all-zero cpu_set_t is a valid empty set; CPU_SET
-            // writes our own.
-            let one: CpuSet = unsafe {
-                let mut s: CpuSet = std::mem::zeroed();
-                libc::CPU_SET(first, &mut s);
-                s
-            };
+            let one = first_of(&all).unwrap();
             assert!(set_current(&one));
             let rest = away_from_caller().expect("the other CPUs");
             // SAFETY: reads our own sets.
             unsafe {
-                assert!(!libc::CPU_ISSET(first, &rest));
+                assert_eq!(libc::CPU_COUNT(&one), 1);
+                assert!(!equal(&rest, &one));
                 assert_eq!(libc::CPU_COUNT(&rest) as usize, n - 1);
             }
             {

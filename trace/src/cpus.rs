@@ -37,23 +37,13 @@ pub fn follow(shared: &Shared, done: &mut bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dxvmm_host_backend::affinity::{current, set_current};
+    use dxvmm_host_backend::affinity::{current, first_of, set_current};
 
     #[test]
     fn a_thread_follows_once_the_set_is_known() {
         std::thread::spawn(|| {
             let all = current().unwrap();
-            let first = (0..libc::CPU_SETSIZE as usize)
-                // SAFETY: reads our own set.
-                .find(|&c| unsafe { libc::CPU_ISSET(c, &all) })
-                .unwrap();
-            // SAFETY: an all-zero cpu_set_t is a valid empty set; CPU_SET
-            // writes our own.
-            let one: Set = unsafe {
-                let mut s: Set = std::mem::zeroed();
-                libc::CPU_SET(first, &mut s);
-                s
-            };
+            let one = first_of(&all).unwrap();
             let shared: Shared = OnceLock::new();
             let mut done = false;
             follow(&shared, &mut done);
