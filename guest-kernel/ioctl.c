@@ -1682,16 +1682,20 @@ static long dxg_signal(struct dxg_process *proc, struct dxg_adapter *adapter,
 		       const u64 *values, u32 nvalues, u64 fence_value)
 {
 	struct dxgkvmb_command_signalsyncobject *cmd;
+	/* A signal from the GPU goes like a submission (WSL sends both). */
+	bool async = ncontexts && READ_ONCE(dxg_async_submit);
 	struct dxg_req *req;
 	u8 *tail;
 
 	req = dxgvm_req_alloc(sizeof(*cmd) + count * sizeof(*objects) +
 			      ncontexts * sizeof(*contexts) +
-			      nvalues * sizeof(u64), sizeof(struct ntstatus));
+			      nvalues * sizeof(u64),
+			      async ? 0 : sizeof(struct ntstatus));
 	if (!req)
 		return -ENOMEM;
 	cmd = dxgvm_req_cmd(req);
 	dxgvm_vgpu_header(&cmd->hdr, proc, DXGK_VMBCOMMAND_SIGNALSYNCOBJECT);
+	cmd->hdr.async_msg = async;
 	cmd->object_count = count;
 	cmd->flags = flags;
 	cmd->context_count = ncontexts;
@@ -1703,7 +1707,7 @@ static long dxg_signal(struct dxg_process *proc, struct dxg_adapter *adapter,
 	memcpy(tail, contexts, ncontexts * sizeof(*contexts));
 	tail += ncontexts * sizeof(*contexts);
 	memcpy(tail, values, nvalues * sizeof(u64));
-	return dxg_send_status(proc, adapter, req, DXGVM_WAIT_KILLABLE);
+	return dxg_send_submission(proc, adapter, req, async);
 }
 
 /* Flags dxvmm does not do: CPU events and sharing across processes. */
@@ -2024,7 +2028,9 @@ long dxg_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	 * first waits until the host has taken them all.
 	 */
 	if (nr == _IOC_NR(LX_DXSUBMITCOMMAND) ||
-	    nr == _IOC_NR(LX_DXSUBMITCOMMANDTOHWQUEUE))
+	    nr == _IOC_NR(LX_DXSUBMITCOMMANDTOHWQUEUE) ||
+	    nr == _IOC_NR(LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMGPU) ||
+	    nr == _IOC_NR(LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMGPU2))
 		ret = dxgvm_async_error(proc->async);
 	else
 		ret = dxgvm_async_settle(proc->dxg, proc->async,
