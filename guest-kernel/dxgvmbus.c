@@ -343,6 +343,7 @@ static int dxgvm_req_queue(struct dxg_vdev *dxg, struct dxg_req *req,
 	sgs[1] = &sg_in;
 
 	for (;;) {
+		bool reaped;
 		long left;
 
 		spin_lock_irqsave(&dxg->vq_lock, irqflags);
@@ -351,7 +352,7 @@ static int dxgvm_req_queue(struct dxg_vdev *dxg, struct dxg_req *req,
 			return -ENODEV;
 		}
 		/* Room, and the results of earlier async requests, first. */
-		dxgvm_reap(dxg);
+		reaped = dxgvm_reap(dxg);
 		err = virtqueue_add_sgs(dxg->req_vq, sgs, 1, 1, req, GFP_ATOMIC);
 		if (!err) {
 			refcount_inc(&req->ref);	/* the ring's */
@@ -368,9 +369,14 @@ static int dxgvm_req_queue(struct dxg_vdev *dxg, struct dxg_req *req,
 			/* Under the lock: removal cannot free the queue. */
 			virtqueue_kick(dxg->req_vq);
 			spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
+			/* Senders waiting for room need not wait for an interrupt. */
+			if (reaped)
+				wake_up_all(&dxg->ring_wait);
 			return 0;
 		}
 		spin_unlock_irqrestore(&dxg->vq_lock, irqflags);
+		if (reaped)
+			wake_up_all(&dxg->ring_wait);
 		if (err != -ENOSPC)
 			return err;
 
