@@ -63,8 +63,8 @@ struct dxg_async {
 
 struct dxg_req {
 	refcount_t		ref;
-	struct dxg_async	*async;		/* set while an async one is queued */
-	bool			wants_cb;	/* counted in dxg->cb_users */
+	/* An async one's, while queued; a queued sync one counts in cb_users. */
+	struct dxg_async	*async;
 	struct completion	done;		/* complete_all(): re-waitable */
 	struct list_head	node;		/* dxg->pending, under vq_lock */
 	u64			id;
@@ -181,13 +181,12 @@ static void dxgvm_req_finish(struct dxg_vdev *dxg, struct dxg_req *req,
 	req->used_len = used_len;
 	req->result = result;
 	req->answered = true;
-	if (req->wants_cb) {
-		req->wants_cb = false;
-		dxg->cb_users--;
-	}
+	/* Each chain is finished once: reaped, or detached at removal. */
 	if (req->async) {
 		dxgvm_async_done(req->async, dxgvm_req_check(req));
 		req->async = NULL;
+	} else {
+		dxg->cb_users--;
 	}
 	complete_all(&req->done);
 	dxgvm_req_put(req);	/* the ring's reference */
@@ -362,7 +361,6 @@ static int dxgvm_req_queue(struct dxg_vdev *dxg, struct dxg_req *req,
 				atomic64_inc(&async->queued);
 				req->async = async;
 			} else {
-				req->wants_cb = true;
 				dxgvm_cb_get_locked(dxg);
 			}
 			list_add_tail(&req->node, &dxg->pending);
