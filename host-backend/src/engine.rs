@@ -107,6 +107,14 @@ pub(crate) trait Engine: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Returns once the GPU has done every read of host memory that
+    /// [`Engine::write_buffer_direct`] queued for `buffer`: after it, the
+    /// memory may change.
+    fn finish_direct_reads(&self, adapter: usize, buffer: &Self::Buffer) -> Result<()> {
+        let _ = (adapter, buffer);
+        Ok(())
+    }
+
     /// Like [`Engine::read_buffer`] into host mappings, written by the GPU
     /// itself; returns once they hold the bytes. `Ok(false)` as for
     /// [`Engine::write_buffer_direct`].

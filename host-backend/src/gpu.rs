@@ -4,11 +4,20 @@
 //! One wgpu device and queue per host adapter, opened on first use and
 //! shared by every guest device on it (as a kernel-mode driver shares the
 //! hardware). Each allocation is one storage buffer. A piece of work is one
-//! command encoder and one `queue.submit`; wgpu tracks buffer use across
-//! submissions and inserts the barriers, so later work sees earlier writes.
-//! A completion thread per adapter waits for submissions that carry fence
-//! signals (`device.poll(Wait)` on their index) and runs their completions:
-//! nobody polls in a loop.
+//! command encoder; wgpu tracks buffer use across submissions and inserts
+//! the barriers, so later work sees earlier writes. A completion thread per
+//! adapter waits for each submission (`device.poll(Wait)` on its index) and
+//! runs its completions: nobody polls in a loop.
+//!
+//! Work goes to the queue at once while fewer than [`IN_FLIGHT`]
+//! submissions are in flight; after that, pieces of work gather in one
+//! batch (one encoder), which the completion thread submits as soon as a
+//! submission completes. A stream of small submits then costs one queue
+//! submission per batch instead of one each, and the queue submission is
+//! made on the completion thread, off the thread that serves the guest,
+//! while the GPU always has the next piece of work queued: large work is
+//! not held back. Anything that reads results back, and any buffer being
+//! destroyed, submits the batch first.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,10 +39,17 @@ use crate::shader::{self, ShaderBinding};
 /// builds its bind group once.
 const BIND_GROUP_CACHE: usize = 256;
 
-/// Submissions without a completion between two that carry one: wgpu frees
-/// finished command buffers when the device is polled, so the completion
-/// thread must look in now and then even if nobody waits.
-const POLL_EVERY: u64 = 64;
+/// Submissions handed to the driver ahead of the GPU before later work
+/// waits in a batch: two, so that the GPU finds the next piece queued when
+/// one completes, while the completion thread wakes and submits the batch.
+const IN_FLIGHT: usize = 2;
+
+/// Pieces of work in one batch at most; a full batch is submitted at once.
+const MAX_BATCH: usize = 256;
+
+/// Environment variable that turns batching off when set to 0 (every piece
+/// of work is then its own queue submission, at once; for comparisons).
+pub const BATCH_ENV: &str = "DXVMM_GPU_BATCH";
 
 /// Chunk of an upload staged through the CPU cache.
 const UPLOAD_CHUNK: usize = 256 << 10;
@@ -46,11 +62,10 @@ pub const MEMORY_BUDGET_ENV: &str = "DXVMM_GPU_MEMORY_MIB";
 
 struct Gpu {
     device: wgpu::Device,
-    queue: wgpu::Queue,
+    /// The queue, and the batch waiting to go on it.
+    submitter: Arc<Submitter>,
     /// Timestamp queries inside encoders are available.
     timestamps: Option<Timestamps>,
-    completions: Mutex<Sender<(wgpu::SubmissionIndex, Completion)>>,
-    submits: AtomicU64,
     /// Reused download staging (MAP_READ) buffer.
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Reused bounce buffer for copies within one buffer.
@@ -89,14 +104,144 @@ struct Timestamps {
     resolve: wgpu::Buffer,
 }
 
+/// An adapter's queue and the batch of work waiting to go on it (see the
+/// module documentation); shared with the completion thread, which submits
+/// the batch when a submission completes.
+struct Submitter {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    staging_pool: Arc<Mutex<Vec<wgpu::Buffer>>>,
+    /// To the completion thread: each submission it waits for.
+    completions: Sender<Submitted>,
+    state: Mutex<SubmitState>,
+    /// Submissions in flight before work waits in a batch: [`IN_FLIGHT`],
+    /// or unbounded with batching off ([`BATCH_ENV`]).
+    depth: usize,
+    /// Pieces of work executed, and queue submissions that carried them.
+    pieces: AtomicU64,
+    submissions: AtomicU64,
+}
+
+#[derive(Default)]
+struct SubmitState {
+    /// Submissions handed to the completion thread and not yet complete.
+    in_flight: usize,
+    /// Work recorded and not yet submitted, in order after everything
+    /// submitted.
+    batch: Option<Batch>,
+}
+
+/// Pieces of work recorded into one encoder, to be one queue submission.
+struct Batch {
+    enc: wgpu::CommandEncoder,
+    /// Upload staging the batch reads, recycled once it is submitted.
+    staged: Vec<wgpu::Buffer>,
+    /// The pieces' completions, in order.
+    done: Vec<Completion>,
+    pieces: usize,
+}
+
+/// A submission the completion thread waits for, and what runs after it.
+struct Submitted {
+    index: wgpu::SubmissionIndex,
+    done: Vec<Completion>,
+}
+
+impl Submitter {
+    fn state(&self) -> std::sync::MutexGuard<'_, SubmitState> {
+        lock(&self.state)
+    }
+
+    /// Submits `enc` and hands it to the completion thread.
+    fn submit(
+        &self,
+        st: &mut SubmitState,
+        enc: wgpu::CommandEncoder,
+        staged: Vec<wgpu::Buffer>,
+        done: Vec<Completion>,
+    ) -> Result<()> {
+        let index = self.queue.submit([enc.finish()]);
+        self.submissions.fetch_add(1, Ordering::Relaxed);
+        recycle(&self.staging_pool, staged);
+        st.in_flight += 1;
+        self.completions
+            .send(Submitted { index, done })
+            .map_err(|_| unavailable("GPU completion thread ended"))
+    }
+
+    /// Submits the batch, if there is one.
+    fn submit_batch(&self, st: &mut SubmitState) -> Result<()> {
+        match st.batch.take() {
+            Some(b) => self.submit(st, b.enc, b.staged, b.done),
+            None => Ok(()),
+        }
+    }
+
+    /// Submits the batch now (before work that must follow it, or before
+    /// a buffer it may use is destroyed).
+    fn flush(&self) -> Result<()> {
+        self.submit_batch(&mut self.state())
+    }
+
+    /// Submits `enc` after the batch, for work the caller waits for itself.
+    fn submit_after_batch(&self, enc: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
+        let mut st = self.state();
+        self.submit_batch(&mut st)?;
+        Ok(self.queue.submit([enc.finish()]))
+    }
+
+    /// The completion thread saw a submission complete: the batch, if any,
+    /// goes now.
+    fn completed(&self) {
+        let mut st = self.state();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        if st.in_flight < self.depth {
+            if let Err(e) = self.submit_batch(&mut st) {
+                tracing::error!("submitting GPU work: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Submitter {
+    fn drop(&mut self) {
+        // The completion thread is ending with this: a batch still here
+        // runs, and its completions after it.
+        let batch = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .batch
+            .take();
+        if let Some(b) = batch {
+            let index = self.queue.submit([b.enc.finish()]);
+            let _ = self.device.poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            });
+            for done in b.done {
+                done();
+            }
+        }
+    }
+}
+
 /// An allocation's buffer.
 pub(crate) struct GpuBuffer {
     buffer: wgpu::Buffer,
     live: Arc<AtomicU64>,
+    /// Its adapter's submitter: a batch that may use the buffer goes to
+    /// the queue before the buffer is destroyed.
+    submitter: std::sync::Weak<Submitter>,
 }
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
+        if let Some(s) = self.submitter.upgrade() {
+            if let Err(e) = s.flush() {
+                tracing::error!("submitting GPU work: {e}");
+            }
+        }
         // Frees the memory now; work already submitted keeps what it needs.
         self.buffer.destroy();
         self.live.fetch_sub(1, Ordering::Relaxed);
@@ -366,8 +511,24 @@ fn open(adapter: &wgpu::Adapter, host_import: bool) -> std::result::Result<Gpu, 
             mapped_at_creation: false,
         }),
     });
-    let (tx, rx) = channel::<(wgpu::SubmissionIndex, Completion)>();
+    let (tx, rx) = channel::<Submitted>();
+    let staging_pool = Arc::new(Mutex::new(Vec::new()));
+    let submitter = Arc::new(Submitter {
+        device: device.clone(),
+        queue,
+        staging_pool: staging_pool.clone(),
+        completions: tx,
+        state: Mutex::new(SubmitState::default()),
+        depth: if std::env::var(BATCH_ENV).is_ok_and(|v| v.trim() == "0") {
+            usize::MAX
+        } else {
+            IN_FLIGHT
+        },
+        pieces: AtomicU64::new(0),
+        submissions: AtomicU64::new(0),
+    });
     let poll_device = device.clone();
+    let weak = Arc::downgrade(&submitter);
     std::thread::Builder::new()
         .name("dxvmm-gpu-completion".into())
         .spawn(move || {
@@ -375,22 +536,20 @@ fn open(adapter: &wgpu::Adapter, host_import: bool) -> std::result::Result<Gpu, 
             if let Some(away) = away {
                 crate::affinity::set_current(&away);
             }
-            // One wait covers every submission queued so far: submissions
-            // complete in order, so waiting for the newest completes them
-            // all. Under many small submits this polls once per batch
-            // instead of once per submit, and each poll holds the device
-            // away from the submitting thread for less time in total.
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                batch.extend(rx.try_iter());
-                let newest = batch.last().map(|(index, _)| index.clone());
+            // Submissions complete in order. After each, the waiting batch
+            // goes to the queue first (the GPU is then never without work
+            // while there is some), then the completions run.
+            while let Ok(s) = rx.recv() {
                 if let Err(e) = poll_device.poll(wgpu::PollType::Wait {
-                    submission_index: newest,
+                    submission_index: Some(s.index),
                     timeout: None,
                 }) {
                     tracing::error!("waiting for GPU work: {e}");
                 }
-                for (_, done) in batch {
+                if let Some(submitter) = weak.upgrade() {
+                    submitter.completed();
+                }
+                for done in s.done {
                     done();
                 }
             }
@@ -398,13 +557,11 @@ fn open(adapter: &wgpu::Adapter, host_import: bool) -> std::result::Result<Gpu, 
         .map_err(|e| format!("starting the completion thread: {e}"))?;
     Ok(Gpu {
         device,
-        queue,
+        submitter,
         timestamps,
-        completions: Mutex::new(tx),
-        submits: AtomicU64::new(0),
         staging: Mutex::new(None),
         bounce: Mutex::new(None),
-        staging_pool: Arc::new(Mutex::new(Vec::new())),
+        staging_pool,
         uploads: Mutex::new(Vec::new()),
         import,
     })
@@ -426,6 +583,25 @@ fn reusable<'a>(
         }));
     }
     slot.as_ref().expect("just filled")
+}
+
+/// Maps used staging buffers again; each returns to `pool` when the GPU is
+/// done reading it (its map callback runs in a later poll).
+fn recycle(pool: &Arc<Mutex<Vec<wgpu::Buffer>>>, used: Vec<wgpu::Buffer>) {
+    for b in used {
+        let pool = Arc::downgrade(pool);
+        let buf = b.clone();
+        b.map_async(wgpu::MapMode::Write, .., move |r| {
+            let Some(pool) = pool.upgrade() else { return };
+            if r.is_ok() {
+                let mut pool = lock(&pool);
+                let held: u64 = pool.iter().map(|b| b.size()).sum();
+                if held + buf.size() <= STAGING_POOL_BYTES {
+                    pool.push(buf);
+                }
+            }
+        });
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -472,25 +648,6 @@ impl Gpu {
                 }
             })
             .collect()
-    }
-
-    /// Maps used staging buffers again; each returns to the pool when the
-    /// GPU is done reading it (its map callback runs in a later poll).
-    fn recycle(&self, used: Vec<wgpu::Buffer>) {
-        for b in used {
-            let pool = Arc::downgrade(&self.staging_pool);
-            let buf = b.clone();
-            b.map_async(wgpu::MapMode::Write, .., move |r| {
-                let Some(pool) = pool.upgrade() else { return };
-                if r.is_ok() {
-                    let mut pool = lock(&pool);
-                    let held: u64 = pool.iter().map(|b| b.size()).sum();
-                    if held + buf.size() <= STAGING_POOL_BYTES {
-                        pool.push(buf);
-                    }
-                }
-            });
-        }
     }
 
     fn bind_group(
@@ -573,7 +730,7 @@ impl Gpu {
                         usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
                         mapped_at_creation: false,
                     });
-                    self.queue.write_buffer(&src, 0, &pattern);
+                    self.submitter.queue.write_buffer(&src, 0, &pattern);
                     let mut at = 0;
                     while at < dst.size {
                         let len = n.min(dst.size - at);
@@ -644,6 +801,7 @@ impl Engine for WgpuEngine {
         Ok(GpuBuffer {
             buffer,
             live: self.live.clone(),
+            submitter: Arc::downgrade(&gpu.submitter),
         })
     }
 
@@ -715,6 +873,19 @@ impl Engine for WgpuEngine {
         Ok(true)
     }
 
+    fn finish_direct_reads(&self, adapter: usize, _buffer: &GpuBuffer) -> Result<()> {
+        // Everything queued so far: the buffer's upload is in there.
+        let gpu = self.gpu(adapter)?;
+        gpu.submitter.flush()?;
+        gpu.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     fn read_buffer_direct(
         &self,
         adapter: usize,
@@ -729,8 +900,8 @@ impl Engine for WgpuEngine {
         for p in &pieces {
             enc.copy_buffer_to_buffer(&buffer.buffer, p.offset, &p.chunk, p.chunk_offset, p.len);
         }
-        let index = gpu.queue.submit([enc.finish()]);
-        gpu.recycle(staged);
+        let index = gpu.submitter.submit_after_batch(enc)?;
+        recycle(&gpu.staging_pool, staged);
         gpu.device
             .poll(wgpu::PollType::Wait {
                 submission_index: Some(index),
@@ -762,8 +933,8 @@ impl Engine for WgpuEngine {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         let staged = gpu.record_uploads(&mut enc);
         enc.copy_buffer_to_buffer(&buffer.buffer, offset, staging, 0, len);
-        let index = gpu.queue.submit([enc.finish()]);
-        gpu.recycle(staged);
+        let index = gpu.submitter.submit_after_batch(enc)?;
+        recycle(&gpu.staging_pool, staged);
         let (tx, rx) = channel();
         staging.map_async(wgpu::MapMode::Read, 0..len, move |r| {
             let _ = tx.send(r);
@@ -841,27 +1012,38 @@ impl Engine for WgpuEngine {
 
     fn execute(&self, adapter: usize, ops: &[Op<Self>], done: Option<Completion>) -> Result<()> {
         let gpu = self.gpu(adapter)?;
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        let staged = gpu.record_uploads(&mut enc);
-        for op in ops {
-            // Everything was checked before it got here; if the driver still
-            // refuses one command, skip it and keep the rest of the work and
-            // its fence signals, so no waiter hangs on it.
-            if let Err(e) = gpu.record(&mut enc, op) {
-                tracing::error!("GPU command skipped: {e}");
+        let s = &gpu.submitter;
+        s.pieces.fetch_add(1, Ordering::Relaxed);
+        let mut st = s.state();
+        // Everything was checked before it got here; if the driver still
+        // refuses one command, skip it and keep the rest of the work and
+        // its fence signals, so no waiter hangs on it.
+        let record = |enc: &mut wgpu::CommandEncoder| {
+            let staged = gpu.record_uploads(enc);
+            for op in ops {
+                if let Err(e) = gpu.record(enc, op) {
+                    tracing::error!("GPU command skipped: {e}");
+                }
             }
+            staged
+        };
+        if st.batch.is_none() && st.in_flight < s.depth {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            let staged = record(&mut enc);
+            return s.submit(&mut st, enc, staged, done.into_iter().collect());
         }
-        let index = gpu.queue.submit([enc.finish()]);
-        let n = gpu.submits.fetch_add(1, Ordering::Relaxed);
-        // Staging comes back in a poll: make sure the completion thread
-        // makes one for this submission.
-        let need_poll = !staged.is_empty() || n % POLL_EVERY == 0;
-        gpu.recycle(staged);
-        let done = done.or_else(|| need_poll.then(|| Box::new(|| {}) as Completion));
-        if let Some(done) = done {
-            lock(&gpu.completions)
-                .send((index, done))
-                .map_err(|_| unavailable("GPU completion thread ended"))?;
+        let b = st.batch.get_or_insert_with(|| Batch {
+            enc: gpu.device.create_command_encoder(&Default::default()),
+            staged: Vec::new(),
+            done: Vec::new(),
+            pieces: 0,
+        });
+        let staged = record(&mut b.enc);
+        b.staged.extend(staged);
+        b.done.extend(done);
+        b.pieces += 1;
+        if b.pieces >= MAX_BATCH {
+            s.submit_batch(&mut st)?;
         }
         Ok(())
     }
@@ -890,6 +1072,24 @@ impl WgpuBackend {
     }
 
     /// Bytes of guest RAM imported as GPU memory so far, all adapters.
+    /// Pieces of work executed on the GPUs so far, and the queue
+    /// submissions that carried them (fewer where work was batched).
+    pub fn work_submitted(&self) -> (u64, u64) {
+        let engine = self.core.engine();
+        engine
+            .gpus
+            .iter()
+            .filter_map(|g| g.get()?.as_ref().ok())
+            .map(|g| {
+                let s = &g.submitter;
+                (
+                    s.pieces.load(Ordering::Relaxed),
+                    s.submissions.load(Ordering::Relaxed),
+                )
+            })
+            .fold((0, 0), |(p, q), (a, b)| (p + a, q + b))
+    }
+
     pub fn guest_ram_imported(&self) -> u64 {
         let engine = self.core.engine();
         engine

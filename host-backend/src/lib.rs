@@ -27,7 +27,7 @@ mod soft;
 pub use self::core::MAX_FENCES_PER_CALL;
 pub use backend::*;
 pub use error::{BackendError, ObjectKind, Result};
-pub use gpu::{host_adapters, WgpuBackend, MEMORY_BUDGET_ENV};
+pub use gpu::{host_adapters, WgpuBackend, BATCH_ENV, MEMORY_BUDGET_ENV};
 pub use import::HOST_IMPORT_ENV;
 pub use memory::{
     GuestRanges, HostRegion, HostSpan, HostVisibleMemory, VecMemory, GUEST_PAGE_SIZE,

@@ -297,6 +297,70 @@ fn fence_ordering_across_two_contexts() {
     b.destroy_process(fx.process).unwrap();
 }
 
+/// Work submitted while the GPU is busy waits in one batch and goes to the
+/// queue as one submission; each piece still runs once, in order, and its
+/// fence signal comes after it.
+#[test]
+fn submits_behind_busy_work_go_in_batches_in_order() {
+    let Some(b) = new_gpu() else { return };
+    let (tx, rx) = channel();
+    b.set_event_sink(Some(Arc::new(Sink(Mutex::new(tx)))));
+    let fx = Fx::new(&b);
+    let f = fx.fence(0);
+    // Long work first: 64 invocations of 2M LCG rounds each (a tenth of
+    // a second and more on lavapipe), then many tiny dispatches behind it.
+    let params = fx.buffer_with(&u32_bytes(&[2_000_000]));
+    let spun = fx.buffer(64 * 4);
+    let spin = fx.pipeline(SPIN);
+    let counter = fx.buffer(256);
+    let tiny = fx.pipeline(TINY);
+    fx.submit(
+        fx.context,
+        vec![Command::Dispatch {
+            pipeline: spin,
+            group_counts: [1, 1, 1],
+            bindings: vec![params.binding(0), spun.binding(1)],
+        }],
+    )
+    .unwrap();
+    let n = 200u64;
+    for i in 1..=n {
+        fx.submit(
+            fx.context,
+            vec![
+                Command::Dispatch {
+                    pipeline: tiny,
+                    group_counts: [1, 1, 1],
+                    bindings: vec![counter.binding(0)],
+                },
+                Command::FenceSignal {
+                    sync_object: f,
+                    value: i,
+                },
+            ],
+        )
+        .unwrap();
+    }
+    b.wait_from_cpu(
+        fx.process,
+        &[FenceValue { fence: f, value: n }],
+        WaitMode::All,
+        None,
+    )
+    .unwrap();
+    assert_eq!(fx.read(&counter)[..4], (n as u32).to_le_bytes());
+    let (pieces, submissions) = b.work_submitted();
+    assert!(
+        submissions < pieces,
+        "{pieces} pieces of work in {submissions} queue submissions: nothing was batched"
+    );
+    // The sink saw the fence rise in order, to the last value.
+    let values: Vec<u64> = rx.try_iter().filter(|s| s.0 == f).map(|s| s.1).collect();
+    assert!(values.windows(2).all(|w| w[0] < w[1]), "{values:?}");
+    assert_eq!(values.last(), Some(&n));
+    b.destroy_process(fx.process).unwrap();
+}
+
 #[test]
 fn process_teardown_frees_everything() {
     let Some(b) = new_gpu() else { return };

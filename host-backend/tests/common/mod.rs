@@ -14,7 +14,9 @@ use dxvmm_protocol::escape::{CreatePipeline, ShaderLanguage};
 // tests, its benchmark and the guest's suites run one program. Each test
 // binary uses some of them.
 #[allow(unused_imports)]
-pub use dxvmm_guest_tools::shaders::{cpu_matmul, matmul_groups, matrix, MATMUL, TINY, VECTOR_ADD};
+pub use dxvmm_guest_tools::shaders::{
+    cpu_matmul, matmul_groups, matrix, MATMUL, SPIN, TINY, VECTOR_ADD,
+};
 
 pub fn wgsl(src: &str) -> CreatePipeline {
     CreatePipeline {
