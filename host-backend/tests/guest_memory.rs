@@ -237,3 +237,92 @@ fn gpu_waits_on_destroyed_fences() {
         waits_on_destroyed_fences(&b);
     }
 }
+
+/// The GPU reads an upload from imported guest RAM when the work runs, not
+/// when it is submitted: a lock in between waits for that read, so a CPU
+/// write after the lock does not reach the work submitted before it.
+#[test]
+fn a_lock_waits_until_the_gpu_has_read_the_pages() {
+    if new_gpu().is_none() {
+        return;
+    }
+    let b = WgpuBackend::with_host_import(true).unwrap();
+    let fx = Fx::new(&b);
+    let (p, d) = (fx.process, fx.device);
+    let guest = Arc::new(
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 * GUEST_PAGE_SIZE as usize)])
+            .unwrap(),
+    );
+    let page = |pfn: u64| -> (Handle, u64) {
+        let a = b
+            .create_allocation(
+                p,
+                d,
+                &AllocationDesc {
+                    size: 4096,
+                    alignment: 0,
+                    cpu_visible: true,
+                },
+            )
+            .unwrap()
+            .0;
+        let mem = GuestRanges::from_pfns(guest.clone(), &[pfn]).unwrap();
+        b.set_allocation_memory(p, a, Arc::new(mem)).unwrap();
+        let va = b
+            .map_gpu_va(
+                p,
+                d,
+                &VaMapping {
+                    base: 0,
+                    minimum: 0,
+                    maximum: 0,
+                    size: 4096,
+                    allocation: a,
+                    allocation_offset: 0,
+                },
+            )
+            .unwrap();
+        (a, va)
+    };
+    let (src, src_va) = page(3);
+    let (dst, dst_va) = page(5);
+    guest
+        .write_slice(&[0xab; 4096], GuestAddress(3 * 4096))
+        .unwrap();
+    // Long work ahead, so the copy below runs well after its submit.
+    let params = fx.buffer_with(&u32_bytes(&[2_000_000]));
+    let spun = fx.buffer(64 * 4);
+    let spin = fx.pipeline(SPIN);
+    fx.submit(
+        fx.context,
+        vec![Command::Dispatch {
+            pipeline: spin,
+            group_counts: [1, 1, 1],
+            bindings: vec![params.binding(0), spun.binding(1)],
+        }],
+    )
+    .unwrap();
+    fx.submit(
+        fx.context,
+        vec![Command::Copy {
+            src_va,
+            dst_va,
+            size: 4096,
+        }],
+    )
+    .unwrap();
+    b.lock(p, src).unwrap();
+    guest
+        .write_slice(&[0xcd; 4096], GuestAddress(3 * 4096))
+        .unwrap();
+    b.unlock(p, src).unwrap();
+    b.lock(p, dst).unwrap();
+    let mut out = vec![0u8; 4096];
+    guest.read_slice(&mut out, GuestAddress(5 * 4096)).unwrap();
+    assert_eq!(
+        out,
+        vec![0xab; 4096],
+        "the copy saw the write after the lock"
+    );
+    b.destroy_process(p).unwrap();
+}
