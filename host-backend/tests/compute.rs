@@ -307,22 +307,10 @@ fn submits_behind_busy_work_go_in_batches_in_order() {
     b.set_event_sink(Some(Arc::new(Sink(Mutex::new(tx)))));
     let fx = Fx::new(&b);
     let f = fx.fence(0);
-    // Long work first: 64 invocations of 2M LCG rounds each (a tenth of
-    // a second and more on lavapipe), then many tiny dispatches behind it.
-    let params = fx.buffer_with(&u32_bytes(&[2_000_000]));
-    let spun = fx.buffer(64 * 4);
-    let spin = fx.pipeline(SPIN);
+    // Long work first, then many tiny dispatches behind it.
     let counter = fx.buffer(256);
     let tiny = fx.pipeline(TINY);
-    fx.submit(
-        fx.context,
-        vec![Command::Dispatch {
-            pipeline: spin,
-            group_counts: [1, 1, 1],
-            bindings: vec![params.binding(0), spun.binding(1)],
-        }],
-    )
-    .unwrap();
+    fx.busy_gpu();
     let n = 200u64;
     for i in 1..=n {
         fx.submit(

@@ -289,19 +289,7 @@ fn a_lock_waits_until_the_gpu_has_read_the_pages() {
     guest
         .write_slice(&[0xab; 4096], GuestAddress(3 * 4096))
         .unwrap();
-    // Long work ahead, so the copy below runs well after its submit.
-    let params = fx.buffer_with(&u32_bytes(&[2_000_000]));
-    let spun = fx.buffer(64 * 4);
-    let spin = fx.pipeline(SPIN);
-    fx.submit(
-        fx.context,
-        vec![Command::Dispatch {
-            pipeline: spin,
-            group_counts: [1, 1, 1],
-            bindings: vec![params.binding(0), spun.binding(1)],
-        }],
-    )
-    .unwrap();
+    fx.busy_gpu();
     fx.submit(
         fx.context,
         vec![Command::Copy {

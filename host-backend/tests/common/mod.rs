@@ -130,6 +130,24 @@ impl<'a> Fx<'a> {
     }
 
     /// LOCK2 then read the pages (what a guest does to read results).
+    /// Submits long work on the context (64 invocations of 2M LCG rounds:
+    /// a tenth of a second and more on lavapipe), so that work submitted
+    /// next runs well after its submit.
+    pub fn busy_gpu(&self) {
+        let params = self.buffer_with(&u32_bytes(&[2_000_000]));
+        let spun = self.buffer(64 * 4);
+        let spin = self.pipeline(SPIN);
+        self.submit(
+            self.context,
+            vec![Command::Dispatch {
+                pipeline: spin,
+                group_counts: [1, 1, 1],
+                bindings: vec![params.binding(0), spun.binding(1)],
+            }],
+        )
+        .unwrap();
+    }
+
     pub fn read(&self, buf: &Buf) -> Vec<u8> {
         self.b.lock(self.process, buf.alloc).unwrap();
         let v = buf.mem.to_vec();
