@@ -93,7 +93,9 @@ struct Upload {
 
 enum UploadSource {
     Staging(wgpu::Buffer),
-    GuestRam(wgpu::Buffer),
+    /// An import of guest RAM, and the destination's count of such
+    /// uploads not yet done ([`GpuBuffer::guest_reads`]).
+    GuestRam(wgpu::Buffer, Arc<AtomicU64>),
 }
 
 /// Staging kept for reuse, all buffers together.
@@ -139,6 +141,24 @@ struct Batch {
     /// The pieces' completions, in order.
     done: Vec<Completion>,
     pieces: usize,
+}
+
+/// What [`Gpu::record_uploads`] recorded: staging to recycle once
+/// submitted, guest-RAM upload counts to take one off once complete.
+#[derive(Default)]
+struct Recorded {
+    staged: Vec<wgpu::Buffer>,
+    guest_reads: Vec<Arc<AtomicU64>>,
+}
+
+impl Recorded {
+    /// Takes this submission's uploads off their buffers' counts: the
+    /// GPU has read them.
+    fn reads_done(reads: Vec<Arc<AtomicU64>>) {
+        for r in reads {
+            r.fetch_sub(1, Ordering::Release);
+        }
+    }
 }
 
 /// A submission the completion thread waits for, and what runs after it.
@@ -233,6 +253,9 @@ pub(crate) struct GpuBuffer {
     /// Its adapter's submitter: a batch that may use the buffer goes to
     /// the queue before the buffer is destroyed.
     submitter: std::sync::Weak<Submitter>,
+    /// Uploads into it that the GPU reads from guest RAM, queued and not
+    /// yet seen complete: while there are any, a lock must wait.
+    guest_reads: Arc<AtomicU64>,
 }
 
 impl Drop for GpuBuffer {
@@ -632,22 +655,22 @@ impl Gpu {
     }
 
     /// Records the staged uploads at the start of `enc`; returns their
-    /// staging buffers, to be recycled once the submission is made.
-    fn record_uploads(&self, enc: &mut wgpu::CommandEncoder) -> Vec<wgpu::Buffer> {
+    /// staging buffers, to be recycled once the submission is made, and
+    /// the counts of guest-RAM uploads to take one off once it completes.
+    fn record_uploads(&self, enc: &mut wgpu::CommandEncoder) -> Recorded {
         let uploads = std::mem::take(&mut *lock(&self.uploads));
-        uploads
-            .into_iter()
-            .filter_map(|u| match u.src {
-                UploadSource::Staging(b) => {
-                    enc.copy_buffer_to_buffer(&b, u.src_offset, &u.dst, u.offset, u.len);
-                    Some(b)
-                }
-                UploadSource::GuestRam(b) => {
-                    enc.copy_buffer_to_buffer(&b, u.src_offset, &u.dst, u.offset, u.len);
-                    None
-                }
-            })
-            .collect()
+        let mut r = Recorded::default();
+        for u in uploads {
+            let src = match &u.src {
+                UploadSource::Staging(b) | UploadSource::GuestRam(b, _) => b,
+            };
+            enc.copy_buffer_to_buffer(src, u.src_offset, &u.dst, u.offset, u.len);
+            match u.src {
+                UploadSource::Staging(b) => r.staged.push(b),
+                UploadSource::GuestRam(_, reads) => r.guest_reads.push(reads),
+            }
+        }
+        r
     }
 
     fn bind_group(
@@ -802,6 +825,7 @@ impl Engine for WgpuEngine {
             buffer,
             live: self.live.clone(),
             submitter: Arc::downgrade(&gpu.submitter),
+            guest_reads: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -863,8 +887,11 @@ impl Engine for WgpuEngine {
         );
         // The GPU reads the guest's pages when the next submission runs,
         // not now: §2.6's coherency rules leave them alone until then.
+        buffer
+            .guest_reads
+            .fetch_add(pieces.len() as u64, Ordering::Relaxed);
         lock(&gpu.uploads).extend(pieces.into_iter().map(|p| Upload {
-            src: UploadSource::GuestRam(p.chunk),
+            src: UploadSource::GuestRam(p.chunk, buffer.guest_reads.clone()),
             src_offset: p.chunk_offset,
             dst: buffer.buffer.clone(),
             offset: p.offset,
@@ -873,7 +900,12 @@ impl Engine for WgpuEngine {
         Ok(true)
     }
 
-    fn finish_direct_reads(&self, adapter: usize, _buffer: &GpuBuffer) -> Result<()> {
+    fn finish_direct_reads(&self, adapter: usize, buffer: &GpuBuffer) -> Result<()> {
+        // Seen complete already (the usual case: the guest waited for the
+        // work's fence, which is raised after this count goes down)?
+        if buffer.guest_reads.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
         // Everything queued so far: the buffer's upload is in there.
         let gpu = self.gpu(adapter)?;
         gpu.submitter.flush()?;
@@ -896,18 +928,19 @@ impl Engine for WgpuEngine {
             return Ok(false);
         };
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        let staged = gpu.record_uploads(&mut enc);
+        let recorded = gpu.record_uploads(&mut enc);
         for p in &pieces {
             enc.copy_buffer_to_buffer(&buffer.buffer, p.offset, &p.chunk, p.chunk_offset, p.len);
         }
         let index = gpu.submitter.submit_after_batch(enc)?;
-        recycle(&gpu.staging_pool, staged);
+        recycle(&gpu.staging_pool, recorded.staged);
         gpu.device
             .poll(wgpu::PollType::Wait {
                 submission_index: Some(index),
                 timeout: None,
             })
             .map_err(unavailable)?;
+        Recorded::reads_done(recorded.guest_reads);
         Ok(true)
     }
 
@@ -931,10 +964,10 @@ impl Engine for WgpuEngine {
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        let staged = gpu.record_uploads(&mut enc);
+        let recorded = gpu.record_uploads(&mut enc);
         enc.copy_buffer_to_buffer(&buffer.buffer, offset, staging, 0, len);
         let index = gpu.submitter.submit_after_batch(enc)?;
-        recycle(&gpu.staging_pool, staged);
+        recycle(&gpu.staging_pool, recorded.staged);
         let (tx, rx) = channel();
         staging.map_async(wgpu::MapMode::Read, 0..len, move |r| {
             let _ = tx.send(r);
@@ -945,6 +978,7 @@ impl Engine for WgpuEngine {
                 timeout: None,
             })
             .map_err(unavailable)?;
+        Recorded::reads_done(recorded.guest_reads);
         rx.recv().map_err(unavailable)?.map_err(unavailable)?;
         let result = {
             let view = staging.get_mapped_range(0..len).map_err(unavailable)?;
@@ -1018,19 +1052,26 @@ impl Engine for WgpuEngine {
         // Everything was checked before it got here; if the driver still
         // refuses one command, skip it and keep the rest of the work and
         // its fence signals, so no waiter hangs on it.
+        // The piece's guest-RAM uploads count as done before its own
+        // completion runs (a fence the guest waits for, say).
         let record = |enc: &mut wgpu::CommandEncoder| {
-            let staged = gpu.record_uploads(enc);
+            let Recorded {
+                staged,
+                guest_reads,
+            } = gpu.record_uploads(enc);
             for op in ops {
                 if let Err(e) = gpu.record(enc, op) {
                     tracing::error!("GPU command skipped: {e}");
                 }
             }
-            staged
+            let reads_done = (!guest_reads.is_empty())
+                .then(|| Box::new(move || Recorded::reads_done(guest_reads)) as Completion);
+            (staged, reads_done.into_iter().chain(done))
         };
         if st.batch.is_none() && st.in_flight < s.depth {
             let mut enc = gpu.device.create_command_encoder(&Default::default());
-            let staged = record(&mut enc);
-            return s.submit(&mut st, enc, staged, done.into_iter().collect());
+            let (staged, done) = record(&mut enc);
+            return s.submit(&mut st, enc, staged, done.collect());
         }
         let b = st.batch.get_or_insert_with(|| Batch {
             enc: gpu.device.create_command_encoder(&Default::default()),
@@ -1038,7 +1079,7 @@ impl Engine for WgpuEngine {
             done: Vec::new(),
             pieces: 0,
         });
-        let staged = record(&mut b.enc);
+        let (staged, done) = record(&mut b.enc);
         b.staged.extend(staged);
         b.done.extend(done);
         b.pieces += 1;
