@@ -69,9 +69,6 @@ struct Allocation<E: Engine> {
     cpu_dirty: bool,
     /// The GPU wrote the buffer since its last download.
     gpu_dirty: bool,
-    /// The GPU may not yet have read the upload it takes straight from the
-    /// CPU memory ([`Engine::write_buffer_direct`]): a lock waits for it.
-    direct_read: bool,
     locked: bool,
 }
 
@@ -503,10 +500,7 @@ fn upload_if_dirty<E: Engine>(engine: &E, a: &mut Allocation<E>) {
         None => Ok(false),
     };
     let r = match direct {
-        Ok(true) => {
-            a.direct_read = true;
-            Ok(())
-        }
+        Ok(true) => Ok(()),
         _ => engine.write_buffer(a.adapter, &a.buffer, 0, a.info.size, &mut |at, dst| {
             mem.read_at(at, dst)
         }),
@@ -1235,7 +1229,6 @@ impl<E: Engine> Backend for Core<E> {
                 memory: None,
                 cpu_dirty: false,
                 gpu_dirty: false,
-                direct_read: false,
                 locked: false,
             },
         );
@@ -1297,14 +1290,11 @@ impl<E: Engine> Backend for Core<E> {
                     allocation.0.into(),
                 ));
             };
-            if a.direct_read {
-                // The CPU may write the pages once they are locked: the
-                // GPU must have read its last upload from them first.
-                self.shared
-                    .engine
-                    .finish_direct_reads(a.adapter, &a.buffer)?;
-                a.direct_read = false;
-            }
+            // The CPU may write the pages once they are locked: the GPU
+            // must have read any upload it takes straight from them first.
+            self.shared
+                .engine
+                .finish_direct_reads(a.adapter, &a.buffer)?;
             if a.gpu_dirty {
                 // The CPU copy may be stale only where the GPU wrote; a
                 // pending CPU change (cpu_dirty) cannot coexist with a GPU
