@@ -70,11 +70,6 @@ struct Gpu {
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Reused bounce buffer for copies within one buffer.
     bounce: Mutex<Option<wgpu::Buffer>>,
-    /// Mapped upload staging buffers ready for reuse. wgpu's own
-    /// `write_buffer` makes a fresh staging buffer each time, and fresh
-    /// memory costs a page fault per page on first write; ours come back
-    /// here (mapped again) once the GPU has copied out of them.
-    staging_pool: Arc<Mutex<Vec<wgpu::Buffer>>>,
     /// Uploads staged for the next submission, copied first in it.
     uploads: Mutex<Vec<Upload>>,
     /// Guest RAM imported as GPU memory, where the driver can.
@@ -112,6 +107,10 @@ struct Timestamps {
 struct Submitter {
     device: wgpu::Device,
     queue: wgpu::Queue,
+    /// Mapped upload staging buffers ready for reuse. wgpu's own
+    /// `write_buffer` makes a fresh staging buffer each time, and fresh
+    /// memory costs a page fault per page on first write; ours come back
+    /// here (mapped again) once the GPU has copied out of them.
     staging_pool: Arc<Mutex<Vec<wgpu::Buffer>>>,
     /// To the completion thread: each submission it waits for.
     completions: Sender<Submitted>,
@@ -535,11 +534,10 @@ fn open(adapter: &wgpu::Adapter, host_import: bool) -> std::result::Result<Gpu, 
         }),
     });
     let (tx, rx) = channel::<Submitted>();
-    let staging_pool = Arc::new(Mutex::new(Vec::new()));
     let submitter = Arc::new(Submitter {
         device: device.clone(),
         queue,
-        staging_pool: staging_pool.clone(),
+        staging_pool: Arc::new(Mutex::new(Vec::new())),
         completions: tx,
         state: Mutex::new(SubmitState::default()),
         depth: if std::env::var(BATCH_ENV).is_ok_and(|v| v.trim() == "0") {
@@ -584,7 +582,6 @@ fn open(adapter: &wgpu::Adapter, host_import: bool) -> std::result::Result<Gpu, 
         timestamps,
         staging: Mutex::new(None),
         bounce: Mutex::new(None),
-        staging_pool,
         uploads: Mutex::new(Vec::new()),
         import,
     })
@@ -635,7 +632,7 @@ impl Gpu {
     /// A mapped staging buffer of at least `len` bytes: the smallest free
     /// one that fits, else a new one mapped at creation.
     fn take_staging(&self, len: u64) -> wgpu::Buffer {
-        let mut pool = lock(&self.staging_pool);
+        let mut pool = lock(&self.submitter.staging_pool);
         let best = pool
             .iter()
             .enumerate()
@@ -933,7 +930,7 @@ impl Engine for WgpuEngine {
             enc.copy_buffer_to_buffer(&buffer.buffer, p.offset, &p.chunk, p.chunk_offset, p.len);
         }
         let index = gpu.submitter.submit_after_batch(enc)?;
-        recycle(&gpu.staging_pool, recorded.staged);
+        recycle(&gpu.submitter.staging_pool, recorded.staged);
         gpu.device
             .poll(wgpu::PollType::Wait {
                 submission_index: Some(index),
@@ -967,7 +964,7 @@ impl Engine for WgpuEngine {
         let recorded = gpu.record_uploads(&mut enc);
         enc.copy_buffer_to_buffer(&buffer.buffer, offset, staging, 0, len);
         let index = gpu.submitter.submit_after_batch(enc)?;
-        recycle(&gpu.staging_pool, recorded.staged);
+        recycle(&gpu.submitter.staging_pool, recorded.staged);
         let (tx, rx) = channel();
         staging.map_async(wgpu::MapMode::Read, 0..len, move |r| {
             let _ = tx.send(r);
