@@ -148,6 +148,7 @@ fn create_memory(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, Error> {
         let host = region
             .get_host_address(vm_memory::MemoryRegionAddress(0))
             .map_err(|e| Error::Memory(size >> 20, e.to_string()))?;
+        advise_huge_pages(host, region.len() as usize);
         let r = kvm_userspace_memory_region {
             slot: slot as u32,
             guest_phys_addr: region.start_addr().0,
@@ -161,6 +162,24 @@ fn create_memory(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, Error> {
         unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("register guest memory"))?;
     }
     Ok(mem)
+}
+
+/// Asks for transparent huge pages behind guest RAM. Where THP is
+/// `madvise` (Debian's default), anonymous memory gets 4 KiB pages unless
+/// asked: every guest TLB miss then walks both the guest's tables and 4 KiB
+/// host tables, and the GPU's import of guest RAM pins 4 KiB pages. A host
+/// that refuses (THP `never`) leaves RAM as it was, so the answer is only
+/// logged.
+fn advise_huge_pages(host: *mut u8, len: usize) {
+    // SAFETY: `host..host+len` is one live anonymous mapping owned by the
+    // guest memory; madvise only changes how the kernel backs it.
+    let r = unsafe { libc::madvise(host.cast(), len, libc::MADV_HUGEPAGE) };
+    if r != 0 {
+        tracing::debug!(
+            "guest RAM stays in small pages: {}",
+            io::Error::last_os_error()
+        );
+    }
 }
 
 /// A no-op handler: the signal only kicks a vCPU thread out of KVM_RUN.
@@ -713,6 +732,32 @@ mod tests {
             collect: None,
             host_cpu: None,
         }
+    }
+
+    /// The VmFlags of the mapping that starts at `addr`, from smaps.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let head = format!("{addr:x}-");
+        smaps
+            .lines()
+            .skip_while(|l| !l.starts_with(&head))
+            .find_map(|l| l.strip_prefix("VmFlags:"))
+            .expect("the mapping in smaps")
+            .to_string()
+    }
+
+    #[test]
+    fn guest_ram_asks_for_huge_pages() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&layout::ram_regions(64 << 20)).unwrap();
+        let region = mem.iter().next().unwrap();
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .unwrap();
+        advise_huge_pages(host, region.len() as usize);
+        // "hg": the mapping carries MADV_HUGEPAGE, whatever the host's THP
+        // setting then makes of it.
+        let flags = vm_flags(host as usize);
+        assert!(flags.split_whitespace().any(|f| f == "hg"), "{flags}");
     }
 
     #[test]
