@@ -27,7 +27,7 @@ pub mod show;
 pub use error::{ReplayError, TraceError};
 pub use format::{Record, TraceHeader};
 pub use reader::{read_all, read_bytes, Located, TraceReader};
-pub use recorder::{Options as RecordOptions, Recorder, Summary};
+pub use recorder::{Options as RecordOptions, Recorder, Spent, Summary};
 
 /// The request frames of a trace, in order (for fuzzers and corpus tests).
 pub fn request_frames(records: &[Located]) -> Vec<&[u8]> {

@@ -482,6 +482,8 @@ struct State {
     capture: Capture,
     /// Times the device thread found the channel full.
     waits: u64,
+    /// Where the device thread's time in the recorder went.
+    spent: Spent,
     /// Records not handed over yet (see [`BATCH_BYTES`]).
     batch: Vec<Encoded>,
     batch_bytes: usize,
@@ -498,6 +500,7 @@ impl State {
             layout: Vec::new(),
             capture: Capture::default(),
             waits: 0,
+            spent: Spent::default(),
             batch: Vec::new(),
             batch_bytes: 0,
         }
@@ -515,17 +518,22 @@ impl State {
     }
 
     /// Waits until the writer has done every capture handed to it.
-    fn settle(&self, shared: &Shared) {
+    fn settle(&mut self, shared: &Shared) {
         if self.tx.is_none() {
             return;
         }
         let mut done = lock(&shared.done);
+        if *done >= self.queued {
+            return;
+        }
+        let start = Instant::now();
         while *done < self.queued {
             done = shared
                 .finished
                 .wait(done)
                 .unwrap_or_else(|e| e.into_inner());
         }
+        self.spent.settling += start.elapsed();
     }
 }
 
@@ -549,6 +557,24 @@ pub struct Summary {
     /// LOCK2 results not captured: no submit could have written them
     /// since their last capture.
     pub results_skipped: u64,
+    /// What recording cost the device thread, which the guest waits for.
+    pub spent: Spent,
+}
+
+/// The device thread's time in the recorder, what recording adds to the
+/// guest's requests, and the writer's on input captures beside it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// All of it.
+    pub total: Duration,
+    /// Waiting for the writer to finish input captures (a LOCK2 or a
+    /// reply whose pages it still reads).
+    pub settling: Duration,
+    /// Capturing LOCK2 results before the reply.
+    pub results: Duration,
+    /// The writer's time on input captures (with its helpers), which
+    /// `settling` waited for in part.
+    pub input_captures: Duration,
 }
 
 /// The writer's file and what it wrote.
@@ -578,7 +604,8 @@ impl Sink {
 }
 
 /// What the writer wrote: (bytes, records before the end record).
-type Written = std::io::Result<(u64, u64)>;
+/// Bytes and records written, and the time spent on input captures.
+type Written = std::io::Result<(u64, u64, Duration)>;
 
 /// Writes what the device thread sends.
 fn writer_thread(
@@ -596,6 +623,7 @@ fn writer_thread(
     };
     let mut records = Vec::new();
     let mut moved = false;
+    let mut capturing = Duration::ZERO;
     // Drain the channel even after a write error, so that the device thread
     // never waits on a writer that stopped.
     for msg in rx {
@@ -607,6 +635,7 @@ fn writer_thread(
                 }
             }
             Msg::Capture { t, pfns, mem } => {
+                let start = Instant::now();
                 let input = MemoryPurpose::Input;
                 shared.take(&mem, &pfns, t, input, false, threads, &mut records);
                 for r in records.drain(..) {
@@ -614,6 +643,7 @@ fn writer_thread(
                 }
                 *lock(&shared.done) += 1;
                 shared.finished.notify_all();
+                capturing += start.elapsed();
             }
             Msg::End { t } => {
                 let records = sink.records;
@@ -628,7 +658,7 @@ fn writer_thread(
     out.flush()?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     // The summary counts the records before the end record.
-    Ok((sink.bytes, sink.records.saturating_sub(1)))
+    Ok((sink.bytes, sink.records.saturating_sub(1), capturing))
 }
 
 fn memory(t: u64, purpose: MemoryPurpose, gpa: u64, bytes: Vec<u8>) -> Encoded {
@@ -688,18 +718,18 @@ impl Recorder {
     /// Writes the end record, waits for the writer and closes the file.
     /// Frames observed afterwards are ignored.
     pub fn finish(&self) -> Result<Summary, TraceError> {
-        let (waits, results_skipped) = {
+        let (waits, results_skipped, spent) = {
             let mut st = self.lock();
             let t = self.now();
             send(&mut st, Msg::End { t });
             st.tx = None;
-            (st.waits, st.capture.skipped)
+            (st.waits, st.capture.skipped, st.spent)
         };
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(handle) = handle else {
             return Err(TraceError::Recorder("already finished".into()));
         };
-        let (bytes, records) = handle
+        let (bytes, records, capturing) = handle
             .join()
             .map_err(|_| TraceError::Recorder("the writer thread panicked".into()))?
             .map_err(|e| TraceError::io(&self.path, e))?;
@@ -708,6 +738,10 @@ impl Recorder {
             bytes,
             waits,
             results_skipped,
+            spent: Spent {
+                input_captures: capturing,
+                ..spent
+            },
         })
     }
 }
@@ -799,6 +833,7 @@ impl Recorder {
             }
             return true;
         }
+        let start = Instant::now();
         // A result: one order, what is in flight goes first (it may be an
         // UNLOCK2 of the same pages).
         if purpose == MemoryPurpose::Result {
@@ -813,6 +848,9 @@ impl Recorder {
         let mut records = Vec::new();
         let sh = &self.shared;
         sh.take(mem, &pfns, t, purpose, digest, threads, &mut records);
+        if purpose == MemoryPurpose::Result {
+            st.spent.results += start.elapsed();
+        }
         for r in records {
             queue(st, r);
         }
@@ -822,10 +860,24 @@ impl Recorder {
 
 impl FrameObserver for Recorder {
     fn observe(&self, direction: Direction, frame: &[u8], mem: Option<&GuestMemoryMmap>) {
+        let start = Instant::now();
+        let mut st = self.lock();
+        self.observe_locked(&mut st, direction, frame, mem);
+        st.spent.total += start.elapsed();
+    }
+}
+
+impl Recorder {
+    fn observe_locked(
+        &self,
+        st: &mut State,
+        direction: Direction,
+        frame: &[u8],
+        mem: Option<&GuestMemoryMmap>,
+    ) {
         let t = self.now();
         // The device thread calls: its CPUs are known from now on.
         self.shared.cpus.get_or_init(cpus::away_from_caller);
-        let mut st = self.lock();
         if st.tx.is_none() {
             return;
         }
@@ -836,7 +888,7 @@ impl FrameObserver for Recorder {
                         mem.iter().map(|r| (r.start_addr().0, r.len())).collect();
                     if regions != st.layout {
                         st.layout = regions.clone();
-                        emit(&mut st, Record::Layout { t, regions });
+                        emit(st, Record::Layout { t, regions });
                     }
                 }
                 if releases_pages(frame) {
@@ -856,8 +908,7 @@ impl FrameObserver for Recorder {
                 let mut deferred = false;
                 if let Some(mem) = mem {
                     for pfns in inputs {
-                        deferred |=
-                            self.capture(&mut st, t, MemoryPurpose::Input, pfns, mem, false);
+                        deferred |= self.capture(st, t, MemoryPurpose::Input, pfns, mem, false);
                     }
                 }
                 // A LOCK2's own inputs are read before the backend may
@@ -876,7 +927,7 @@ impl FrameObserver for Recorder {
                             && n == dxvmm_protocol::vmbus::vgpu::DXGK_VMBCOMMAND_UNLOCK2
                     );
                 emit(
-                    &mut st,
+                    st,
                     Record::Request {
                         t,
                         process,
@@ -890,7 +941,7 @@ impl FrameObserver for Recorder {
                 }
                 let process = st.process;
                 emit(
-                    &mut st,
+                    st,
                     Record::Reply {
                         t,
                         process,
@@ -903,12 +954,12 @@ impl FrameObserver for Recorder {
                     for r in results {
                         // Timestamps must stay bytes: a replay skips them.
                         let digest = r.pfns.len() >= self.options.digest_pages && !r.timestamps;
-                        self.capture(&mut st, t, MemoryPurpose::Result, r.pfns, mem, digest);
+                        self.capture(st, t, MemoryPurpose::Result, r.pfns, mem, digest);
                     }
                 }
             }
             Direction::Event => emit(
-                &mut st,
+                st,
                 Record::Event {
                     t,
                     frame: frame.to_vec(),
