@@ -1117,4 +1117,47 @@ mod split_tests {
             }
         }
     }
+
+    /// How fast captures read guest memory, by thread count: the same
+    /// 64 MiB compared again unchanged (against byte shadows for an input,
+    /// page hashes for a digested result), as an UNLOCK2 or a LOCK2 of a
+    /// buffer the guest only read costs. A measurement, not a check:
+    /// `cargo test --release -p dxvmm-trace --lib capture_rate -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn capture_rate() {
+        const MIB: u64 = 64;
+        let pages = MIB << 8;
+        let mem =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), (pages * PAGE) as usize)]).unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let bytes: Vec<u8> = (0..pages * PAGE).map(|_| next(&mut seed) as u8).collect();
+        mem.write_slice(&bytes, GuestAddress(0)).unwrap();
+        let pfns: Vec<u64> = (0..pages).collect();
+        for threads in [1, 2, 4, 8] {
+            for (purpose, digest, what) in [
+                (MemoryPurpose::Input, false, "input, byte shadows"),
+                (MemoryPurpose::Result, true, "result digest, page hashes"),
+            ] {
+                let shared = Arc::new(Shared::new(threads - 1).unwrap());
+                let mut records = Vec::new();
+                // The first capture takes every page; the rest find them
+                // unchanged.
+                shared.take(&mem, &pfns, 0, purpose, digest, threads, &mut records);
+                let mut best = Duration::MAX;
+                for _ in 0..5 {
+                    records.clear();
+                    let t = Instant::now();
+                    shared.take(&mem, &pfns, 0, purpose, digest, threads, &mut records);
+                    best = best.min(t.elapsed());
+                    assert!(records.is_empty());
+                }
+                println!(
+                    "{threads} threads, {what}: {MIB} MiB in {:.2} ms, {:.1} GB/s of guest memory",
+                    best.as_secs_f64() * 1e3,
+                    (MIB << 20) as f64 / best.as_secs_f64() / 1e9
+                );
+            }
+        }
+    }
 }
