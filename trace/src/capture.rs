@@ -119,7 +119,10 @@ pub struct Capture {
 
 /// What the trace says a captured page holds.
 enum Known {
-    Bytes(Box<[u8]>),
+    /// The bytes, and their hash once a bulk capture ([`Shadow::pages`]
+    /// with `by_hash`) has taken it: comparing a page's hash then reads
+    /// the guest's page alone, not the shadow too.
+    Bytes(Box<[u8]>, Option<u128>),
     /// Known by its hash only: the page was last recorded in a digest.
     Hash(u128),
 }
@@ -651,15 +654,22 @@ impl Shadow {
     /// [`MAX_MEMORY_CHUNK`]): with `sub_page` (inputs), the changed byte
     /// ranges, close ones merged ([`changed_ranges`]); without it (results,
     /// which a replay accounts for a page at a time), each changed page
-    /// whole. Each page is read once, straight into the record that may
-    /// carry it, and compared there; what it does not carry is cut off
-    /// again. Shadows are overwritten in place, so a page captured before
+    /// whole. Each page is read once, into a scratch page, and compared
+    /// there; a changed one goes on the record that may carry it, and what
+    /// that does not carry is cut off again. Shadows are overwritten in place, so a page captured before
     /// costs no allocation.
+    ///
+    /// With `by_hash` (bulk captures, where memory bandwidth is the cost),
+    /// a page whose shadow has a hash is compared by hashing it, which
+    /// reads the guest's page but not the shadow; only a page that changed
+    /// reads its shadow, to diff. Small captures (command streams, which
+    /// change every submission) compare bytes in the cache instead.
     pub fn pages(
         &mut self,
         mem: &GuestMemoryMmap,
         pfns: &[u64],
         sub_page: bool,
+        by_hash: bool,
         out: &mut Vec<(u64, Vec<u8>)>,
     ) {
         const LEN: usize = PAGE as usize;
@@ -667,6 +677,7 @@ impl Shadow {
         static ZERO: [u8; LEN] = [0; LEN];
         let mut run: Option<Run> = None;
         let mut ranges: Vec<(usize, usize)> = Vec::new();
+        let mut scratch = vec![0u8; LEN];
         for &pfn in pfns {
             let Some(gpa) = pfn.checked_mul(PAGE) else {
                 continue;
@@ -688,14 +699,13 @@ impl Shadow {
                 bytes: Vec::new(),
                 carried: None,
             });
-            let at = r.bytes.len();
-            r.bytes.resize(at + LEN, 0);
-            let page = &mut r.bytes[at..];
-            if mem.read_slice(page, GuestAddress(gpa)).is_err() {
+            // Read into the cache first: most pages are unchanged, and only
+            // a changed one goes on the record.
+            if mem.read_slice(&mut scratch, GuestAddress(gpa)).is_err() {
                 // The next page does not follow: the record ends here.
-                r.bytes.truncate(at);
                 continue;
             }
+            let page = &scratch[..];
             ranges.clear();
             let diff = |old: &[u8], new: &[u8], ranges: &mut Vec<(usize, usize)>| {
                 if sub_page {
@@ -704,22 +714,39 @@ impl Shadow {
                     ranges.push((0, LEN));
                 }
             };
+            let hash = |page: &[u8]| by_hash.then(|| page_hash(page));
             match self.pages.get_mut(&pfn) {
-                Some(Known::Bytes(s)) if **s == *page => {}
-                Some(Known::Bytes(s)) => {
-                    diff(s, page, &mut ranges);
-                    s.copy_from_slice(page);
-                }
+                Some(Known::Bytes(s, h)) => match (by_hash, *h) {
+                    (true, Some(known)) => {
+                        let now = page_hash(page);
+                        if now != known {
+                            diff(s, page, &mut ranges);
+                            s.copy_from_slice(page);
+                            *h = Some(now);
+                        }
+                    }
+                    _ => {
+                        if **s != page[..] {
+                            diff(s, page, &mut ranges);
+                            s.copy_from_slice(page);
+                            *h = None;
+                        }
+                        if by_hash {
+                            *h = hash(page);
+                        }
+                    }
+                },
                 Some(Known::Hash(h)) if *h == page_hash(page) => {}
                 Some(k) => {
                     // Known by its hash only: no bytes to diff against.
                     ranges.push((0, LEN));
-                    *k = Known::Bytes(Box::from(&*page));
+                    *k = Known::Bytes(Box::from(page), hash(page));
                 }
-                None if *page == ZERO => {}
+                None if page[..] == ZERO => {}
                 None => {
                     diff(&ZERO, page, &mut ranges);
-                    self.pages.insert(pfn, Known::Bytes(Box::from(&*page)));
+                    self.pages
+                        .insert(pfn, Known::Bytes(Box::from(page), hash(page)));
                 }
             }
             if ranges.is_empty() {
@@ -734,6 +761,7 @@ impl Shadow {
                 }
                 continue;
             }
+            r.bytes.extend_from_slice(page);
             for &(a, b) in &ranges {
                 let (a, b) = (gpa + a as u64, gpa + b as u64);
                 match r.carried {
@@ -791,8 +819,8 @@ impl Shadow {
             }
             let h = page_hash(&page);
             let unchanged = match self.pages.get(&pfn) {
-                Some(Known::Hash(k)) => *k == h,
-                Some(Known::Bytes(b)) => **b == *page,
+                Some(Known::Hash(k)) | Some(Known::Bytes(_, Some(k))) => *k == h,
+                Some(Known::Bytes(b, None)) => **b == *page,
                 None => h == zero_page_hash(),
             };
             if unchanged {
@@ -906,7 +934,7 @@ mod tests {
                 pfns.extend(first..first + n);
             }
             let mut out = Vec::new();
-            shadow.pages(&mem, &pfns, true, &mut out);
+            shadow.pages(&mem, &pfns, true, round % 2 == 1, &mut out);
             for (gpa, bytes) in &out {
                 assert!(!bytes.is_empty() && bytes.len() <= MAX_MEMORY_CHUNK);
                 let at = *gpa as usize;
@@ -923,17 +951,17 @@ mod tests {
             }
         }
         // A fence value's change costs its bytes, not its page.
-        shadow.pages(&mem, &[4, 5, 6], true, &mut Vec::new());
+        shadow.pages(&mem, &[4, 5, 6], true, false, &mut Vec::new());
         mem.write_slice(&[0xa5; 8], GuestAddress(5 * PAGE + 48))
             .unwrap();
         let mut out = Vec::new();
-        shadow.pages(&mem, &[4, 5, 6], true, &mut out);
+        shadow.pages(&mem, &[4, 5, 6], true, false, &mut out);
         assert_eq!(out, vec![(5 * PAGE + 48, vec![0xa5; 8])]);
         // Without sub_page, the page whole.
         mem.write_slice(&[0x5a; 8], GuestAddress(5 * PAGE + 48))
             .unwrap();
         let mut out = Vec::new();
-        shadow.pages(&mem, &[4, 5, 6], false, &mut out);
+        shadow.pages(&mem, &[4, 5, 6], false, false, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].0, out[0].1.len()), (5 * PAGE, PAGE as usize));
     }
