@@ -677,7 +677,7 @@ impl Shadow {
         static ZERO: [u8; LEN] = [0; LEN];
         let mut run: Option<Run> = None;
         let mut ranges: Vec<(usize, usize)> = Vec::new();
-        let mut scratch = vec![0u8; LEN];
+        let mut scratch = [0u8; LEN];
         for &pfn in pfns {
             let Some(gpa) = pfn.checked_mul(PAGE) else {
                 continue;

@@ -158,8 +158,7 @@ impl Record {
 
     /// Appends the encoded record to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let (head, tail) = self.head();
-        out.extend_from_slice(&head);
+        let tail = self.head_into(out);
         out.extend_from_slice(tail);
     }
 
@@ -167,7 +166,8 @@ impl Record {
     /// bytes after it (a frame or memory), which it owns: a writer can
     /// write the two without copying the bulk into one buffer first.
     pub fn into_parts(self) -> (Vec<u8>, Vec<u8>) {
-        let head = self.head().0;
+        let mut head = Vec::new();
+        self.head_into(&mut head);
         let tail = match self {
             Record::Request { frame, .. }
             | Record::Reply { frame, .. }
@@ -178,53 +178,72 @@ impl Record {
         (head, tail)
     }
 
-    /// The encoded head and the tail it announces.
-    fn head(&self) -> (Vec<u8>, &[u8]) {
-        let mut body = Vec::with_capacity(16);
-        body.push(self.kind());
-        put_varint(&mut body, self.t());
-        let tail: &[u8] = match self {
-            Record::Request { process, frame, .. } | Record::Reply { process, frame, .. } => {
-                put_varint(&mut body, u64::from(*process));
+    /// Appends the encoded head to `out`; returns the tail it announces.
+    fn head_into(&self, out: &mut Vec<u8>) -> &[u8] {
+        match self {
+            Record::Request { t, process, frame } => {
+                frame_head(out, kind::REQUEST, *t, Some(*process), frame.len());
                 frame
             }
-            Record::Event { frame, .. } => frame,
+            Record::Reply { t, process, frame } => {
+                frame_head(out, kind::REPLY, *t, Some(*process), frame.len());
+                frame
+            }
+            Record::Event { t, frame } => {
+                frame_head(out, kind::EVENT, *t, None, frame.len());
+                frame
+            }
             Record::Memory {
+                t,
                 purpose,
                 gpa,
                 bytes,
-                ..
             } => {
-                body.push(*purpose as u8);
-                put_varint(&mut body, *gpa);
+                head(out, bytes.len(), |body| {
+                    body.push(kind::MEMORY);
+                    put_varint(body, *t);
+                    body.push(*purpose as u8);
+                    put_varint(body, *gpa);
+                });
                 bytes
             }
             Record::Digest {
-                gpa, len, digest, ..
+                t,
+                gpa,
+                len,
+                digest,
             } => {
-                body.push(PURPOSE_RESULT_DIGEST);
-                put_varint(&mut body, *gpa);
-                put_varint(&mut body, *len);
-                body.extend_from_slice(&digest.to_le_bytes());
+                head(out, 0, |body| {
+                    body.push(kind::MEMORY);
+                    put_varint(body, *t);
+                    body.push(PURPOSE_RESULT_DIGEST);
+                    put_varint(body, *gpa);
+                    put_varint(body, *len);
+                    body.extend_from_slice(&digest.to_le_bytes());
+                });
                 &[]
             }
-            Record::Layout { regions, .. } => {
-                put_varint(&mut body, regions.len() as u64);
-                for (start, len) in regions {
-                    put_varint(&mut body, *start);
-                    put_varint(&mut body, *len);
-                }
+            Record::Layout { t, regions } => {
+                head(out, 0, |body| {
+                    body.push(kind::LAYOUT);
+                    put_varint(body, *t);
+                    put_varint(body, regions.len() as u64);
+                    for (start, len) in regions {
+                        put_varint(body, *start);
+                        put_varint(body, *len);
+                    }
+                });
                 &[]
             }
-            Record::End { records, .. } => {
-                put_varint(&mut body, *records);
+            Record::End { t, records } => {
+                head(out, 0, |body| {
+                    body.push(kind::END);
+                    put_varint(body, *t);
+                    put_varint(body, *records);
+                });
                 &[]
             }
-        };
-        let mut head = Vec::with_capacity(body.len() + 10);
-        put_varint(&mut head, (body.len() + tail.len()) as u64);
-        head.extend_from_slice(&body);
-        (head, tail)
+        }
     }
 
     /// Decodes one record body (after its length) of a trace of this
@@ -360,6 +379,46 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         }
         out.push(byte | 0x80);
     }
+}
+
+/// Appends a record's head to `out`: its length (of the body that `body`
+/// writes, plus `tail_len` bytes that follow the head) and the body. The
+/// body is written in place, behind room for the longest length, and moved
+/// up to the length's end: no buffer of its own to allocate.
+fn head(out: &mut Vec<u8>, tail_len: usize, body: impl FnOnce(&mut Vec<u8>)) {
+    const ROOM: usize = 10;
+    let start = out.len();
+    out.resize(start + ROOM, 0);
+    body(out);
+    let body_len = out.len() - start - ROOM;
+    let mut at = start;
+    let mut v = (body_len + tail_len) as u64;
+    // put_varint, into the room in place.
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        out[at] = if v == 0 { byte } else { byte | 0x80 };
+        at += 1;
+        if v == 0 {
+            break;
+        }
+    }
+    out.copy_within(start + ROOM.., at);
+    out.truncate(at + body_len);
+}
+
+/// Appends the head of a frame record (request, reply or event: `kind`)
+/// whose frame is `frame_len` bytes; the frame goes right after it. The
+/// recorder encodes frames it borrows this way, without copying them into
+/// a [`Record`] first.
+pub fn frame_head(out: &mut Vec<u8>, kind: u8, t: u64, process: Option<u32>, frame_len: usize) {
+    head(out, frame_len, |body| {
+        body.push(kind);
+        put_varint(body, t);
+        if let Some(p) = process {
+            put_varint(body, u64::from(p));
+        }
+    });
 }
 
 /// Reads an unsigned LEB128 from the front of `b`: (value, bytes used).
@@ -592,7 +651,24 @@ mod tests {
             let (len, n) = get_varint(&b).unwrap();
             assert_eq!(len as usize, b.len() - n);
             assert_eq!(Record::decode(&b[n..], 0).unwrap(), r);
+            // In parts, the same bytes.
+            let (head, tail) = r.into_parts();
+            assert_eq!([head, tail].concat(), b);
         }
+        // A frame encoded from a borrow is the record's encoding; a frame
+        // of 200 bytes takes a two-byte length.
+        let frame = vec![0x5a; 200];
+        let mut b = vec![0xee];
+        frame_head(&mut b, kind::REPLY, 1 << 40, Some(0x8000_0040), frame.len());
+        b.extend_from_slice(&frame);
+        let mut want = vec![0xee];
+        Record::Reply {
+            t: 1 << 40,
+            process: 0x8000_0040,
+            frame,
+        }
+        .encode_into(&mut want);
+        assert_eq!(b, want);
     }
 
     #[test]

@@ -54,7 +54,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use crate::capture::{releases_pages, Capture, ResultPages, Shadow};
 use crate::cpus;
 use crate::error::TraceError;
-use crate::format::{AdapterEntry, MemoryPurpose, Record, TraceHeader};
+use crate::format::{self, AdapterEntry, MemoryPurpose, Record, TraceHeader};
 
 /// Records in flight between the device thread and the writer.
 const CHANNEL_DEPTH: usize = 4096;
@@ -125,11 +125,31 @@ pub fn default_threads() -> usize {
 const BATCH_BYTES: usize = 256 << 10;
 /// See [`BATCH_BYTES`].
 const BATCH_RECORDS: usize = 512;
+/// Records of at most this many bytes are encoded into the batch's one
+/// buffer ([`Chunk::Blob`]) rather than handed over as their own parts:
+/// a tiny submission's request, reply and stream diff then cost the device
+/// thread no allocation, and the writer frees nothing the device thread
+/// allocated (glibc then takes the allocating thread's arena lock, which
+/// the two threads contended for on every record).
+const SMALL_RECORD: usize = 8 << 10;
+/// Spare blob buffers kept for reuse.
+const SPARE_BLOBS: usize = 4;
+
+/// Records handed to the writer, in order.
+enum Chunk {
+    /// Small records, encoded one after the other.
+    Blob { bytes: Vec<u8>, records: u64 },
+    /// One record, as its parts (its bulk is written without a copy).
+    Record(Encoded),
+}
+
+/// Blob buffers the writer gives back for the device thread to fill again.
+type Spares = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// What the device thread hands the writer.
 enum Msg {
     /// Records, in order.
-    Records(Vec<Encoded>),
+    Records(Vec<Chunk>),
     /// Copy these input pages (diffed against the shadow) into memory
     /// records, then count the copy as done.
     Capture {
@@ -508,8 +528,13 @@ struct State {
     /// Where the device thread's time in the recorder went.
     spent: Spent,
     /// Records not handed over yet (see [`BATCH_BYTES`]).
-    batch: Vec<Encoded>,
+    batch: Vec<Chunk>,
+    /// The small records after the last of `batch`.
+    blob: Vec<u8>,
+    blob_records: u64,
     batch_bytes: usize,
+    batch_records: usize,
+    spares: Spares,
 }
 
 impl State {
@@ -525,7 +550,11 @@ impl State {
             waits: 0,
             spent: Spent::default(),
             batch: Vec::new(),
+            blob: Vec::new(),
+            blob_records: 0,
             batch_bytes: 0,
+            batch_records: 0,
+            spares: Spares::default(),
         }
     }
 
@@ -609,6 +638,28 @@ struct Sink {
 }
 
 impl Sink {
+    fn write_chunk(&mut self, chunk: Chunk, spares: &Spares) {
+        match chunk {
+            Chunk::Record(parts) => self.write(parts),
+            Chunk::Blob { mut bytes, records } => {
+                if self.failed.is_none() {
+                    match self.out.write_all(&bytes) {
+                        Ok(()) => {
+                            self.bytes += bytes.len() as u64;
+                            self.records += records;
+                        }
+                        Err(e) => self.failed = Some(e),
+                    }
+                }
+                bytes.clear();
+                let mut spares = lock(spares);
+                if spares.len() < SPARE_BLOBS {
+                    spares.push(bytes);
+                }
+            }
+        }
+    }
+
     fn write(&mut self, (head, tail): Encoded) {
         if self.failed.is_none() {
             match self
@@ -626,8 +677,8 @@ impl Sink {
     }
 }
 
-/// What the writer wrote: (bytes, records before the end record).
-/// Bytes and records written, and the time spent on input captures.
+/// What the writer wrote: bytes, records before the end record, and the
+/// time spent on input captures.
 type Written = std::io::Result<(u64, u64, Duration)>;
 
 /// Writes what the device thread sends.
@@ -637,6 +688,7 @@ fn writer_thread(
     head: u64,
     shared: Arc<Shared>,
     threads: usize,
+    spares: Spares,
 ) -> Written {
     let mut sink = Sink {
         out,
@@ -653,8 +705,8 @@ fn writer_thread(
         cpus::follow(&shared.cpus, &mut moved);
         match msg {
             Msg::Records(batch) => {
-                for parts in batch {
-                    sink.write(parts);
+                for chunk in batch {
+                    sink.write_chunk(chunk, &spares);
                 }
             }
             Msg::Capture { t, pfns, mem } => {
@@ -719,15 +771,17 @@ impl Recorder {
         let shared = Arc::new(Shared::new(helpers).map_err(|e| TraceError::io(path, e))?);
         let theirs = shared.clone();
         let threads = options.threads.max(1);
+        let state = State::new(Some(tx));
+        let spares = state.spares.clone();
         let writer = std::thread::Builder::new()
             .name("dxvmm-trace".into())
-            .spawn(move || writer_thread(rx, out, head.len() as u64, theirs, threads))
+            .spawn(move || writer_thread(rx, out, head.len() as u64, theirs, threads, spares))
             .map_err(|e| TraceError::io(path, e))?;
         Ok(Arc::new(Recorder {
             options,
             start: Instant::now(),
             path: path.to_path_buf(),
-            state: Mutex::new(State::new(Some(tx))),
+            state: Mutex::new(state),
             shared,
             writer: Mutex::new(Some(writer)),
         }))
@@ -781,23 +835,94 @@ fn send(st: &mut State, msg: Msg) -> bool {
 
 /// Hands the batched records to the writer.
 fn flush(st: &mut State) {
+    close_blob(st);
     if !st.batch.is_empty() {
         let batch = std::mem::take(&mut st.batch);
         st.batch_bytes = 0;
+        st.batch_records = 0;
         hand_over(st, Msg::Records(batch));
     }
 }
 
+/// Ends the blob being filled: it goes on the batch, in order.
+fn close_blob(st: &mut State) {
+    if st.blob_records > 0 {
+        let bytes = std::mem::take(&mut st.blob);
+        let records = std::mem::take(&mut st.blob_records);
+        st.batch.push(Chunk::Blob { bytes, records });
+    }
+}
+
+/// The blob to append a small record to: a spare buffer when a new one
+/// starts.
+fn blob(st: &mut State) -> &mut Vec<u8> {
+    if st.blob.capacity() == 0 {
+        st.blob = lock(&st.spares)
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + SMALL_RECORD));
+    }
+    &mut st.blob
+}
+
+/// Counts a record queued and hands the batch over when it is full.
+fn queued(st: &mut State, bytes: usize) {
+    st.batch_bytes += bytes;
+    st.batch_records += 1;
+    if st.batch_bytes >= BATCH_BYTES || st.batch_records >= BATCH_RECORDS {
+        flush(st);
+    }
+}
+
 /// Queues one record, handing the batch over when it is full.
-fn queue(st: &mut State, rec: Encoded) {
+fn queue(st: &mut State, (head, tail): Encoded) {
     if st.tx.is_none() {
         return;
     }
-    st.batch_bytes += rec.0.len() + rec.1.len();
-    st.batch.push(rec);
-    if st.batch_bytes >= BATCH_BYTES || st.batch.len() >= BATCH_RECORDS {
-        flush(st);
+    let bytes = head.len() + tail.len();
+    if bytes <= SMALL_RECORD {
+        let blob = blob(st);
+        blob.extend_from_slice(&head);
+        blob.extend_from_slice(&tail);
+        st.blob_records += 1;
+    } else {
+        close_blob(st);
+        st.batch.push(Chunk::Record((head, tail)));
     }
+    queued(st, bytes);
+}
+
+/// Queues a frame record (request, reply or event) from the borrowed
+/// frame, straight into the blob.
+fn queue_frame(st: &mut State, kind: u8, t: u64, process: Option<u32>, frame: &[u8]) {
+    if st.tx.is_none() {
+        return;
+    }
+    if frame.len() > SMALL_RECORD {
+        let rec = match (kind, process) {
+            (format::kind::REQUEST, Some(process)) => Record::Request {
+                t,
+                process,
+                frame: frame.to_vec(),
+            },
+            (format::kind::REPLY, Some(process)) => Record::Reply {
+                t,
+                process,
+                frame: frame.to_vec(),
+            },
+            _ => Record::Event {
+                t,
+                frame: frame.to_vec(),
+            },
+        };
+        return queue(st, rec.into_parts());
+    }
+    let blob = blob(st);
+    let start = blob.len();
+    format::frame_head(blob, kind, t, process, frame.len());
+    blob.extend_from_slice(frame);
+    let bytes = blob.len() - start;
+    st.blob_records += 1;
+    queued(st, bytes);
 }
 
 fn hand_over(st: &mut State, msg: Msg) -> bool {
@@ -952,28 +1077,14 @@ impl Recorder {
                         Some((c, n)) if c & 0xff == dxvmm_protocol::vmbus::DXGKVMB_VGPU_TO_HOST
                             && n == dxvmm_protocol::vmbus::vgpu::DXGK_VMBCOMMAND_UNLOCK2
                     );
-                emit(
-                    st,
-                    Record::Request {
-                        t,
-                        process,
-                        frame: frame.to_vec(),
-                    },
-                );
+                queue_frame(st, format::kind::REQUEST, t, Some(process), frame);
             }
             Direction::Reply => {
                 if std::mem::take(&mut st.reply_waits) {
                     st.settle(&self.shared);
                 }
                 let process = st.process;
-                emit(
-                    st,
-                    Record::Reply {
-                        t,
-                        process,
-                        frame: frame.to_vec(),
-                    },
-                );
+                queue_frame(st, format::kind::REPLY, t, Some(process), frame);
                 let mut results: Vec<ResultPages> = Vec::new();
                 st.capture.after_reply(frame, mem, &mut results);
                 if let Some(mem) = mem {
@@ -984,13 +1095,7 @@ impl Recorder {
                     }
                 }
             }
-            Direction::Event => emit(
-                st,
-                Record::Event {
-                    t,
-                    frame: frame.to_vec(),
-                },
-            ),
+            Direction::Event => queue_frame(st, format::kind::EVENT, t, None, frame),
         }
     }
 }
@@ -1032,24 +1137,49 @@ mod tests {
     fn records_reach_the_writer_in_batches_and_in_order() {
         let (tx, rx) = sync_channel(CHANNEL_DEPTH);
         let mut st = State::new(Some(tx));
-        let rec = |i: u8| (vec![i], vec![0u8; 100]);
-        for i in 0..3 {
-            queue(&mut st, rec(i));
-        }
-        assert!(rx.try_recv().is_err(), "three small records wait");
+        let rec = |i: u8, n: usize| (vec![i], vec![i; n]);
+        queue(&mut st, rec(0, 100));
+        queue_frame(&mut st, format::kind::EVENT, 5, None, &[1; 10]);
+        // A large record goes as its own parts, between two blobs.
+        queue(&mut st, rec(2, SMALL_RECORD + 1));
+        queue(&mut st, rec(3, 100));
+        assert!(rx.try_recv().is_err(), "the records wait");
         // Anything else handed over goes after them.
         send(&mut st, Msg::End { t: 1 });
         let Ok(Msg::Records(first)) = rx.try_recv() else {
             panic!("the batch did not go first");
         };
-        assert_eq!(first.iter().map(|r| r.0[0]).collect::<Vec<_>>(), [0, 1, 2]);
+        assert!(matches!(
+            first[..],
+            [
+                Chunk::Blob { records: 2, .. },
+                Chunk::Record(_),
+                Chunk::Blob { records: 1, .. }
+            ]
+        ));
+        let bytes: Vec<u8> = first
+            .into_iter()
+            .flat_map(|c| match c {
+                Chunk::Blob { bytes, .. } => bytes,
+                Chunk::Record((head, tail)) => [head, tail].concat(),
+            })
+            .collect();
+        let mut want = [vec![0], vec![0; 100]].concat();
+        format::frame_head(&mut want, format::kind::EVENT, 5, None, 10);
+        want.extend([1; 10]);
+        want.extend([vec![2], vec![2; SMALL_RECORD + 1], vec![3], vec![3; 100]].concat());
+        assert_eq!(bytes, want);
         assert!(matches!(rx.try_recv(), Ok(Msg::End { t: 1 })));
-        // A full batch goes by itself.
+        // A full batch goes by itself, as one blob.
         for i in 0..BATCH_RECORDS {
-            queue(&mut st, rec(i as u8));
+            queue(&mut st, rec(i as u8, 100));
         }
-        assert!(matches!(rx.try_recv(), Ok(Msg::Records(b)) if b.len() == BATCH_RECORDS));
-        assert!(st.batch.is_empty());
+        let full = BATCH_RECORDS as u64;
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Msg::Records(b)) if matches!(b[..], [Chunk::Blob { records, .. }] if records == full)
+        ));
+        assert!(st.batch.is_empty() && st.blob_records == 0);
     }
 }
 
