@@ -1012,8 +1012,10 @@ impl Recorder {
 impl FrameObserver for Recorder {
     fn observe(&self, direction: Direction, frame: &[u8], mem: Option<&GuestMemoryMmap>) {
         let start = Instant::now();
+        // The record's time: the clock read once for both.
+        let t = start.saturating_duration_since(self.start).as_nanos() as u64;
         let mut st = self.lock();
-        self.observe_locked(&mut st, direction, frame, mem);
+        self.observe_locked(&mut st, t, direction, frame, mem);
         st.spent.total += start.elapsed();
     }
 }
@@ -1022,11 +1024,11 @@ impl Recorder {
     fn observe_locked(
         &self,
         st: &mut State,
+        t: u64,
         direction: Direction,
         frame: &[u8],
         mem: Option<&GuestMemoryMmap>,
     ) {
-        let t = self.now();
         // The device thread calls: its CPUs are known from now on.
         self.shared.cpus.get_or_init(cpus::away_from_caller);
         if st.tx.is_none() {
@@ -1035,10 +1037,10 @@ impl Recorder {
         match direction {
             Direction::Request => {
                 if let Some(mem) = mem {
-                    let regions: Vec<(u64, u64)> =
-                        mem.iter().map(|r| (r.start_addr().0, r.len())).collect();
-                    if regions != st.layout {
-                        st.layout = regions.clone();
+                    let regions = || mem.iter().map(|r| (r.start_addr().0, r.len()));
+                    if !regions().eq(st.layout.iter().copied()) {
+                        st.layout = regions().collect();
+                        let regions = st.layout.clone();
                         emit(st, Record::Layout { t, regions });
                     }
                 }
