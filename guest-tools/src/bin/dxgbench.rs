@@ -104,8 +104,12 @@ fn main() -> ExitCode {
                         }
                     }
                 } else {
+                    let cpu = r
+                        .cpu_seconds
+                        .map(|c| format!(", the CPU's copy {c:.3} s"))
+                        .unwrap_or_default();
                     println!(
-                        "{:<10} {:>12.2} {:<10} ({:.3} s)",
+                        "{:<10} {:>12.2} {:<10} ({:.3} s{cpu})",
                         r.workload, r.value, r.unit, r.seconds
                     );
                 }
