@@ -1011,10 +1011,12 @@ impl Recorder {
 
 impl FrameObserver for Recorder {
     fn observe(&self, direction: Direction, frame: &[u8], mem: Option<&GuestMemoryMmap>) {
-        let start = Instant::now();
-        // The record's time: the clock read once for both.
-        let t = start.saturating_duration_since(self.start).as_nanos() as u64;
         let mut st = self.lock();
+        // The record's time, read under the lock so that times follow the
+        // records' order (events may come from another thread); the one
+        // clock read serves the accounting too.
+        let start = Instant::now();
+        let t = start.saturating_duration_since(self.start).as_nanos() as u64;
         self.observe_locked(&mut st, t, direction, frame, mem);
         st.spent.total += start.elapsed();
     }
