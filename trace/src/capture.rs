@@ -115,7 +115,16 @@ pub struct Capture {
     gpu_waits: HashSet<u32>,
     /// LOCK2 results not captured: no submit could have written them.
     pub skipped: u64,
+    /// The command stream of the submit being requested ([`StreamParts`]).
+    stream: StreamParts,
 }
+
+/// A command stream's bytes, a page at a time: (page frame, start, end)
+/// within the page, widened to whole blocks of [`BLOCK`] bytes. The
+/// recorder diffs these alone ([`Shadow::part`]) rather than the stream's
+/// whole pages: a tiny submission's stream is a few dozen bytes of a 4 KiB
+/// page, and the device thread would read both the page and its shadow.
+pub type StreamParts = Vec<(u64, usize, usize)>;
 
 /// What the trace says a captured page holds.
 enum Known {
@@ -197,6 +206,7 @@ impl Capture {
         out: &mut Vec<Vec<u64>>,
     ) {
         self.pending = None;
+        self.stream.clear();
         if !interesting(frame) {
             return;
         }
@@ -444,6 +454,13 @@ impl Capture {
 
     /// The guest-physical (address, length) pieces of `[va, va + len)` in
     /// `process`'s GPU VA space, as the frames followed so far map it.
+    /// The command stream of the request last given to `before_request`,
+    /// if it was a submit whose stream could be read (its pages are then
+    /// not among the lists `before_request` appended).
+    pub fn take_stream(&mut self) -> StreamParts {
+        std::mem::take(&mut self.stream)
+    }
+
     pub fn guest_ranges(&self, process: u32, va: u64, len: u64) -> Option<Vec<(u64, u64)>> {
         let m = self
             .vas
@@ -482,7 +499,6 @@ impl Capture {
         let mut writes: Option<Vec<(u64, u64, bool)>> = None;
         if let Some(ranges) = self.guest_ranges(process, va, len) {
             let mut stream = Vec::with_capacity(len as usize);
-            let mut pfns = Vec::new();
             for (gpa, n) in &ranges {
                 let mut b = vec![0u8; *n as usize];
                 if mem.read_slice(&mut b, GuestAddress(*gpa)).is_err() {
@@ -490,11 +506,18 @@ impl Capture {
                     break;
                 }
                 stream.extend_from_slice(&b);
-                let first = gpa / PAGE;
-                let last = (gpa + n).div_ceil(PAGE);
-                pfns.extend(first..last);
+                let mut at = *gpa;
+                let end = gpa + n;
+                while at < end {
+                    let pfn = at / PAGE;
+                    let stop = ((pfn + 1) * PAGE).min(end);
+                    let from = (at % PAGE) as usize;
+                    let to = from + (stop - at) as usize;
+                    self.stream
+                        .push((pfn, from / BLOCK * BLOCK, to.div_ceil(BLOCK) * BLOCK));
+                    at = stop;
+                }
             }
-            out.push(pfns);
             if let Ok(s) = CommandStream::decode(&stream) {
                 let mut vas: Vec<u64> = Vec::new();
                 let mut w = Vec::new();
@@ -789,6 +812,59 @@ impl Shadow {
         }
     }
 
+    /// As [`Shadow::pages`] with `sub_page`, for the bytes `[from, to)` of
+    /// page `pfn` alone (whole blocks of [`BLOCK`] bytes: a command
+    /// stream, [`StreamParts`]): what changed goes to `out` as (guest
+    /// address, bytes), and the shadow takes those bytes. Returns false,
+    /// capturing nothing, when the page is known by its hash only (there
+    /// is nothing to diff a part against: the caller takes the page whole).
+    pub fn part(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        pfn: u64,
+        from: usize,
+        to: usize,
+        out: &mut Vec<(u64, Vec<u8>)>,
+    ) -> bool {
+        const LEN: usize = PAGE as usize;
+        static ZERO: [u8; LEN] = [0; LEN];
+        let (Some(gpa), true) = (pfn.checked_mul(PAGE), from < to && to <= LEN) else {
+            return true;
+        };
+        let mut now = [0u8; LEN];
+        let now = &mut now[..to - from];
+        if mem
+            .read_slice(now, GuestAddress(gpa + from as u64))
+            .is_err()
+        {
+            return true;
+        }
+        let mut ranges = Vec::new();
+        match self.pages.get_mut(&pfn) {
+            Some(Known::Hash(_)) => return false,
+            Some(Known::Bytes(s, h)) => {
+                let old = &mut s[from..to];
+                if *old != *now {
+                    changed_ranges(old, now, &mut ranges);
+                    old.copy_from_slice(now);
+                    *h = None;
+                }
+            }
+            None => {
+                if *now != ZERO[..now.len()] {
+                    changed_ranges(&ZERO[..now.len()], now, &mut ranges);
+                    let mut page: Box<[u8]> = Box::from(&ZERO[..]);
+                    page[from..to].copy_from_slice(now);
+                    self.pages.insert(pfn, Known::Bytes(page, None));
+                }
+            }
+        }
+        for (a, b) in ranges {
+            out.push((gpa + (from + a) as u64, now[a..b].to_vec()));
+        }
+        true
+    }
+
     /// As [`Shadow::pages`], for a result recorded by digest: the pages
     /// `pfns` that differ from the shadow, in runs of physically contiguous
     /// pages, each run as (guest address, length, digest). Each page is
@@ -964,5 +1040,44 @@ mod tests {
         shadow.pages(&mem, &[4, 5, 6], false, false, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].0, out[0].1.len()), (5 * PAGE, PAGE as usize));
+    }
+
+    #[test]
+    fn a_stream_part_records_its_changed_bytes_and_keeps_the_rest() {
+        let mem =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 8 * PAGE as usize)]).unwrap();
+        let mut shadow = Shadow::default();
+        let part = |shadow: &mut Shadow, pfn: u64, from, to| {
+            let mut out = Vec::new();
+            assert!(shadow.part(&mem, pfn, from, to, &mut out));
+            out
+        };
+        // A new page: the stream's non-zero bytes; bytes outside the part
+        // are not looked at.
+        mem.write_slice(&[7; 72], GuestAddress(2 * PAGE + 128))
+            .unwrap();
+        mem.write_slice(&[9; 8], GuestAddress(2 * PAGE + 1024))
+            .unwrap();
+        assert_eq!(
+            part(&mut shadow, 2, 128, 256),
+            vec![(2 * PAGE + 128, vec![7; 72])]
+        );
+        assert!(part(&mut shadow, 2, 128, 256).is_empty());
+        // A fence value in it changes: those bytes.
+        mem.write_slice(&[1; 8], GuestAddress(2 * PAGE + 160))
+            .unwrap();
+        assert_eq!(
+            part(&mut shadow, 2, 128, 256),
+            vec![(2 * PAGE + 160, vec![1; 8])]
+        );
+        // The whole page later: what the trace does not have yet (the 9s),
+        // not the stream again.
+        let mut out = Vec::new();
+        shadow.pages(&mem, &[2], true, false, &mut out);
+        assert_eq!(out, vec![(2 * PAGE + 1024, vec![9; 8])]);
+        // A page known by its hash only is left to the caller.
+        mem.write_slice(&[3; 64], GuestAddress(5 * PAGE)).unwrap();
+        shadow.digests(&mem, &[5], &mut Vec::new());
+        assert!(!shadow.part(&mem, 5, 0, 64, &mut out));
     }
 }

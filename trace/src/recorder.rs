@@ -51,7 +51,7 @@ use dxvmm_host_backend::AdapterInfo;
 use dxvmm_protocol::frame::DXGV_FRAME_VERSION;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use crate::capture::{releases_pages, Capture, ResultPages, Shadow};
+use crate::capture::{releases_pages, Capture, ResultPages, Shadow, StreamParts};
 use crate::cpus;
 use crate::error::TraceError;
 use crate::format::{self, AdapterEntry, MemoryPurpose, Record, TraceHeader};
@@ -1009,6 +1009,41 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Captures a submit's command stream: its bytes alone, diffed on this
+    /// thread, when none of its pages is in a capture in flight (as
+    /// [`Recorder::capture`] does small inputs); its pages whole otherwise,
+    /// and for a page known by its hash only. Returns whether the writer
+    /// got pages.
+    fn capture_stream(
+        &self,
+        st: &mut State,
+        t: u64,
+        parts: StreamParts,
+        mem: &GuestMemoryMmap,
+    ) -> bool {
+        let mut pfns: Vec<u64> = parts.iter().map(|p| p.0).collect();
+        pfns.dedup();
+        let done = *lock(&self.shared.done);
+        let inline = pfns.len() <= INLINE_PAGES && (done == st.queued || st.apart(done, &pfns));
+        if !inline {
+            return self.capture(st, t, MemoryPurpose::Input, pfns, mem, false);
+        }
+        let mut whole = Vec::new();
+        let mut runs = Vec::new();
+        for (pfn, from, to) in parts {
+            let mut shadow = lock(&self.shared.shadow[stripe(pfn)]);
+            if !shadow.part(mem, pfn, from, to, &mut runs) && !whole.contains(&pfn) {
+                whole.push(pfn);
+            }
+        }
+        for (gpa, bytes) in runs {
+            queue(st, memory(t, MemoryPurpose::Input, gpa, bytes));
+        }
+        !whole.is_empty() && self.capture(st, t, MemoryPurpose::Input, whole, mem, false)
+    }
+}
+
 impl FrameObserver for Recorder {
     fn observe(&self, direction: Direction, frame: &[u8], mem: Option<&GuestMemoryMmap>) {
         let mut st = self.lock();
@@ -1060,8 +1095,12 @@ impl Recorder {
                     self.shared
                         .stand_by(result_pages, self.options.threads.max(2));
                 }
+                let stream = st.capture.take_stream();
                 let mut deferred = false;
                 if let Some(mem) = mem {
+                    if !stream.is_empty() {
+                        deferred |= self.capture_stream(st, t, stream, mem);
+                    }
                     for pfns in inputs {
                         deferred |= self.capture(st, t, MemoryPurpose::Input, pfns, mem, false);
                     }
