@@ -199,6 +199,8 @@ impl Capture {
     /// Follows a request before the device acts on it; appends the guest
     /// page frames the backend is about to read to `out`, one list per
     /// capture (`mem` reads command streams; without it nothing is due).
+    /// A submit's command stream is not among them: [`Capture::take_stream`]
+    /// gives its bytes.
     pub fn before_request(
         &mut self,
         frame: &[u8],
@@ -679,14 +681,14 @@ impl Shadow {
     /// which a replay accounts for a page at a time), each changed page
     /// whole. Each page is read once, into a scratch page, and compared
     /// there; a changed one goes on the record that may carry it, and what
-    /// that does not carry is cut off again. Shadows are overwritten in place, so a page captured before
-    /// costs no allocation.
+    /// that does not carry is cut off again. Shadows are overwritten in
+    /// place, so a page captured before costs no allocation.
     ///
     /// With `by_hash` (bulk captures, where memory bandwidth is the cost),
     /// a page whose shadow has a hash is compared by hashing it, which
     /// reads the guest's page but not the shadow; only a page that changed
-    /// reads its shadow, to diff. Small captures (command streams, which
-    /// change every submission) compare bytes in the cache instead.
+    /// reads its shadow, to diff. Small captures (a few pages, which are
+    /// often in the cache) compare bytes.
     pub fn pages(
         &mut self,
         mem: &GuestMemoryMmap,
