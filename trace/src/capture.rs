@@ -502,12 +502,15 @@ impl Capture {
         if let Some(ranges) = self.guest_ranges(process, va, len) {
             let mut stream = Vec::with_capacity(len as usize);
             for (gpa, n) in &ranges {
-                let mut b = vec![0u8; *n as usize];
-                if mem.read_slice(&mut b, GuestAddress(*gpa)).is_err() {
+                let filled = stream.len();
+                stream.resize(filled + *n as usize, 0);
+                if mem
+                    .read_slice(&mut stream[filled..], GuestAddress(*gpa))
+                    .is_err()
+                {
                     stream.clear();
                     break;
                 }
-                stream.extend_from_slice(&b);
                 let mut at = *gpa;
                 let end = gpa + n;
                 while at < end {
