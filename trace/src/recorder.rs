@@ -425,8 +425,8 @@ impl Shared {
         }
     }
 
-    /// One segment ([`segments`]) under its stripe's lock; `how`: as a
-    /// digest, and comparing by hash ([`Shadow::pages`]).
+    /// One segment ([`segments`]) under its stripe's lock: as digests,
+    /// and comparing pages by hash ([`Shadow::pages`]), as the pair says.
     fn segment(
         &self,
         mem: &GuestMemoryMmap,
@@ -898,23 +898,9 @@ fn queue_frame(st: &mut State, kind: u8, t: u64, process: Option<u32>, frame: &[
         return;
     }
     if frame.len() > SMALL_RECORD {
-        let rec = match (kind, process) {
-            (format::kind::REQUEST, Some(process)) => Record::Request {
-                t,
-                process,
-                frame: frame.to_vec(),
-            },
-            (format::kind::REPLY, Some(process)) => Record::Reply {
-                t,
-                process,
-                frame: frame.to_vec(),
-            },
-            _ => Record::Event {
-                t,
-                frame: frame.to_vec(),
-            },
-        };
-        return queue(st, rec.into_parts());
+        let mut head = Vec::new();
+        format::frame_head(&mut head, kind, t, process, frame.len());
+        return queue(st, (head, frame.to_vec()));
     }
     let blob = blob(st);
     let start = blob.len();
@@ -966,12 +952,7 @@ impl Recorder {
         if pfns.is_empty() {
             return false;
         }
-        let done = *lock(&self.shared.done);
-        let few = pfns.len() <= INLINE_PAGES;
-        // A few pages apart from what the writer is still on (a submit's
-        // stream while it compares an UNLOCK2) are diffed here and now, so
-        // that the reply need not wait for the writer.
-        let inline = few && (done == st.queued || st.apart(done, &pfns));
+        let inline = self.inline(st, &pfns);
         if purpose == MemoryPurpose::Input && !inline {
             st.queued += 1;
             let lo = pfns.iter().copied().min().unwrap_or(0);
@@ -1007,9 +988,16 @@ impl Recorder {
         }
         false
     }
-}
 
-impl Recorder {
+    /// Whether an input of `pfns` is captured on this thread: a few pages
+    /// apart from what the writer is still on (a submit's stream while it
+    /// compares an UNLOCK2) are diffed here and now, so that the reply need
+    /// not wait for the writer.
+    fn inline(&self, st: &mut State, pfns: &[u64]) -> bool {
+        let done = *lock(&self.shared.done);
+        pfns.len() <= INLINE_PAGES && (done == st.queued || st.apart(done, pfns))
+    }
+
     /// Captures a submit's command stream: its bytes alone, diffed on this
     /// thread, when none of its pages is in a capture in flight (as
     /// [`Recorder::capture`] does small inputs); its pages whole otherwise,
@@ -1024,9 +1012,7 @@ impl Recorder {
     ) -> bool {
         let mut pfns: Vec<u64> = parts.iter().map(|p| p.0).collect();
         pfns.dedup();
-        let done = *lock(&self.shared.done);
-        let inline = pfns.len() <= INLINE_PAGES && (done == st.queued || st.apart(done, &pfns));
-        if !inline {
+        if !self.inline(st, &pfns) {
             return self.capture(st, t, MemoryPurpose::Input, pfns, mem, false);
         }
         let mut whole = Vec::new();
@@ -1223,6 +1209,24 @@ mod tests {
             Ok(Msg::Records(b)) if matches!(b[..], [Chunk::Blob { records, .. }] if records == full)
         ));
         assert!(st.batch.is_empty() && st.blob_records == 0);
+        // A large frame goes as its own parts, encoded as its record.
+        let frame = vec![6; SMALL_RECORD + 1];
+        queue_frame(&mut st, format::kind::REQUEST, 9, Some(0x40), &frame);
+        flush(&mut st);
+        let Ok(Msg::Records(b)) = rx.try_recv() else {
+            panic!("the large frame was not handed over");
+        };
+        let [Chunk::Record((head, tail))] = &b[..] else {
+            panic!("not one record of its own");
+        };
+        let mut want = Vec::new();
+        Record::Request {
+            t: 9,
+            process: 0x40,
+            frame,
+        }
+        .encode_into(&mut want);
+        assert_eq!([head.clone(), tail.clone()].concat(), want);
     }
 }
 
