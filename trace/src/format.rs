@@ -369,15 +369,24 @@ impl Record {
 }
 
 /// Appends `v` as unsigned LEB128.
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub fn put_varint(out: &mut Vec<u8>, v: u64) {
+    let (bytes, n) = varint(v);
+    out.extend_from_slice(&bytes[..n]);
+}
+
+/// `v` as an unsigned LEB128: the bytes and how many of them count.
+fn varint(mut v: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0u8; 10];
+    let mut n = 0;
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
         if v == 0 {
-            out.push(byte);
-            return;
+            bytes[n] = byte;
+            return (bytes, n + 1);
         }
-        out.push(byte | 0x80);
+        bytes[n] = byte | 0x80;
+        n += 1;
     }
 }
 
@@ -391,18 +400,9 @@ fn head(out: &mut Vec<u8>, tail_len: usize, body: impl FnOnce(&mut Vec<u8>)) {
     out.resize(start + ROOM, 0);
     body(out);
     let body_len = out.len() - start - ROOM;
-    let mut at = start;
-    let mut v = (body_len + tail_len) as u64;
-    // put_varint, into the room in place.
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        out[at] = if v == 0 { byte } else { byte | 0x80 };
-        at += 1;
-        if v == 0 {
-            break;
-        }
-    }
+    let (len, n) = varint((body_len + tail_len) as u64);
+    out[start..start + n].copy_from_slice(&len[..n]);
+    let at = start + n;
     out.copy_within(start + ROOM.., at);
     out.truncate(at + body_len);
 }
