@@ -478,7 +478,8 @@ impl Capture {
             let gpa = pfn.checked_mul(PAGE)? + at % PAGE;
             let n = (PAGE - at % PAGE).min(end - at);
             match out.last_mut() {
-                Some((g, l)) if *g + *l == gpa => *l += n,
+                // A guest-made page frame may be near the top of u64.
+                Some((g, l)) if g.checked_add(*l) == Some(gpa) => *l += n,
                 _ => out.push((gpa, n)),
             }
             at += n;
@@ -759,8 +760,9 @@ impl Shadow {
                             s.copy_from_slice(page);
                             *h = None;
                         }
+                        // From now on compared by hash.
                         if by_hash {
-                            *h = hash(page);
+                            *h = Some(page_hash(page));
                         }
                     }
                 },
