@@ -11,7 +11,9 @@ use dxvmm_protocol::cmdstream::{
     Command, DxgvCmdHeader, DxgvCmdStreamHeader, DXGV_CMDSTREAM_MAGIC,
 };
 use dxvmm_protocol::escape::{alloc_flags, DxgvAllocationDesc, DxgvHostObjects};
-use libdxg::{Bind, Buffer, Commands, Error, Fence, Gpu, HwQueue, Pipeline, PAGE_SIZE};
+use libdxg::{
+    Bind, Buffer, Commands, Error, Fence, Gpu, HwQueue, Pipeline, PAGE_SIZE, PIECEWISE_MIN,
+};
 use zerocopy::IntoBytes;
 
 use crate::report::ObjectsReport;
@@ -194,6 +196,64 @@ fn transfers(gpu: &Gpu) -> R<()> {
     run(gpu, &c)?;
     if b.read().map_err(s)?[..8] != [7; 8] {
         return Err("a CPU write after GPU work did not reach the GPU".into());
+    }
+    Ok(())
+}
+
+/// Large writes go to the GPU in pieces (UPLOAD commands) while the CPU
+/// writes on: two in a row over the same pages, at odd offsets, a small one
+/// into pages an UPLOAD took, then an UPLOAD by hand of bytes written after
+/// the buffer was used; the GPU's copy must hold the last bytes each time.
+fn piecewise_writes(gpu: &Gpu) -> R<()> {
+    let size = PIECEWISE_MIN as u64 + 3 * PAGE_SIZE + 12;
+    let mut big = Buffer::new(gpu, size).map_err(s)?;
+    let mut out = Buffer::new(gpu, size).map_err(s)?;
+    let mut want = vec![0u8; size as usize];
+    let mut write = |big: &mut Buffer, at: usize, data: &[u8]| -> R<()> {
+        big.write_at(at as u64, data).map_err(s)?;
+        want[at..at + data.len()].copy_from_slice(data);
+        Ok(())
+    };
+    let first: Vec<u8> = (0..PIECEWISE_MIN + 100).map(|i| (i % 251) as u8).collect();
+    write(&mut big, 6, &first)?;
+    let second: Vec<u8> = (0..PIECEWISE_MIN).map(|i| (i % 241) as u8 ^ 0x5a).collect();
+    write(&mut big, PAGE_SIZE as usize + 2, &second)?;
+    write(&mut big, 100, &[9; 16])?;
+    let mut c = Commands::new();
+    c.copy(&big.all(), &out.all()).map_err(s)?;
+    run(gpu, &c)?;
+    let got = out.read().map_err(s)?;
+    if let Some(at) = got.iter().zip(&want).position(|(g, w)| g != w) {
+        return Err(format!(
+            "byte {at} of the GPU's copy: {} for {}",
+            got[at], want[at]
+        ));
+    }
+    // By hand, the buffer left locked: bytes an UPLOAD took are the GPU's
+    // from then on; the CPU's later write (which the rules forbid) does not
+    // reach the GPU with the rest of the pages at the next use.
+    let page = 2 * PAGE_SIZE;
+    big.write_at(page, &[0xab; 64]).map_err(s)?;
+    let mut c = Commands::new();
+    c.raw(Command::Upload {
+        va: big.va() + page,
+        size: PAGE_SIZE,
+    });
+    // Once it has run: the GPU may read the pages as late as that.
+    let v = gpu.submit(&c).map_err(s)?;
+    gpu.wait(v, None).map_err(s)?;
+    big.write().map_err(s)?[page as usize..][..64].fill(0xcd);
+    let mut c = Commands::new();
+    c.raw(Command::Copy {
+        src_va: big.va() + page - 64,
+        dst_va: out.va() + page - 64,
+        size: 128,
+    });
+    run(gpu, &c)?;
+    out.invalidate();
+    let got = &out.read().map_err(s)?[page as usize - 64..][..128];
+    if got[..64] != want[page as usize - 64..page as usize] || got[64..] != [0xab; 64] {
+        return Err(format!("UPLOAD by hand: the GPU's copy holds {got:x?}"));
     }
     Ok(())
 }
@@ -862,6 +922,20 @@ fn bad_input(tap: &mut Tap, gpu: &Gpu, p: &Pipeline) {
             },
         ),
         (
+            "UPLOAD past the end of its allocation",
+            Command::Upload {
+                va: va + size - 64,
+                size: 128,
+            },
+        ),
+        (
+            "UPLOAD outside any mapping",
+            Command::Upload {
+                va: 0x7000_0000_0000,
+                size: 64,
+            },
+        ),
+        (
             "FENCE_SIGNAL of a fence handle that does not exist",
             Command::FenceSignal {
                 sync_object: D3dkmtHandle(0x4242_4240),
@@ -1132,6 +1206,11 @@ fn suite(tap: &mut Tap) -> bool {
         tap,
         "COPY, FILL, TIMESTAMP; CPU and GPU writes both ways",
         transfers(&gpu),
+    );
+    record(
+        tap,
+        "large writes handed to the GPU in pieces (UPLOAD) as they are written",
+        piecewise_writes(&gpu),
     );
     async_submission(tap, &gpu, &add);
     fences(tap, &gpu);

@@ -70,6 +70,11 @@ struct Allocation<E: Engine> {
     /// The GPU wrote the buffer since its last download.
     gpu_dirty: bool,
     locked: bool,
+    /// Byte ranges `[start, end)` that UPLOAD commands gave the GPU since
+    /// the allocation was last locked, sorted and apart: the process may not
+    /// write them again before its next LOCK2, so they are not uploaded
+    /// again with the rest (docs/protocol.md §2.6).
+    taken: Vec<(u64, u64)>,
 }
 
 struct Fence {
@@ -86,13 +91,45 @@ struct Fence {
 
 enum Item<E: Engine> {
     Wait(Vec<FenceValue>),
-    Work {
-        ops: Vec<Op<E>>,
-        signals: Vec<FenceValue>,
-        /// Allocations the work reads or writes (uploaded first if dirty).
-        touched: Vec<Handle>,
-        written: Vec<Handle>,
-    },
+    Work(Work<E>),
+}
+
+/// The commands of a stream between fence commands, run as one piece.
+struct Work<E: Engine> {
+    ops: Vec<Op<E>>,
+    signals: Vec<FenceValue>,
+    /// Allocations the work reads or writes (uploaded first if dirty).
+    touched: Vec<Handle>,
+    written: Vec<Handle>,
+    /// UPLOAD commands, (allocation, offset, length): done first, in order.
+    uploads: Vec<(Handle, u64, u64)>,
+}
+
+impl<E: Engine> Default for Work<E> {
+    fn default() -> Self {
+        Work {
+            ops: Vec::new(),
+            signals: Vec::new(),
+            touched: Vec::new(),
+            written: Vec::new(),
+            uploads: Vec::new(),
+        }
+    }
+}
+
+impl<E: Engine> Work<E> {
+    /// Ends the piece being built: onto `items` unless it does nothing.
+    fn close(&mut self, items: &mut Vec<Item<E>>) {
+        if self.ops.is_empty() && self.signals.is_empty() && self.uploads.is_empty() {
+            return;
+        }
+        let mut w = std::mem::take(self);
+        w.touched.sort();
+        w.touched.dedup();
+        w.written.sort();
+        w.written.dedup();
+        items.push(Item::Work(w));
+    }
 }
 
 struct Queue<E: Engine> {
@@ -410,22 +447,15 @@ impl<E: Engine> Shared<E> {
                         .get_mut(&qh)
                         .and_then(|q| q.pending.pop_front());
                 }
-                Some(Item::Work { .. }) => {
-                    let Some(Item::Work {
-                        ops,
-                        signals,
-                        touched,
-                        written,
-                    }) = proc_
+                Some(Item::Work(_)) => {
+                    let Some(Item::Work(work)) = proc_
                         .queues
                         .get_mut(&qh)
                         .and_then(|q| q.pending.pop_front())
                     else {
                         return progress;
                     };
-                    self.run_work(
-                        st, process, adapter, ops, signals, &touched, &written, notes,
-                    );
+                    self.run_work(st, process, adapter, work, notes);
                 }
             }
             progress = true;
@@ -434,27 +464,35 @@ impl<E: Engine> Shared<E> {
 
     /// Hands one piece of work to the engine: uploads what the CPU changed,
     /// executes, and arranges for its fence signals on completion.
-    #[allow(clippy::too_many_arguments)]
     fn run_work(
         self: &Arc<Self>,
         st: &mut State<E>,
         process: Handle,
         adapter: usize,
-        ops: Vec<Op<E>>,
-        signals: Vec<FenceValue>,
-        touched: &[Handle],
-        written: &[Handle],
+        work: Work<E>,
         notes: &mut Notes,
     ) {
+        let Work {
+            ops,
+            signals,
+            touched,
+            written,
+            uploads,
+        } = work;
         let Some(proc_) = st.processes.get_mut(&process) else {
             return;
         };
-        for h in touched {
+        for (h, offset, len) in uploads {
+            if let Some(a) = proc_.allocations.get_mut(&h) {
+                upload_taken(&self.engine, a, offset, len);
+            }
+        }
+        for h in &touched {
             if let Some(a) = proc_.allocations.get_mut(h) {
                 upload_if_dirty(&self.engine, a);
             }
         }
-        for h in written {
+        for h in &written {
             if let Some(a) = proc_.allocations.get_mut(h) {
                 a.gpu_dirty = true;
             }
@@ -489,25 +527,74 @@ impl<E: Engine> Shared<E> {
 }
 
 /// Uploads an allocation's CPU memory to its buffer if the CPU may have
-/// changed it (after SETEXISTINGSYSMEMPAGES, UNLOCK2, or while locked).
+/// changed it (after SETEXISTINGSYSMEMPAGES, UNLOCK2, or while locked),
+/// but for the ranges UPLOAD commands already took.
 fn upload_if_dirty<E: Engine>(engine: &E, a: &mut Allocation<E>) {
     if !(a.cpu_dirty || a.locked) {
         return;
     }
-    let Some(mem) = &a.memory else { return };
-    let direct = match mem.host_spans(0, a.info.size) {
+    let mut at = 0;
+    let mut gaps = Vec::with_capacity(a.taken.len() + 1);
+    for &(start, end) in &a.taken {
+        if start > at {
+            gaps.push((at, start));
+        }
+        at = end;
+    }
+    if at < a.info.size {
+        gaps.push((at, a.info.size));
+    }
+    for (start, end) in gaps {
+        if let Err(e) = upload(engine, a, start, end - start) {
+            tracing::warn!("allocation upload failed: {e}");
+            return;
+        }
+    }
+    // While locked the CPU may still write what was not taken.
+    if !a.locked {
+        a.cpu_dirty = false;
+        a.taken.clear();
+    }
+}
+
+/// An UPLOAD command: `[offset, offset + len)` of the CPU memory to the
+/// buffer now, and not again until the allocation is locked again.
+fn upload_taken<E: Engine>(engine: &E, a: &mut Allocation<E>, offset: u64, len: u64) {
+    if let Err(e) = upload(engine, a, offset, len) {
+        tracing::warn!("allocation upload failed: {e}");
+        return;
+    }
+    if a.cpu_dirty || a.locked {
+        take_range(&mut a.taken, offset, offset + len);
+    }
+}
+
+/// Adds `[start, end)` to a sorted list of ranges kept apart (ranges that
+/// overlap or touch become one).
+fn take_range(taken: &mut Vec<(u64, u64)>, mut start: u64, mut end: u64) {
+    let first = taken.partition_point(|r| r.1 < start);
+    let mut last = first;
+    while last < taken.len() && taken[last].0 <= end {
+        start = start.min(taken[last].0);
+        end = end.max(taken[last].1);
+        last += 1;
+    }
+    taken.splice(first..last, [(start, end)]);
+}
+
+/// Copies `[offset, offset + len)` of an allocation's CPU memory to its
+/// buffer: straight from guest RAM where the engine can, else through it.
+fn upload<E: Engine>(engine: &E, a: &Allocation<E>, offset: u64, len: u64) -> Result<()> {
+    let Some(mem) = &a.memory else { return Ok(()) };
+    let direct = match mem.host_spans(offset, len) {
         Some(spans) => engine.write_buffer_direct(a.adapter, &a.buffer, &spans),
         None => Ok(false),
     };
-    let r = match direct {
+    match direct {
         Ok(true) => Ok(()),
-        _ => engine.write_buffer(a.adapter, &a.buffer, 0, a.info.size, &mut |at, dst| {
-            mem.read_at(at, dst)
+        _ => engine.write_buffer(a.adapter, &a.buffer, offset, len, &mut |at, dst| {
+            mem.read_at(offset + at, dst)
         }),
-    };
-    match r {
-        Ok(()) => a.cpu_dirty = false,
-        Err(e) => tracing::warn!("allocation upload failed: {e}"),
     }
 }
 
@@ -594,28 +681,7 @@ impl<E: Engine> Core<E> {
     ) -> Result<Vec<Item<E>>> {
         let limits = &self.adapter_by_index(adapter).limits;
         let mut items = Vec::new();
-        let mut ops = Vec::new();
-        let mut touched = Vec::new();
-        let mut written = Vec::new();
-        let mut signals = Vec::new();
-        let flush = |items: &mut Vec<Item<E>>,
-                     ops: &mut Vec<Op<E>>,
-                     touched: &mut Vec<Handle>,
-                     written: &mut Vec<Handle>,
-                     signals: &mut Vec<FenceValue>| {
-            if !ops.is_empty() || !signals.is_empty() {
-                touched.sort();
-                touched.dedup();
-                written.sort();
-                written.dedup();
-                items.push(Item::Work {
-                    ops: std::mem::take(ops),
-                    signals: std::mem::take(signals),
-                    touched: std::mem::take(touched),
-                    written: std::mem::take(written),
-                });
-            }
-        };
+        let mut work = Work::default();
         for cmd in &stream.commands {
             match cmd {
                 Command::Copy {
@@ -625,9 +691,9 @@ impl<E: Engine> Core<E> {
                 } => {
                     let (sh, src) = Self::range(p, device, *src_va, *size)?;
                     let (dh, dst) = Self::range(p, device, *dst_va, *size)?;
-                    touched.extend([sh, dh]);
-                    written.push(dh);
-                    ops.push(Op::Copy { src, dst });
+                    work.touched.extend([sh, dh]);
+                    work.written.push(dh);
+                    work.ops.push(Op::Copy { src, dst });
                 }
                 Command::Fill {
                     dst_va,
@@ -635,15 +701,29 @@ impl<E: Engine> Core<E> {
                     value,
                 } => {
                     let (dh, dst) = Self::range(p, device, *dst_va, *size)?;
-                    touched.push(dh);
-                    written.push(dh);
-                    ops.push(Op::Fill { dst, value: *value });
+                    work.touched.push(dh);
+                    work.written.push(dh);
+                    work.ops.push(Op::Fill { dst, value: *value });
+                }
+                Command::Upload { va, size } => {
+                    let (h, offset) = Self::resolve(p, device, *va, *size)?;
+                    let a = p
+                        .allocations
+                        .get(&h)
+                        .ok_or(BackendError::handle(ObjectKind::Allocation, h.0))?;
+                    if a.memory.is_none() {
+                        return Err(BackendError::param(
+                            "upload from an allocation without CPU memory",
+                            h.0.into(),
+                        ));
+                    }
+                    work.uploads.push((h, offset, *size));
                 }
                 Command::Timestamp { dst_va } => {
                     let (dh, dst) = Self::range(p, device, *dst_va, 8)?;
-                    touched.push(dh);
-                    written.push(dh);
-                    ops.push(Op::Timestamp { dst });
+                    work.touched.push(dh);
+                    work.written.push(dh);
+                    work.ops.push(Op::Timestamp { dst });
                 }
                 Command::Dispatch {
                     pipeline,
@@ -703,9 +783,9 @@ impl<E: Engine> Core<E> {
                                 r.offset,
                             ));
                         }
-                        touched.push(h);
+                        work.touched.push(h);
                         if sb.writable {
-                            written.push(h);
+                            work.written.push(h);
                         }
                         uses.push((h, sb.writable));
                         resolved.push((b.binding, r));
@@ -720,7 +800,7 @@ impl<E: Engine> Core<E> {
                             ));
                         }
                     }
-                    ops.push(Op::Dispatch {
+                    work.ops.push(Op::Dispatch {
                         pipeline: pl.pipeline.clone(),
                         groups: *group_counts,
                         bindings: resolved,
@@ -730,29 +810,17 @@ impl<E: Engine> Core<E> {
                     if !p.fences.contains_key(sync_object) {
                         return Err(BackendError::handle(ObjectKind::SyncObject, sync_object.0));
                     }
-                    signals.push(FenceValue {
+                    work.signals.push(FenceValue {
                         fence: *sync_object,
                         value: *value,
                     });
-                    flush(
-                        &mut items,
-                        &mut ops,
-                        &mut touched,
-                        &mut written,
-                        &mut signals,
-                    );
+                    work.close(&mut items);
                 }
                 Command::FenceWait { sync_object, value } => {
                     if !p.fences.contains_key(sync_object) {
                         return Err(BackendError::handle(ObjectKind::SyncObject, sync_object.0));
                     }
-                    flush(
-                        &mut items,
-                        &mut ops,
-                        &mut touched,
-                        &mut written,
-                        &mut signals,
-                    );
+                    work.close(&mut items);
                     items.push(Item::Wait(vec![FenceValue {
                         fence: *sync_object,
                         value: *value,
@@ -760,13 +828,7 @@ impl<E: Engine> Core<E> {
                 }
             }
         }
-        flush(
-            &mut items,
-            &mut ops,
-            &mut touched,
-            &mut written,
-            &mut signals,
-        );
+        work.close(&mut items);
         Ok(items)
     }
 
@@ -1228,6 +1290,7 @@ impl<E: Engine> Backend for Core<E> {
                 id,
                 memory: None,
                 cpu_dirty: false,
+                taken: Vec::new(),
                 gpu_dirty: false,
                 locked: false,
             },
@@ -1255,6 +1318,7 @@ impl<E: Engine> Backend for Core<E> {
             }
             a.memory = Some(memory);
             a.cpu_dirty = true;
+            a.taken.clear();
             a.gpu_dirty = false;
             Ok(())
         })
@@ -1312,6 +1376,7 @@ impl<E: Engine> Backend for Core<E> {
                 a.gpu_dirty = false;
             }
             a.locked = true;
+            a.taken.clear();
             Ok(())
         })
     }
@@ -1644,12 +1709,10 @@ impl<E: Engine> Backend for Core<E> {
                 .ok_or(BackendError::handle(ObjectKind::Context, queue.0))
                 .map(|_| ())
         })?;
-        let item = Item::Work {
-            ops: Vec::new(),
+        let item = Item::Work(Work {
             signals: fences.to_vec(),
-            touched: Vec::new(),
-            written: Vec::new(),
-        };
+            ..Work::default()
+        });
         self.enqueue(process, queue, vec![item])
     }
 

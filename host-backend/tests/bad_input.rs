@@ -299,6 +299,14 @@ fn bad_ranges(b: &dyn Backend) {
         Command::Timestamp {
             dst_va: dst.va + 4096,
         },
+        Command::Upload {
+            va: 0x7000_0000_0000,
+            size: 64,
+        },
+        Command::Upload {
+            va: src.va + 4032,
+            size: 128,
+        },
     ] {
         let e = fx.submit(fx.context, vec![cmd.clone()]).unwrap_err();
         assert!(
@@ -306,6 +314,28 @@ fn bad_ranges(b: &dyn Backend) {
             "{cmd:?}: {e:?}"
         );
     }
+    // UPLOAD takes CPU memory: an allocation without any is refused.
+    let small_va = b
+        .map_gpu_va(
+            p,
+            d,
+            &VaMapping {
+                allocation: small,
+                size: 4096,
+                ..map(0, 4096, 0)
+            },
+        )
+        .unwrap();
+    let e = fx
+        .submit(
+            fx.context,
+            vec![Command::Upload {
+                va: small_va,
+                size: 64,
+            }],
+        )
+        .unwrap_err();
+    assert!(matches!(e, BackendError::InvalidParameter { .. }), "{e:?}");
     // A malformed stream is a decode error; nothing runs.
     let e = b
         .submit(p, fx.context, CommandBuffer::Bytes(&[1, 2, 3]))

@@ -176,6 +176,63 @@ fn copy_fill_timestamp_and_cpu_coherency() {
     b.destroy_process(fx.process).unwrap();
 }
 
+/// UPLOAD: the range goes to the GPU when the command runs, and is the
+/// GPU's until the next LOCK2: neither the rest of a locked allocation's
+/// pages taken at the next use nor UNLOCK2 bring it back.
+#[test]
+fn upload_takes_a_range_until_the_next_lock() {
+    let Some(b) = gpu() else { return };
+    let fx = Fx::new(b);
+    let src = fx.buffer(3 * 4096);
+    let dst = fx.buffer(3 * 4096);
+    let copy_all = || Command::Copy {
+        src_va: src.va,
+        dst_va: dst.va,
+        size: 3 * 4096,
+    };
+    b.lock(fx.process, src.alloc).unwrap();
+    src.mem.write_at(0, &[1; 3 * 4096]).unwrap();
+    fx.submit(
+        fx.context,
+        vec![Command::Upload {
+            va: src.va + 4096,
+            size: 4096,
+        }],
+    )
+    .unwrap();
+    // Written after the UPLOAD took the middle page (the rules forbid it):
+    // while locked, the next use takes the other pages only.
+    src.mem.write_at(0, &[2; 3 * 4096]).unwrap();
+    fx.submit(fx.context, vec![copy_all()]).unwrap();
+    let d = fx.read(&dst);
+    assert_eq!(d[..4096], [2; 4096]);
+    assert_eq!(d[4096..8192], [1; 4096]);
+    assert_eq!(d[8192..], [2; 4096]);
+    // After UNLOCK2 too.
+    b.unlock(fx.process, src.alloc).unwrap();
+    fx.submit(fx.context, vec![copy_all()]).unwrap();
+    assert_eq!(fx.read(&dst)[4096..8192], [1; 4096]);
+    // The next LOCK2 gives the pages back: all of them go at the next use.
+    b.lock(fx.process, src.alloc).unwrap();
+    b.unlock(fx.process, src.alloc).unwrap();
+    fx.submit(fx.context, vec![copy_all()]).unwrap();
+    assert_eq!(fx.read(&dst), [2; 3 * 4096]);
+    // Pieces in a row, then a use in the same stream: the pieces first.
+    b.lock(fx.process, src.alloc).unwrap();
+    src.mem.write_at(0, &[3; 3 * 4096]).unwrap();
+    b.unlock(fx.process, src.alloc).unwrap();
+    let mut cmds: Vec<Command> = (0..3)
+        .map(|i| Command::Upload {
+            va: src.va + i * 4096,
+            size: 4096,
+        })
+        .collect();
+    cmds.push(copy_all());
+    fx.submit(fx.context, cmds).unwrap();
+    assert_eq!(fx.read(&dst), [3; 3 * 4096]);
+    b.destroy_process(fx.process).unwrap();
+}
+
 /// Collects fence signals: how the device learns that a fence moved.
 struct Sink(Mutex<Sender<(Handle, u64)>>);
 

@@ -55,6 +55,14 @@
 //!    into the pages. Commands added with [`Commands::raw`] are not
 //!    tracked: call [`Buffer::invalidate`] before reading what they wrote.
 //!
+//! A large [`Buffer::write_at`] (at least [`PIECEWISE_MIN`] bytes) does not
+//! leave the whole copy to the next submission: it writes the bytes in
+//! [`PIECES`] pieces and hands each to the GPU with an UPLOAD command as
+//! soon as it is written, so the GPU copies one piece while the CPU writes
+//! the next. The pages an UPLOAD took are the GPU's until the next LOCK2, so
+//! the next write to the buffer sends UNLOCK2 and LOCK2 first (the LOCK2
+//! waits for the GPU to have read them).
+//!
 //! A view of the pages borrows the buffer mutably, and only those methods
 //! send LOCK2 for it, so the host never writes pages that a live Rust
 //! reference points to. (Calling [`Dxg::lock2_raw`] by handle on a buffer
@@ -85,6 +93,27 @@ const CMD_RING_SIZE: u64 = 256 * 1024;
 
 /// Streams start at multiples of this in the ring.
 const STREAM_ALIGN: u64 = 64;
+
+/// Writes of at least this many bytes go to the GPU in pieces as they are
+/// written (see the module documentation). Below it the GPU's copy is
+/// short next to a submission's cost.
+pub const PIECEWISE_MIN: usize = 4 << 20;
+
+/// How many pieces such a write makes: the GPU's copy of the last one is
+/// all that is left once the CPU is done, and each piece costs one
+/// submission. `$DXG_UPLOAD_PIECES` overrides it (0: none, the whole write
+/// waits for the next submission), for measuring.
+pub const PIECES: usize = 8;
+
+fn pieces() -> usize {
+    static PIECES_NOW: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PIECES_NOW.get_or_init(|| {
+        std::env::var("DXG_UPLOAD_PIECES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(PIECES)
+    })
+}
 
 fn round_up(v: u64, to: u64) -> Option<u64> {
     v.checked_add(to - 1).map(|x| x / to * to)
@@ -369,6 +398,19 @@ impl GpuInner {
 
     /// Writes `stream` into the command ring (a larger one if it does not
     /// fit) and hands it to `send` with its GPU VA and length.
+    /// Sends an UPLOAD of `[va, va + len)`, on its own and signalling
+    /// nothing: the GPU starts copying those bytes of the pages now.
+    fn upload(&self, va: u64, len: u64) -> Result<()> {
+        let mut cmd = self.cmd.lock().unwrap_or_else(|p| p.into_inner());
+        let stream = CommandStream {
+            commands: vec![Command::Upload { va, size: len }],
+        }
+        .encode();
+        self.with_stream(&mut cmd, &stream, |va, len| {
+            self.dxg.submit_command_raw(self.context, va, len)
+        })
+    }
+
     fn with_stream(
         &self,
         cmd: &mut MutexGuard<'_, Option<CmdRing>>,
@@ -616,6 +658,9 @@ struct BufState {
     cpu_dirty: bool,
     /// A submission may have written the allocation since the last LOCK2.
     gpu_written: bool,
+    /// UPLOAD commands took some of the pages since the last LOCK2: the
+    /// CPU may not write them again before the next.
+    handed: bool,
 }
 
 #[derive(Debug)]
@@ -659,7 +704,19 @@ impl BufShared {
             }
             s.locked = true;
             s.gpu_written = false;
+            s.handed = false;
         }
+        Ok(())
+    }
+
+    /// As [`BufShared::make_current`], for a write: pages an UPLOAD took
+    /// come back through UNLOCK2 and LOCK2.
+    fn make_writable(&self) -> Result<()> {
+        if self.state().handed {
+            self.flush()?;
+        }
+        self.make_current()?;
+        self.state().cpu_dirty = true;
         Ok(())
     }
 }
@@ -795,8 +852,7 @@ impl Buffer {
     /// The pages for writing (current first, as [`Buffer::read`]); the
     /// next submit that names the buffer sends UNLOCK2.
     pub fn write(&mut self) -> Result<&mut [u8]> {
-        self.shared.make_current()?;
-        self.shared.state().cpu_dirty = true;
+        self.shared.make_writable()?;
         // SAFETY: as in `read`; `&mut self` makes this the only view.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.size() as usize) })
     }
@@ -821,12 +877,31 @@ impl Buffer {
         // adapter (lavapipe) reads them with the CPU, from the cache when
         // they are still there (an 8 MiB upload lost a fifth streamed).
         let cpu_adapter = self.shared.gpu.info.device_type == device_type::CPU;
-        let dst = &mut self.write()?[offset as usize..end as usize];
-        if cpu_adapter {
-            dst.copy_from_slice(data);
+        let copy = if cpu_adapter {
+            <[u8]>::copy_from_slice
         } else {
-            crate::stream::copy(dst, data);
+            crate::stream::copy
+        };
+        let gpu = self.shared.gpu.clone();
+        let va = self.shared.raw.va;
+        let dst = &mut self.write()?[offset as usize..end as usize];
+        if data.len() < PIECEWISE_MIN || pieces() == 0 {
+            copy(dst, data);
+            return Ok(());
         }
+        let piece = data
+            .len()
+            .div_ceil(pieces())
+            .next_multiple_of(PAGE_SIZE as usize);
+        for (i, (d, s)) in dst.chunks_mut(piece).zip(data.chunks(piece)).enumerate() {
+            copy(d, s);
+            // UPLOAD's range is 4-byte aligned: widened to that, it takes
+            // a few neighbouring bytes as they are, which is harmless.
+            let start = (offset + (i * piece) as u64) / 4 * 4;
+            let stop = (offset + (i * piece + s.len()) as u64).next_multiple_of(4);
+            gpu.upload(va + start, stop - start)?;
+        }
+        self.shared.state().handed = true;
         Ok(())
     }
 

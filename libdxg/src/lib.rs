@@ -33,7 +33,10 @@ pub mod stream;
 
 pub use adapter::{Adapter, Device};
 pub use calls::{GpuVa, HwQueueInfo, PagingQueueInfo, SyncObjectInfo, ALLOCATION_PRIORITY_NORMAL};
-pub use compute::{Bind, BufRange, Buffer, Commands, Fence, Gpu, HwQueue, Pipeline, PAGE_SIZE};
+pub use compute::{
+    Bind, BufRange, Buffer, Commands, Fence, Gpu, HwQueue, Pipeline, PAGE_SIZE, PIECES,
+    PIECEWISE_MIN,
+};
 pub use dxg::{Dxg, VideoMemoryInfo, DXG_PATH};
 pub use error::{Errno, Error, Result};
 

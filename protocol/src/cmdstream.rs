@@ -41,6 +41,7 @@ pub mod opcode {
     pub const TIMESTAMP: u16 = 4;
     pub const FENCE_SIGNAL: u16 = 5;
     pub const FENCE_WAIT: u16 = 6;
+    pub const UPLOAD: u16 = 7;
 }
 
 /// Bits of a binding's `flags`.
@@ -155,6 +156,21 @@ wire_struct! {
     }
 }
 
+wire_struct! {
+    /// UPLOAD: the GPU takes `[va, va + size)` of a CPU-visible allocation
+    /// from its CPU pages now, before the other commands up to the next
+    /// fence command, and the process leaves those bytes alone until it
+    /// locks the allocation again (docs/protocol.md §2.6). A user-mode
+    /// driver writing a large buffer hands it over in pieces this way, so
+    /// the GPU copies one piece while the CPU writes the next.
+    #[repr(C)]
+    pub struct DxgvCmdUpload [24] {
+        pub hdr: DxgvCmdHeader => 0,
+        pub va: u64 => 8,
+        pub size: u64 => 16,
+    }
+}
+
 /// A DISPATCH binding, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Binding {
@@ -192,6 +208,10 @@ pub enum Command {
     FenceWait {
         sync_object: D3dkmtHandle,
         value: u64,
+    },
+    Upload {
+        va: u64,
+        size: u64,
     },
 }
 
@@ -323,6 +343,14 @@ impl Command {
                     .as_bytes(),
                 );
             }
+            Command::Upload { va, size } => out.extend_from_slice(
+                DxgvCmdUpload {
+                    hdr: hdr(opcode::UPLOAD, DxgvCmdUpload::SIZE),
+                    va: *va,
+                    size: *size,
+                }
+                .as_bytes(),
+            ),
         }
     }
 
@@ -426,6 +454,15 @@ impl Command {
                         sync_object: c.sync_object,
                         value: c.value,
                     }
+                }
+            }
+            opcode::UPLOAD => {
+                expect(DxgvCmdUpload::SIZE)?;
+                let c: DxgvCmdUpload = r.read()?;
+                check_range("upload range", c.va, c.size, COPY_ALIGNMENT)?;
+                Command::Upload {
+                    va: c.va,
+                    size: c.size,
                 }
             }
             op => return Err(invalid("command opcode", op.into())),

@@ -117,6 +117,8 @@ pub struct Capture {
     pub skipped: u64,
     /// The command stream of the submit being requested ([`StreamParts`]).
     stream: StreamParts,
+    /// The pages its UPLOAD commands name ([`Capture::take_uploads`]).
+    uploads: Vec<Vec<u64>>,
 }
 
 /// A command stream's bytes, a page at a time: (page frame, start, end)
@@ -209,6 +211,7 @@ impl Capture {
     ) {
         self.pending = None;
         self.stream.clear();
+        self.uploads.clear();
         if !interesting(frame) {
             return;
         }
@@ -454,8 +457,6 @@ impl Capture {
         self.gpu_waits.insert(process);
     }
 
-    /// The guest-physical (address, length) pieces of `[va, va + len)` in
-    /// `process`'s GPU VA space, as the frames followed so far map it.
     /// The command stream of the request last given to `before_request`,
     /// if it was a submit whose stream could be read (its pages are then
     /// not among the lists `before_request` appended).
@@ -463,14 +464,19 @@ impl Capture {
         std::mem::take(&mut self.stream)
     }
 
+    /// The pages of the UPLOAD commands in the stream of the submit last
+    /// given to `before_request`, one list per command (not among the
+    /// lists `before_request` appended). The guest leaves them alone until
+    /// its next LOCK2, as it does an UNLOCK2's: their capture need not end
+    /// before the submit's reply.
+    pub fn take_uploads(&mut self) -> Vec<Vec<u64>> {
+        std::mem::take(&mut self.uploads)
+    }
+
+    /// The guest-physical (address, length) pieces of `[va, va + len)` in
+    /// `process`'s GPU VA space, as the frames followed so far map it.
     pub fn guest_ranges(&self, process: u32, va: u64, len: u64) -> Option<Vec<(u64, u64)>> {
-        let m = self
-            .vas
-            .get(&process)?
-            .iter()
-            .find(|m| va >= m.va && va.checked_add(len).is_some_and(|e| e <= m.va + m.size))?;
-        let a = self.allocs.get(&(process, m.allocation))?;
-        let mut at = m.offset + (va - m.va);
+        let (a, mut at) = self.mapped(process, va, len)?;
         let end = at + len;
         let mut out: Vec<(u64, u64)> = Vec::new();
         while at < end {
@@ -485,6 +491,27 @@ impl Capture {
             at += n;
         }
         Some(out)
+    }
+
+    /// The allocation whose mapping holds all of `[va, va + len)`, and the
+    /// range's offset in it.
+    fn mapped(&self, process: u32, va: u64, len: u64) -> Option<(&Alloc, u64)> {
+        let m = self
+            .vas
+            .get(&process)?
+            .iter()
+            .find(|m| va >= m.va && va.checked_add(len).is_some_and(|e| e <= m.va + m.size))?;
+        let a = self.allocs.get(&(process, m.allocation))?;
+        Some((a, m.offset + (va - m.va)))
+    }
+
+    /// The page frames under `[va, va + len)` of `process`'s GPU VA space,
+    /// as the frames followed so far map it.
+    fn range_pages(&self, process: u32, va: u64, len: u64) -> Option<Vec<u64>> {
+        let (a, at) = self.mapped(process, va, len)?;
+        let first = usize::try_from(at / PAGE).ok()?;
+        let last = usize::try_from((at + len).div_ceil(PAGE)).ok()?;
+        a.pfns.get(first..last).map(<[u64]>::to_vec)
     }
 
     fn submit(
@@ -554,6 +581,13 @@ impl Capture {
                             self.gpu_waits.insert(process);
                         }
                         Command::FenceSignal { .. } => {}
+                        // Not a use of the allocation: the backend takes
+                        // the range alone, as it is now.
+                        Command::Upload { va, size } => {
+                            if let Some(pfns) = self.range_pages(process, *va, *size) {
+                                self.uploads.push(pfns);
+                            }
+                        }
                     }
                 }
                 writes = Some(w);

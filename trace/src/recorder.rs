@@ -1082,6 +1082,7 @@ impl Recorder {
                         .stand_by(result_pages, self.options.threads.max(2));
                 }
                 let stream = st.capture.take_stream();
+                let uploads = st.capture.take_uploads();
                 let mut deferred = false;
                 if let Some(mem) = mem {
                     if !stream.is_empty() {
@@ -1089,6 +1090,12 @@ impl Recorder {
                     }
                     for pfns in inputs {
                         deferred |= self.capture(st, t, MemoryPurpose::Input, pfns, mem, false);
+                    }
+                    // The guest leaves an UPLOAD's pages alone until its
+                    // next LOCK2, which settles every capture: the reply
+                    // need not wait for these.
+                    for pfns in uploads {
+                        self.capture(st, t, MemoryPurpose::Input, pfns, mem, false);
                     }
                 }
                 // A LOCK2's own inputs are read before the backend may

@@ -47,15 +47,19 @@ fn command_stream_golden() {
                 sync_object: D3dkmtHandle(0x401),
                 value: 2,
             },
+            Command::Upload {
+                va: 0x4000,
+                size: 0x2000,
+            },
         ],
     };
-    let total = 16 + 32 + 32 + (32 + 2 * 24) + 16 + 24 + 24;
+    let total = 16 + 32 + 32 + (32 + 2 * 24) + 16 + 24 + 24 + 24;
     let expected = b()
         .raw(b"DXCS")
         .u16(1)
         .u16(0)
         .u32(total)
-        .u32(6)
+        .u32(7)
         // FILL
         .u16(2)
         .u16(0)
@@ -107,6 +111,12 @@ fn command_stream_golden() {
         .u32(0x401)
         .u32(0)
         .u64(2)
+        // UPLOAD
+        .u16(7)
+        .u16(0)
+        .u32(24)
+        .u64(0x4000)
+        .u64(0x2000)
         .done();
     assert_eq!(stream.encode(), expected);
     assert_eq!(CommandStream::decode(&expected).unwrap(), stream);

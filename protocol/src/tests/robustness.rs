@@ -277,6 +277,22 @@ fn stream_rejections() {
         "timestamp alignment"
     );
     assert!(
+        bad(Command::Upload { va: 2, size: 8 }).is_err(),
+        "upload alignment"
+    );
+    assert!(
+        bad(Command::Upload { va: 0, size: 0 }).is_err(),
+        "empty upload"
+    );
+    assert!(
+        bad(Command::Upload {
+            va: u64::MAX - 3,
+            size: 8
+        })
+        .is_err(),
+        "upload wrap"
+    );
+    assert!(
         bad(Command::FenceSignal {
             sync_object: Default::default(),
             value: 1

@@ -548,5 +548,9 @@ fn command() -> impl Strategy<Value = Command> {
             sync_object: D3dkmtHandle(h),
             value
         }),
+        (0u64..1 << 40, 1u64..1 << 30).prop_map(|(v, n)| Command::Upload {
+            va: v * 4,
+            size: n * 4
+        }),
     ]
 }

@@ -35,6 +35,7 @@ enum dxgv_cmd_opcode {
 	DXGV_CMD_TIMESTAMP	= 4,
 	DXGV_CMD_FENCE_SIGNAL	= 5,
 	DXGV_CMD_FENCE_WAIT	= 6,
+	DXGV_CMD_UPLOAD		= 7,
 };
 
 #define DXGV_BINDING_READ_ONLY	(1u << 0)
@@ -97,6 +98,16 @@ struct dxgv_cmd_fence {
 	__u32	sync_object;	/* struct d3dkmthandle value */
 	__u32	pad0;
 	__u64	value;
+};
+
+/*
+ * UPLOAD: the GPU takes [va, va + size) of a CPU-visible allocation from its
+ * pages now; the process leaves those bytes alone until its next LOCK2.
+ */
+struct dxgv_cmd_upload {
+	struct dxgv_cmd_header	hdr;
+	__u64	va;
+	__u64	size;
 };
 
 /* ---- escapes ------------------------------------------------------------ */
@@ -223,6 +234,7 @@ _Static_assert(sizeof(struct dxgv_cmd_dispatch) == 32, "dispatch");
 _Static_assert(sizeof(struct dxgv_cmd_binding) == 24, "binding");
 _Static_assert(sizeof(struct dxgv_cmd_timestamp) == 16, "timestamp");
 _Static_assert(sizeof(struct dxgv_cmd_fence) == 24, "fence");
+_Static_assert(sizeof(struct dxgv_cmd_upload) == 24, "upload");
 _Static_assert(sizeof(struct dxgv_escape_header) == 16, "escape header");
 _Static_assert(sizeof(struct dxgv_escape_create_pipeline) == 24, "create pipeline");
 _Static_assert(sizeof(struct dxgv_escape_destroy_pipeline) == 8, "destroy pipeline");
