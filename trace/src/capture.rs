@@ -74,6 +74,21 @@ struct Alloc {
     /// bytes, never as a digest (a replay skips the timestamps' bytes,
     /// which it cannot do inside a digest).
     timestamps: bool,
+    /// Per page, whether an UPLOAD took all of it since the last LOCK2:
+    /// the backend does not upload it again before the next (protocol.md
+    /// §2.6), so UNLOCK2 and later uses do not capture it again.
+    taken: Vec<bool>,
+}
+
+impl Alloc {
+    /// The page frames the backend may still upload from.
+    fn untaken(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pfns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.taken.get(*i).copied().unwrap_or(false))
+            .map(|(_, p)| *p)
+    }
 }
 
 /// The pages of a LOCK2 result to capture.
@@ -236,6 +251,7 @@ impl Capture {
                     a.pfns.resize(end, u64::MAX);
                 }
                 a.pfns[start..end].copy_from_slice(&pfns);
+                a.taken.clear();
                 a.due = true;
                 a.written = true;
             }
@@ -244,7 +260,7 @@ impl Capture {
                 if let (Some(a), Some(_)) = (self.allocs.get_mut(&key), mem) {
                     a.locked = false;
                     a.due = false;
-                    out.push(a.pfns.clone());
+                    out.push(a.untaken().collect());
                 }
             }
             Request::Lock2(cmd) => {
@@ -376,6 +392,7 @@ impl Capture {
                 }
                 if let (Some(a), Some(_)) = (self.allocs.get_mut(&(process, allocation)), mem) {
                     a.locked = true;
+                    a.taken.clear();
                     if a.written {
                         out.push(ResultPages {
                             pfns: a.pfns.clone(),
@@ -495,23 +512,39 @@ impl Capture {
 
     /// The allocation whose mapping holds all of `[va, va + len)`, and the
     /// range's offset in it.
-    fn mapped(&self, process: u32, va: u64, len: u64) -> Option<(&Alloc, u64)> {
+    fn mapping(&self, process: u32, va: u64, len: u64) -> Option<(u32, u64)> {
         let m = self
             .vas
             .get(&process)?
             .iter()
             .find(|m| va >= m.va && va.checked_add(len).is_some_and(|e| e <= m.va + m.size))?;
-        let a = self.allocs.get(&(process, m.allocation))?;
-        Some((a, m.offset + (va - m.va)))
+        // The offset comes from a guest's MAPGPUVIRTUALADDRESS: any u64.
+        let at = m.offset.checked_add(va - m.va)?;
+        at.checked_add(len)?;
+        Some((m.allocation, at))
     }
 
-    /// The page frames under `[va, va + len)` of `process`'s GPU VA space,
-    /// as the frames followed so far map it.
-    fn range_pages(&self, process: u32, va: u64, len: u64) -> Option<Vec<u64>> {
-        let (a, at) = self.mapped(process, va, len)?;
+    fn mapped(&self, process: u32, va: u64, len: u64) -> Option<(&Alloc, u64)> {
+        let (allocation, at) = self.mapping(process, va, len)?;
+        Some((self.allocs.get(&(process, allocation))?, at))
+    }
+
+    /// An UPLOAD of `[va, va + len)` in `process`'s GPU VA space: the page
+    /// frames under it, to capture now; the pages it covers whole are
+    /// taken until the allocation's next LOCK2.
+    fn take_range(&mut self, process: u32, va: u64, len: u64) -> Option<Vec<u64>> {
+        let (allocation, at) = self.mapping(process, va, len)?;
+        let a = self.allocs.get_mut(&(process, allocation))?;
+        let end = at + len;
         let first = usize::try_from(at / PAGE).ok()?;
-        let last = usize::try_from((at + len).div_ceil(PAGE)).ok()?;
-        a.pfns.get(first..last).map(<[u64]>::to_vec)
+        let last = usize::try_from(end.div_ceil(PAGE)).ok()?;
+        let pfns = a.pfns.get(first..last)?.to_vec();
+        let whole = usize::try_from(at.div_ceil(PAGE)).ok()?..usize::try_from(end / PAGE).ok()?;
+        if !whole.is_empty() {
+            a.taken.resize(a.pfns.len(), false);
+            a.taken[whole].fill(true);
+        }
+        Some(pfns)
     }
 
     fn submit(
@@ -584,7 +617,7 @@ impl Capture {
                         // Not a use of the allocation: the backend takes
                         // the range alone, as it is now.
                         Command::Upload { va, size } => {
-                            if let Some(pfns) = self.range_pages(process, *va, *size) {
+                            if let Some(pfns) = self.take_range(process, *va, *size) {
                                 self.uploads.push(pfns);
                             }
                         }
@@ -611,7 +644,7 @@ impl Capture {
         for ((p, h), a) in self.allocs.iter_mut() {
             let named = touched.as_ref().is_none_or(|t| t.contains(h));
             if *p == process && (a.due || a.locked) && named {
-                due.extend_from_slice(&a.pfns);
+                due.extend(a.untaken());
                 a.due = false;
             }
         }

@@ -641,3 +641,62 @@ fn a_result_with_timestamps_stays_bytes() {
     assert_eq!(report.divergence, None, "{}", report.to_json());
     assert_eq!(report.volatile_bytes, 8);
 }
+
+/// UPLOAD commands hand a locked buffer's pages over in pieces: each is
+/// captured with its UPLOAD, and UNLOCK2 does not take them again (nor a
+/// write the rules forbid after the UPLOAD, which the GPU never sees).
+#[test]
+fn uploaded_pieces_are_captured_with_their_upload_only() {
+    let mut g = Guest::new("pieces", Options::default());
+    let (big, big_va) = g.buffer(BIG.0, BIG.1);
+    let (sink, sink_va) = g.buffer(BIG.0, 0x20_0000);
+    g.lock(big);
+    let data: Vec<u8> = (0..BIG.0 * PAGE).map(|i| (i % 251) as u8 + 1).collect();
+    g.mem.write_slice(&data, GuestAddress(BIG.1)).unwrap();
+    let half = BIG.0 * PAGE / 2;
+    let pieces = vec![
+        Command::Upload {
+            va: big_va,
+            size: half,
+        },
+        Command::Upload {
+            va: big_va + half,
+            size: half,
+        },
+    ];
+    assert_eq!(g.submit(pieces), Ok(Reply::Status(NtStatus::SUCCESS)));
+    let late = [0xee; 64];
+    g.mem.write_slice(&late, GuestAddress(BIG.1)).unwrap();
+    g.unlock(big);
+    let copy = Command::Copy {
+        src_va: big_va,
+        dst_va: sink_va,
+        size: BIG.0 * PAGE,
+    };
+    assert_eq!(g.submit(vec![copy]), Ok(Reply::Status(NtStatus::SUCCESS)));
+    g.lock(sink);
+    let mut sink_bytes = [0u8; 64];
+    g.mem
+        .read_slice(&mut sink_bytes, GuestAddress(0x20_0000))
+        .unwrap();
+    assert_eq!(sink_bytes, data[..64], "the GPU keeps what the UPLOAD took");
+    let (_, header, records) = g.finish();
+    let inputs: u64 = records
+        .iter()
+        .filter_map(|l| match &l.record {
+            Record::Memory {
+                purpose: MemoryPurpose::Input,
+                gpa,
+                bytes,
+                ..
+            } if (BIG.1..BIG.1 + BIG.0 * PAGE).contains(gpa) => {
+                assert!(!bytes.windows(64).any(|w| w == late), "the late write");
+                Some(bytes.len() as u64)
+            }
+            _ => None,
+        })
+        .sum();
+    assert_eq!(inputs, BIG.0 * PAGE, "each byte once, with its UPLOAD");
+    let report = replayed(&header, &records);
+    assert_eq!(report.divergence, None, "{}", report.to_json());
+}

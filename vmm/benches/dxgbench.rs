@@ -10,6 +10,8 @@
 //!   DXVMM_BENCH_TINY   tiny dispatches, one submit each (default 10000)
 //!   DXVMM_BENCH_MIB    transfer size in MiB (default 64)
 //!   DXVMM_BENCH_ROUNDS rounds per workload; each side's best counts (default 3)
+//!   DXVMM_BENCH_GUEST_ENV  NAME=VALUE words for dxgbench's environment in
+//!                      the guest (say DXG_UPLOAD_PIECES=0, libdxg's knob)
 //!
 //! `images/build.sh` first (the guest needs dxgbench), then
 //! `cargo bench -p dxvmm --bench dxgbench`; `DXVMM_BENCH_N=256
@@ -172,6 +174,20 @@ fn native(sz: &Sizes) -> Vec<(&'static str, &'static str, f64)> {
 }
 
 /// dxgbench in a UML guest: (workload, value) per JSON line.
+/// `env NAME=VALUE...` before the guest's command, from
+/// $DXVMM_BENCH_GUEST_ENV; nothing when it is unset or empty.
+fn guest_env() -> Vec<String> {
+    let words: Vec<String> = std::env::var("DXVMM_BENCH_GUEST_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if words.is_empty() {
+        return words;
+    }
+    std::iter::once("env".to_string()).chain(words).collect()
+}
+
 fn guest(sz: &Sizes) -> Vec<(String, f64)> {
     let memory = format!("{}M", 512 + 3 * sz.mib);
     let args = [
@@ -199,7 +215,9 @@ fn guest(sz: &Sizes) -> Vec<(String, f64)> {
             "--timeout",
             "1800",
         ])
-        .args(["--", "dxgbench", "--json"])
+        .arg("--")
+        .args(guest_env())
+        .args(["dxgbench", "--json"])
         .args(&args)
         .output()
         .expect("spawn dxvmm");
