@@ -10,6 +10,13 @@
 //! way against 12 ms for `memcpy` (docs/guest-tools.md). For an adapter
 //! that is the CPU (lavapipe) the opposite holds: it reads the pages back
 //! through the cache, so [`crate::Buffer::write_at`] streams only for GPUs.
+//!
+//! The order of the stores matters too, and differently by vendor. On the
+//! H100 machine's Intel Xeon, four streams a page apart, a line of each in
+//! turn (as glibc's large `memcpy` does), copied 64 MiB at 10.4-10.8 GB/s
+//! against 8.2-9.3 GB/s in one stream; on the development machine's AMD
+//! EPYC the same four streams ran at 4.3-4.8 GB/s against 12.5-13.3.
+//! Intel CPUs get four streams, others one.
 
 /// Copies below this size go through the cache: the data is likely still
 /// there and the fence at the end costs more than it saves.
@@ -51,13 +58,64 @@ mod x86 {
         let body = lines * LINE;
         let (d, s) = (&mut dst[head..head + body], &src[head..head + body]);
         if std::is_x86_feature_detected!("avx") {
-            // SAFETY: AVX is present (checked above).
-            unsafe { lines_avx(d, s) };
+            if four_streams() {
+                // SAFETY: AVX is present (checked above).
+                unsafe { pages_avx(d, s) };
+            } else {
+                // SAFETY: AVX is present (checked above).
+                unsafe { lines_avx(d, s) };
+            }
         } else {
             lines_sse2(d, s);
         }
         let tail = head + body;
         dst[tail..].copy_from_slice(&src[tail..]);
+    }
+
+    /// Whether this CPU streams faster in four streams a page apart: an
+    /// Intel one (see the module documentation).
+    fn four_streams() -> bool {
+        static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *INTEL.get_or_init(|| {
+            let id = std::arch::x86_64::__cpuid(0);
+            [id.ebx, id.edx, id.ecx]
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .eq(*b"GenuineIntel")
+        })
+    }
+
+    /// Bytes in one of the four streams' turns.
+    const PAGE: usize = 4096;
+
+    /// As [`lines_avx`], in groups of four pages: a line of each page in
+    /// turn; the lines after the last whole group one after another.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn pages_avx(d: &mut [u8], s: &[u8]) {
+        debug_assert!(d.len() == s.len() && d.len().is_multiple_of(LINE));
+        debug_assert!((d.as_ptr() as usize).is_multiple_of(LINE));
+        let groups = d.len() / (4 * PAGE);
+        let (dp, sp) = (d.as_mut_ptr(), s.as_ptr());
+        for g in 0..groups {
+            for line in (0..PAGE).step_by(LINE) {
+                for page in 0..4 {
+                    let i = g * 4 * PAGE + page * PAGE + line;
+                    // SAFETY: `i + LINE <= groups * 4 * PAGE <= len` for
+                    // both slices; loads are unaligned, stores 32-byte
+                    // aligned (dp is line-aligned, i a multiple of LINE).
+                    unsafe {
+                        let a = _mm256_loadu_si256(sp.add(i).cast::<__m256i>());
+                        let b = _mm256_loadu_si256(sp.add(i + 32).cast::<__m256i>());
+                        _mm256_stream_si256(dp.add(i).cast::<__m256i>(), a);
+                        _mm256_stream_si256(dp.add(i + 32).cast::<__m256i>(), b);
+                    }
+                }
+            }
+        }
+        let done = groups * 4 * PAGE;
+        // SAFETY: AVX is present (this function's own requirement); the
+        // rest is still line-aligned and whole lines. It ends with SFENCE.
+        unsafe { lines_avx(&mut d[done..], &s[done..]) };
     }
 
     /// `d` starts on a line boundary and is a whole number of lines long,
@@ -136,5 +194,21 @@ mod tests {
             unsafe { x86::lines_avx(&mut a[off..off + 4096], &src[65..]) };
             assert_eq!(&a[off..off + 4096], &src[65..]);
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn four_streams_copy_every_line() {
+        if !std::is_x86_feature_detected!("avx") {
+            return;
+        }
+        // Two groups of four pages and some lines after them.
+        let len = 8 * 4096 + 5 * 64;
+        let src: Vec<u8> = (0..len + 3).map(|i| (i * 13 % 251) as u8).collect();
+        let mut a = vec![0u8; len + 64];
+        let off = a.as_ptr().align_offset(64);
+        // SAFETY: AVX is present.
+        unsafe { x86::pages_avx(&mut a[off..off + len], &src[3..]) };
+        assert_eq!(&a[off..off + len], &src[3..]);
     }
 }
