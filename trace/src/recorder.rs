@@ -74,12 +74,14 @@ type Encoded = (Vec<u8>, Vec<u8>);
 const INLINE_PAGES: usize = 16;
 
 /// Captures of at least this many pages per thread are split across
-/// threads (2 MiB: below that, starting a thread costs more than the
-/// share of the compare or hash it takes over).
-const PAGES_PER_THREAD: usize = 512;
+/// threads: one segment ([`segments`], 1 MiB), which one thread hashes in
+/// about 0.25 ms on the H100 host, against tens of microseconds to wake a
+/// helper. (At 2 MiB a thread, a libdxg write's 2 MiB UPLOAD pieces were
+/// captured on one thread, slower than the guest wrote them.)
+const PAGES_PER_THREAD: usize = 256;
 /// Captures of at least this many pages (bulk data, not command streams)
 /// compare pages by hash once they have one ([`Shadow::pages`]).
-const BULK_PAGES: usize = PAGES_PER_THREAD;
+const BULK_PAGES: usize = 512;
 
 /// Most threads one capture is split over.
 const MAX_THREADS: usize = 8;
@@ -1243,7 +1245,7 @@ mod split_tests {
     use vm_memory::{Bytes, GuestAddress};
 
     const PAGE: u64 = 4096;
-    /// 12 MiB: enough pages for 5 threads (PAGES_PER_THREAD each).
+    /// 12 MiB: enough pages for more than 5 threads (PAGES_PER_THREAD each).
     const PAGES: u64 = 3072;
 
     /// xorshift64: the same guest for every thread count.
