@@ -1346,7 +1346,7 @@ mod split_tests {
         let bytes: Vec<u8> = (0..pages * PAGE).map(|_| next(&mut seed) as u8).collect();
         mem.write_slice(&bytes, GuestAddress(0)).unwrap();
         let pfns: Vec<u64> = (0..pages).collect();
-        for threads in [1, 2, 4, 8] {
+        for threads in [1, 2, 4, 8, 12, 16] {
             for (purpose, digest, bulk_pages, what) in [
                 (
                     MemoryPurpose::Input,
