@@ -396,8 +396,6 @@ impl GpuInner {
             .wait_from_cpu_raw(self.device, &[self.timeline.handle], &[0], false, 0)
     }
 
-    /// Writes `stream` into the command ring (a larger one if it does not
-    /// fit) and hands it to `send` with its GPU VA and length.
     /// Sends an UPLOAD of `[va, va + len)`, on its own and signalling
     /// nothing: the GPU starts copying those bytes of the pages now.
     fn upload(&self, va: u64, len: u64) -> Result<()> {
@@ -411,6 +409,8 @@ impl GpuInner {
         })
     }
 
+    /// Writes `stream` into the command ring (a larger one if it does not
+    /// fit) and hands it to `send` with its GPU VA and length.
     fn with_stream(
         &self,
         cmd: &mut MutexGuard<'_, Option<CmdRing>>,
@@ -882,8 +882,8 @@ impl Buffer {
         } else {
             crate::stream::copy
         };
-        let gpu = self.shared.gpu.clone();
-        let va = self.shared.raw.va;
+        let shared = self.shared.clone();
+        let (gpu, va) = (&shared.gpu, shared.raw.va);
         let dst = &mut self.write()?[offset as usize..end as usize];
         if data.len() < PIECEWISE_MIN || pieces() == 0 {
             copy(dst, data);
@@ -893,6 +893,9 @@ impl Buffer {
             .len()
             .div_ceil(pieces())
             .next_multiple_of(PAGE_SIZE as usize);
+        // Before the first UPLOAD: should one fail, those before it still
+        // took their pages.
+        shared.state().handed = true;
         for (i, (d, s)) in dst.chunks_mut(piece).zip(data.chunks(piece)).enumerate() {
             copy(d, s);
             // UPLOAD's range is 4-byte aligned: widened to that, it takes
@@ -901,7 +904,6 @@ impl Buffer {
             let stop = (offset + (i * piece + s.len()) as u64).next_multiple_of(4);
             gpu.upload(va + start, stop - start)?;
         }
-        self.shared.state().handed = true;
         Ok(())
     }
 
