@@ -202,6 +202,11 @@ fn helpers(n: usize, cpus: &Arc<cpus::Shared>) -> std::io::Result<Vec<Sender<Job
 /// waits for it, spinning, before it sleeps again.
 const STAND_BY: Duration = Duration::from_millis(4);
 
+/// Most helpers that spin ahead of one LOCK2 result: the backend's own
+/// threads (the completion thread that learns the GPU copied the result)
+/// need CPUs meanwhile. Helpers beyond these join the capture when woken.
+const STAND_BY_HELPERS: usize = 7;
+
 /// Helpers stand by only on hosts with at least this many CPUs: spinning
 /// on a small host takes the CPU the guest and the GPU driver need.
 const STAND_BY_MIN_CPUS: usize = 8;
@@ -255,7 +260,10 @@ impl Shared {
         if !self.may_stand_by {
             return;
         }
-        let helpers = threads.min(pages / PAGES_PER_THREAD).saturating_sub(1);
+        let helpers = threads
+            .min(pages / PAGES_PER_THREAD)
+            .saturating_sub(1)
+            .min(STAND_BY_HELPERS);
         let seen = self.generation.load(Ordering::Acquire);
         for tx in self.helpers.iter().take(helpers) {
             let sh = self.clone();
