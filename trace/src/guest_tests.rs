@@ -302,6 +302,19 @@ fn results_of_lock(records: &[Located], n: usize) -> Vec<&Record> {
         .collect()
 }
 
+/// The input memory records: (guest address, bytes).
+fn inputs(records: &[Located]) -> impl Iterator<Item = (u64, &[u8])> {
+    records.iter().filter_map(|l| match &l.record {
+        Record::Memory {
+            purpose: MemoryPurpose::Input,
+            gpa,
+            bytes,
+            ..
+        } => Some((*gpa, bytes.as_slice())),
+        _ => None,
+    })
+}
+
 /// 32 pages at 1 MiB: large enough for a digest.
 const BIG: (u64, u64) = (32, 0x10_0000);
 
@@ -384,17 +397,9 @@ fn a_large_result_is_recorded_as_its_digest_and_replays() {
     assert!(results_of_lock(&records, 1).is_empty(), "unchanged");
     // The shadow knew the pages by their hashes: the UNLOCK2 after the
     // guest's write carries that one page.
-    let inputs: Vec<(u64, usize)> = records
-        .iter()
-        .filter_map(|l| match &l.record {
-            Record::Memory {
-                purpose: MemoryPurpose::Input,
-                gpa,
-                bytes,
-                ..
-            } if *gpa >= BIG.1 => Some((*gpa, bytes.len())),
-            _ => None,
-        })
+    let inputs: Vec<(u64, usize)> = inputs(&records)
+        .filter(|(gpa, _)| *gpa >= BIG.1)
+        .map(|(gpa, bytes)| (gpa, bytes.len()))
         .collect();
     assert_eq!(inputs, vec![(BIG.1 + 5 * PAGE, PAGE as usize)]);
     let report = replayed(&header, &records);
@@ -681,19 +686,11 @@ fn uploaded_pieces_are_captured_with_their_upload_only() {
         .unwrap();
     assert_eq!(sink_bytes, data[..64], "the GPU keeps what the UPLOAD took");
     let (_, header, records) = g.finish();
-    let inputs: u64 = records
-        .iter()
-        .filter_map(|l| match &l.record {
-            Record::Memory {
-                purpose: MemoryPurpose::Input,
-                gpa,
-                bytes,
-                ..
-            } if (BIG.1..BIG.1 + BIG.0 * PAGE).contains(gpa) => {
-                assert!(!bytes.windows(64).any(|w| w == late), "the late write");
-                Some(bytes.len() as u64)
-            }
-            _ => None,
+    let inputs: u64 = inputs(&records)
+        .filter(|(gpa, _)| (BIG.1..BIG.1 + BIG.0 * PAGE).contains(gpa))
+        .map(|(_, bytes)| {
+            assert!(!bytes.windows(64).any(|w| w == late), "the late write");
+            bytes.len() as u64
         })
         .sum();
     assert_eq!(inputs, BIG.0 * PAGE, "each byte once, with its UPLOAD");
