@@ -650,7 +650,17 @@ impl<E: Engine> Core<E> {
         if end > start + e.size {
             return Err(unmapped);
         }
-        Ok((alloc, off + (va - start)))
+        // A mapping's last page may run past the allocation's size (not a
+        // page multiple): that slack is not the allocation's.
+        let at = off + (va - start);
+        let a = p
+            .allocations
+            .get(&alloc)
+            .ok_or(BackendError::handle(ObjectKind::Allocation, alloc.0))?;
+        if at.checked_add(size).is_none_or(|e| e > a.info.size) {
+            return Err(unmapped);
+        }
+        Ok((alloc, at))
     }
 
     fn range(p: &Process<E>, device: Handle, va: u64, size: u64) -> Result<(Handle, Range<E>)> {
@@ -1458,7 +1468,8 @@ impl<E: Engine> Backend for Core<E> {
             let align = a.info.alignment;
             // The last page may run past the allocation's size when the
             // size is not a page multiple; commands are still checked
-            // against the allocation below, so that slack is never used.
+            // against the allocation (`resolve`), so that slack is never
+            // used.
             let alloc_pages = a.info.size.next_multiple_of(GPU_PAGE_SIZE);
             let end = map.allocation_offset.checked_add(map.size);
             if end.is_none_or(|e| e > alloc_pages) {

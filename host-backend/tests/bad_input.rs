@@ -314,6 +314,64 @@ fn bad_ranges(b: &dyn Backend) {
             "{cmd:?}: {e:?}"
         );
     }
+    // A mapping's last page past the allocation's size (100 bytes here)
+    // is slack no command may use.
+    let (tail, _) = b
+        .create_allocation(
+            p,
+            d,
+            &AllocationDesc {
+                size: 100,
+                alignment: 0,
+                cpu_visible: true,
+            },
+        )
+        .unwrap();
+    b.set_allocation_memory(p, tail, Arc::new(VecMemory::new(4096)))
+        .unwrap();
+    let tail_va = b
+        .map_gpu_va(
+            p,
+            d,
+            &VaMapping {
+                allocation: tail,
+                size: 4096,
+                ..map(0, 4096, 0)
+            },
+        )
+        .unwrap();
+    for cmd in [
+        Command::Copy {
+            src_va: tail_va + 96,
+            dst_va: dst.va,
+            size: 64,
+        },
+        Command::Fill {
+            dst_va: tail_va + 4092,
+            size: 4,
+            value: 0,
+        },
+        Command::Upload {
+            va: tail_va,
+            size: 4096,
+        },
+    ] {
+        let e = fx.submit(fx.context, vec![cmd.clone()]).unwrap_err();
+        assert!(
+            matches!(e, BackendError::UnmappedVa { .. }),
+            "{cmd:?}: {e:?}"
+        );
+    }
+    fx.submit(
+        fx.context,
+        vec![Command::Copy {
+            src_va: tail_va + 96,
+            dst_va: dst.va,
+            size: 4,
+        }],
+    )
+    .unwrap();
+    b.destroy_allocation(p, tail).unwrap();
     // UPLOAD takes CPU memory: an allocation without any is refused.
     let small_va = b
         .map_gpu_va(
