@@ -138,17 +138,16 @@ fn bad_ranges(b: &dyn Backend) {
     let (p, d) = (fx.process, fx.device);
     let src = fx.buffer(4096);
     let dst = fx.buffer(4096);
-    let (small, _) = b
-        .create_allocation(
-            p,
-            d,
-            &AllocationDesc {
-                size: 100,
-                alignment: 0,
-                cpu_visible: true,
-            },
-        )
-        .unwrap();
+    // CPU-visible, 100 bytes: less than the page a mapping of it takes.
+    let alloc_100 = || {
+        let desc = AllocationDesc {
+            size: 100,
+            alignment: 0,
+            cpu_visible: true,
+        };
+        b.create_allocation(p, d, &desc).unwrap().0
+    };
+    let small = alloc_100();
 
     // Allocations.
     for desc in [
@@ -316,30 +315,17 @@ fn bad_ranges(b: &dyn Backend) {
     }
     // A mapping's last page past the allocation's size (100 bytes here)
     // is slack no command may use.
-    let (tail, _) = b
-        .create_allocation(
-            p,
-            d,
-            &AllocationDesc {
-                size: 100,
-                alignment: 0,
-                cpu_visible: true,
-            },
-        )
-        .unwrap();
+    let map_page = |allocation| {
+        let m = VaMapping {
+            allocation,
+            ..map(0, 4096, 0)
+        };
+        b.map_gpu_va(p, d, &m).unwrap()
+    };
+    let tail = alloc_100();
     b.set_allocation_memory(p, tail, Arc::new(VecMemory::new(4096)))
         .unwrap();
-    let tail_va = b
-        .map_gpu_va(
-            p,
-            d,
-            &VaMapping {
-                allocation: tail,
-                size: 4096,
-                ..map(0, 4096, 0)
-            },
-        )
-        .unwrap();
+    let tail_va = map_page(tail);
     for cmd in [
         Command::Copy {
             src_va: tail_va + 96,
@@ -373,17 +359,7 @@ fn bad_ranges(b: &dyn Backend) {
     .unwrap();
     b.destroy_allocation(p, tail).unwrap();
     // UPLOAD takes CPU memory: an allocation without any is refused.
-    let small_va = b
-        .map_gpu_va(
-            p,
-            d,
-            &VaMapping {
-                allocation: small,
-                size: 4096,
-                ..map(0, 4096, 0)
-            },
-        )
-        .unwrap();
+    let small_va = map_page(small);
     let e = fx
         .submit(
             fx.context,
