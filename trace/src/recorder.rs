@@ -83,10 +83,13 @@ const PAGES_PER_THREAD: usize = 256;
 /// compare pages by hash once they have one ([`Shadow::pages`]).
 const BULK_PAGES: usize = 512;
 
-/// Most threads one capture is split over. On the H100 host (16 CPUs) a
-/// digest of 64 MiB ran at 35.6 GB/s on 8 threads, 46.6 on 12 and 68.8 on
-/// 16 (`capture_rate`): memory bandwidth is not what holds it there.
-const MAX_THREADS: usize = 16;
+/// Most threads one capture is split over. Alone, more keep helping: on
+/// an H100 host (16 CPUs) a digest of 64 MiB ran at 35.6 GB/s on 8
+/// threads, 46.6 on 12 and 68.8 on 16 (`capture_rate`). Beside a running
+/// guest they did not: with 16, `trace_cost` put traced downloads at a
+/// median 0.50 of plain and uploads at 0.72, against 0.72 and 0.92 with 8
+/// on another host of the kind (docs/trace.md).
+const MAX_THREADS: usize = 8;
 
 /// How to record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
