@@ -569,8 +569,16 @@ fn upload_taken<E: Engine>(engine: &E, a: &mut Allocation<E>, offset: u64, len: 
     }
 }
 
+/// Most ranges an allocation's `taken` list holds. The guest chooses the
+/// ranges: scattered 4-byte UPLOADs would otherwise grow the list without
+/// bound (and each use would upload every gap on its own). A range that
+/// would go beyond this is not recorded, so it is uploaded again at the
+/// next use: from pages that, by the rules, still hold the same bytes.
+const MAX_TAKEN: usize = 1024;
+
 /// Adds `[start, end)` to a sorted list of ranges kept apart (ranges that
-/// overlap or touch become one).
+/// overlap or touch become one), unless it would make the list longer
+/// than [`MAX_TAKEN`].
 fn take_range(taken: &mut Vec<(u64, u64)>, mut start: u64, mut end: u64) {
     let first = taken.partition_point(|r| r.1 < start);
     let mut last = first;
@@ -578,6 +586,9 @@ fn take_range(taken: &mut Vec<(u64, u64)>, mut start: u64, mut end: u64) {
         start = start.min(taken[last].0);
         end = end.max(taken[last].1);
         last += 1;
+    }
+    if first == last && taken.len() >= MAX_TAKEN {
+        return;
     }
     taken.splice(first..last, [(start, end)]);
 }
@@ -2153,3 +2164,31 @@ macro_rules! delegate_backend {
     };
 }
 pub(crate) use delegate_backend;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taken_ranges_merge_and_stay_bounded() {
+        let mut t = Vec::new();
+        take_range(&mut t, 100, 200);
+        take_range(&mut t, 0, 40);
+        take_range(&mut t, 300, 400);
+        assert_eq!(t, [(0, 40), (100, 200), (300, 400)]);
+        // Touching and overlapping ranges become one.
+        take_range(&mut t, 200, 300);
+        assert_eq!(t, [(0, 40), (100, 400)]);
+        take_range(&mut t, 20, 120);
+        assert_eq!(t, [(0, 400)]);
+        // Scattered ranges stop at MAX_TAKEN; merging ones still merge.
+        let mut t = Vec::new();
+        for i in 0..2 * MAX_TAKEN as u64 {
+            take_range(&mut t, i * 8, i * 8 + 4);
+        }
+        assert_eq!(t.len(), MAX_TAKEN);
+        take_range(&mut t, 0, 12);
+        assert_eq!(t[..2], [(0, 12), (16, 20)]);
+        assert_eq!(t.len(), MAX_TAKEN - 1);
+    }
+}
