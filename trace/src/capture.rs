@@ -117,6 +117,9 @@ enum Pending {
         process: u32,
         allocation: u32,
     },
+    /// A submit's UPLOADs: (process, allocation) and the pages each took
+    /// whole, taken once the submit is accepted (a refused one runs none).
+    Taken(Vec<((u32, u32), std::ops::Range<usize>)>),
 }
 
 /// What the recorder knows of the guest's allocations.
@@ -361,6 +364,23 @@ impl Capture {
             return;
         }
         match pending {
+            Pending::Taken(marks) => {
+                // A submit's reply is a status; the backend's refusal may
+                // also come in the frame's header (checked above).
+                let accepted =
+                    NtStatus::read_from_prefix(f.payload).map_or(true, |(s, _)| s.is_success());
+                if !accepted {
+                    return;
+                }
+                for (key, whole) in marks {
+                    if let Some(a) = self.allocs.get_mut(&key) {
+                        a.taken.resize(a.pfns.len(), false);
+                        if let Some(t) = a.taken.get_mut(whole) {
+                            t.fill(true);
+                        }
+                    }
+                }
+            }
             Pending::Map {
                 process,
                 allocation,
@@ -530,19 +550,23 @@ impl Capture {
     }
 
     /// An UPLOAD of `[va, va + len)` in `process`'s GPU VA space: the page
-    /// frames under it, to capture now; the pages it covers whole are
-    /// taken until the allocation's next LOCK2.
+    /// frames under it, to capture now, and the pages it covers whole,
+    /// taken (once the submit is accepted) until the allocation's next
+    /// LOCK2.
     fn take_range(&mut self, process: u32, va: u64, len: u64) -> Option<Vec<u64>> {
         let (allocation, at) = self.mapping(process, va, len)?;
-        let a = self.allocs.get_mut(&(process, allocation))?;
+        let a = self.allocs.get(&(process, allocation))?;
         let end = at + len;
         let first = usize::try_from(at / PAGE).ok()?;
         let last = usize::try_from(end.div_ceil(PAGE)).ok()?;
         let pfns = a.pfns.get(first..last)?.to_vec();
         let whole = usize::try_from(at.div_ceil(PAGE)).ok()?..usize::try_from(end / PAGE).ok()?;
         if !whole.is_empty() {
-            a.taken.resize(a.pfns.len(), false);
-            a.taken[whole].fill(true);
+            let mark = ((process, allocation), whole);
+            match &mut self.pending {
+                Some(Pending::Taken(marks)) => marks.push(mark),
+                _ => self.pending = Some(Pending::Taken(vec![mark])),
+            }
         }
         Some(pfns)
     }

@@ -697,3 +697,51 @@ fn uploaded_pieces_are_captured_with_their_upload_only() {
     let report = replayed(&header, &records);
     assert_eq!(report.divergence, None, "{}", report.to_json());
 }
+
+/// A submit the backend refuses runs none of its UPLOADs: the pages stay
+/// the guest's, and the UNLOCK2 after it captures them as usual.
+#[test]
+fn a_refused_submit_takes_no_pages() {
+    let mut g = Guest::new("refused", Options::default());
+    // Few enough pages for the device thread to copy them at the submit
+    // (a larger capture could read the guest's later write by chance).
+    const PAGES: u64 = 8;
+    let (big, big_va) = g.buffer(PAGES, BIG.1);
+    let (sink, sink_va) = g.buffer(PAGES, 0x20_0000);
+    g.lock(big);
+    let data: Vec<u8> = (0..PAGES * PAGE).map(|i| (i % 251) as u8 + 1).collect();
+    g.mem.write_slice(&data, GuestAddress(BIG.1)).unwrap();
+    let refused = vec![
+        Command::Upload {
+            va: big_va,
+            size: PAGES * PAGE,
+        },
+        Command::Fill {
+            dst_va: 0x7000_0000_0000,
+            size: 64,
+            value: 0,
+        },
+    ];
+    assert!(!matches!(
+        g.submit(refused),
+        Ok(Reply::Status(NtStatus::SUCCESS))
+    ));
+    let late = [0xee; 64];
+    g.mem.write_slice(&late, GuestAddress(BIG.1)).unwrap();
+    g.unlock(big);
+    let copy = Command::Copy {
+        src_va: big_va,
+        dst_va: sink_va,
+        size: PAGES * PAGE,
+    };
+    assert_eq!(g.submit(vec![copy]), Ok(Reply::Status(NtStatus::SUCCESS)));
+    g.lock(sink);
+    let mut sink_bytes = [0u8; 64];
+    g.mem
+        .read_slice(&mut sink_bytes, GuestAddress(0x20_0000))
+        .unwrap();
+    assert_eq!(sink_bytes, late, "nothing took the pages");
+    let (_, header, records) = g.finish();
+    let report = replayed(&header, &records);
+    assert_eq!(report.divergence, None, "{}", report.to_json());
+}
