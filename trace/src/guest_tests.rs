@@ -647,6 +647,34 @@ fn a_result_with_timestamps_stays_bytes() {
     assert_eq!(report.volatile_bytes, 8);
 }
 
+/// What the guest writes over the first bytes at BIG.1 after a submit.
+const LATE: [u8; 64] = [0xee; 64];
+
+/// The guest writes [`LATE`] at the start of `big` (at BIG.1), unlocks it
+/// and has the GPU copy its `pages` to the sink (at guest address
+/// 0x20_0000); the sink's first 64 bytes once it is locked.
+fn write_late_then_copy(
+    g: &mut Guest,
+    (big, big_va): (D3dkmtHandle, u64),
+    (sink, sink_va): (D3dkmtHandle, u64),
+    pages: u64,
+) -> [u8; 64] {
+    g.mem.write_slice(&LATE, GuestAddress(BIG.1)).unwrap();
+    g.unlock(big);
+    let copy = Command::Copy {
+        src_va: big_va,
+        dst_va: sink_va,
+        size: pages * PAGE,
+    };
+    assert_eq!(g.submit(vec![copy]), Ok(Reply::Status(NtStatus::SUCCESS)));
+    g.lock(sink);
+    let mut sink_bytes = [0u8; 64];
+    g.mem
+        .read_slice(&mut sink_bytes, GuestAddress(0x20_0000))
+        .unwrap();
+    sink_bytes
+}
+
 /// UPLOAD commands hand a locked buffer's pages over in pieces: each is
 /// captured with its UPLOAD, and UNLOCK2 does not take them again (nor a
 /// write the rules forbid after the UPLOAD, which the GPU never sees).
@@ -670,26 +698,13 @@ fn uploaded_pieces_are_captured_with_their_upload_only() {
         },
     ];
     assert_eq!(g.submit(pieces), Ok(Reply::Status(NtStatus::SUCCESS)));
-    let late = [0xee; 64];
-    g.mem.write_slice(&late, GuestAddress(BIG.1)).unwrap();
-    g.unlock(big);
-    let copy = Command::Copy {
-        src_va: big_va,
-        dst_va: sink_va,
-        size: BIG.0 * PAGE,
-    };
-    assert_eq!(g.submit(vec![copy]), Ok(Reply::Status(NtStatus::SUCCESS)));
-    g.lock(sink);
-    let mut sink_bytes = [0u8; 64];
-    g.mem
-        .read_slice(&mut sink_bytes, GuestAddress(0x20_0000))
-        .unwrap();
+    let sink_bytes = write_late_then_copy(&mut g, (big, big_va), (sink, sink_va), BIG.0);
     assert_eq!(sink_bytes, data[..64], "the GPU keeps what the UPLOAD took");
     let (_, header, records) = g.finish();
     let inputs: u64 = inputs(&records)
         .filter(|(gpa, _)| (BIG.1..BIG.1 + BIG.0 * PAGE).contains(gpa))
         .map(|(_, bytes)| {
-            assert!(!bytes.windows(64).any(|w| w == late), "the late write");
+            assert!(!bytes.windows(64).any(|w| w == LATE), "the late write");
             bytes.len() as u64
         })
         .sum();
@@ -726,21 +741,8 @@ fn a_refused_submit_takes_no_pages() {
         g.submit(refused),
         Ok(Reply::Status(NtStatus::SUCCESS))
     ));
-    let late = [0xee; 64];
-    g.mem.write_slice(&late, GuestAddress(BIG.1)).unwrap();
-    g.unlock(big);
-    let copy = Command::Copy {
-        src_va: big_va,
-        dst_va: sink_va,
-        size: PAGES * PAGE,
-    };
-    assert_eq!(g.submit(vec![copy]), Ok(Reply::Status(NtStatus::SUCCESS)));
-    g.lock(sink);
-    let mut sink_bytes = [0u8; 64];
-    g.mem
-        .read_slice(&mut sink_bytes, GuestAddress(0x20_0000))
-        .unwrap();
-    assert_eq!(sink_bytes, late, "nothing took the pages");
+    let sink_bytes = write_late_then_copy(&mut g, (big, big_va), (sink, sink_va), PAGES);
+    assert_eq!(sink_bytes, LATE, "nothing took the pages");
     let (_, header, records) = g.finish();
     let report = replayed(&header, &records);
     assert_eq!(report.divergence, None, "{}", report.to_json());
