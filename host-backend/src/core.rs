@@ -533,18 +533,11 @@ fn upload_if_dirty<E: Engine>(engine: &E, a: &mut Allocation<E>) {
     if !(a.cpu_dirty || a.locked) {
         return;
     }
-    let mut at = 0;
-    let mut gaps = Vec::with_capacity(a.taken.len() + 1);
-    for &(start, end) in &a.taken {
-        if start > at {
-            gaps.push((at, start));
-        }
-        at = end;
-    }
-    if at < a.info.size {
-        gaps.push((at, a.info.size));
-    }
-    for (start, end) in gaps {
+    // The gaps between taken ranges (all of it when none is taken), in
+    // order; ranges end within the allocation (commands are checked).
+    let ends = a.taken.iter().map(|r| r.0).chain([a.info.size]);
+    let starts = [0].into_iter().chain(a.taken.iter().map(|r| r.1));
+    for (start, end) in starts.zip(ends).filter(|(s, e)| s < e) {
         if let Err(e) = upload(engine, a, start, end - start) {
             tracing::warn!("allocation upload failed: {e}");
             return;
