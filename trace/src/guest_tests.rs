@@ -64,8 +64,11 @@ impl Guest {
         backend.set_event_sink(Some(queue.clone()));
         let luid = backend.adapters()[0].luid;
         let header = TraceHeader::new(&backend.adapters(), "test");
+        // Tests of one process run at once and may share a name.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!(
-            "dxvmm-trace-guest-{}-{name}.dxtrace",
+            "dxvmm-trace-guest-{}-{seq}-{name}.dxtrace",
             std::process::id()
         ));
         let recorder = Recorder::create_with(&path, &header, options).unwrap();
