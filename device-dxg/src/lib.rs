@@ -82,6 +82,7 @@ impl DxgDevice {
     /// Lets `observer` see every request, reply and event frame from now on
     /// (`None`: stop).
     pub fn set_observer(&mut self, observer: Option<Arc<dyn FrameObserver>>) {
+        self.vm.set_observer(observer.clone());
         self.observer = observer;
     }
 

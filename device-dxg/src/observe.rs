@@ -28,6 +28,23 @@ pub trait FrameObserver: Send + Sync {
     /// Called with each frame; `mem` is the guest's memory when the device
     /// has it (always, on a running VM).
     fn observe(&self, direction: Direction, frame: &[u8], mem: Option<&GuestMemoryMmap>);
+
+    /// Asked after a LOCK2 request was observed, before the device acts
+    /// on it: whether to hear how far its result lands
+    /// ([`FrameObserver::lock_progress`]). Hearing it makes the backend
+    /// copy a large result in pieces, which costs a little more.
+    fn wants_lock_progress(&self) -> bool {
+        false
+    }
+
+    /// While the device acts on the LOCK2 last observed (when
+    /// [`FrameObserver::wants_lock_progress`] said so): the first `bytes`
+    /// bytes of its allocation hold what the guest will find there once it
+    /// has the reply, if the LOCK2 succeeds. Calls come with growing
+    /// counts, possibly none; the reply is observed as usual after them.
+    fn lock_progress(&self, bytes: u64) {
+        let _ = bytes;
+    }
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use vm_memory::GuestMemoryMmap;
 use zerocopy::IntoBytes;
 
 use crate::events::{EventQueue, TrackError};
+use crate::observe::FrameObserver;
 
 /// Guest memory as the backend holds it: the device's view, shared.
 type Memory = Arc<GuestMemoryMmap>;
@@ -92,6 +93,9 @@ pub struct Vm {
     /// event sink); without one, waits are not tracked and a wait whose
     /// fence is destroyed is not ended.
     events: Option<Arc<EventQueue>>,
+    /// Hears how far a LOCK2's result has landed, if it asks
+    /// ([`FrameObserver::wants_lock_progress`]).
+    observer: Option<Arc<dyn FrameObserver>>,
 }
 
 /// A request's outcome: a reply payload, or a status for the frame (the
@@ -128,7 +132,14 @@ impl Vm {
             next_adapter_handle: 1,
             processes: HashMap::new(),
             events: None,
+            observer: None,
         }
+    }
+
+    /// Lets `observer` hear how far each LOCK2's result has landed, when
+    /// it asks for it (`None`: stop).
+    pub fn set_observer(&mut self, observer: Option<Arc<dyn FrameObserver>>) {
+        self.observer = observer;
     }
 
     /// The adapters the guest sees.
@@ -662,7 +673,14 @@ impl Vm {
                 {
                     return Err(NtStatus::INVALID_PARAMETER);
                 }
-                let st = result(self.backend.lock(process, cmd.args.allocation));
+                let allocation = cmd.args.allocation;
+                let locked = match self.observer.as_ref().filter(|o| o.wants_lock_progress()) {
+                    Some(o) => self
+                        .backend
+                        .lock_watched(process, allocation, &mut |bytes| o.lock_progress(bytes)),
+                    None => self.backend.lock(process, allocation),
+                };
+                let st = result(locked);
                 Ok(Reply::Lock2(DxgkvmbCommandLock2Return {
                     status: st,
                     ..Default::default()

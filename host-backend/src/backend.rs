@@ -409,6 +409,22 @@ pub trait Backend: Send + Sync {
     /// copies its GPU contents into its CPU memory.
     fn lock(&self, process: Handle, allocation: Handle) -> Result<()>;
 
+    /// As [`Backend::lock`], telling `written` how far the GPU's contents
+    /// have landed in the CPU memory: each call passes a count of bytes
+    /// from the allocation's start that now hold what the LOCK2 returns
+    /// (growing; nothing writes them again before it returns), so that a
+    /// watcher can read them while the rest is copied. A backend may not
+    /// call it at all (the default), or only for large copies.
+    fn lock_watched(
+        &self,
+        process: Handle,
+        allocation: Handle,
+        written: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let _ = written;
+        self.lock(process, allocation)
+    }
+
     /// UNLOCK2: the CPU may have written the memory; the GPU sees it from
     /// the next use on.
     fn unlock(&self, process: Handle, allocation: Handle) -> Result<()>;

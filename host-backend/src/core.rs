@@ -18,7 +18,7 @@ use dxvmm_protocol::cmdstream::{Command, CommandStream, MAX_STREAM_SIZE};
 use dxvmm_protocol::escape::CreatePipeline;
 
 use crate::backend::*;
-use crate::engine::{Completion, Engine, Op, Range};
+use crate::engine::{Completion, Engine, Op, Progress, Range};
 use crate::error::{BackendError, ObjectKind, Result};
 use crate::memory::HostVisibleMemory;
 use crate::shader::ShaderBinding;
@@ -602,7 +602,87 @@ fn upload<E: Engine>(engine: &E, a: &Allocation<E>, offset: u64, len: u64) -> Re
     }
 }
 
+/// A LOCK2 whose copy is watched ([`Backend::lock_watched`]) goes in up to
+/// this many pieces, each of at least [`LOCK_PIECE_MIN`] bytes: the
+/// watcher (a trace's digest) reads each piece while the GPU copies the
+/// next, and on the H100 host a submission costs tens of microseconds.
+const LOCK_PIECES: u64 = 8;
+/// See [`LOCK_PIECES`].
+const LOCK_PIECE_MIN: u64 = 1 << 20;
+
+/// The piece size of a watched LOCK2 of `size` bytes: whole pages.
+fn lock_piece(size: u64) -> u64 {
+    size.div_ceil(LOCK_PIECES)
+        .next_multiple_of(4096)
+        .max(LOCK_PIECE_MIN)
+}
+
 impl<E: Engine> Core<E> {
+    /// LOCK2, telling `written` (if any) how far the GPU's contents have
+    /// landed in the CPU memory when the copy is large enough to go in
+    /// pieces ([`LOCK_PIECES`]).
+    fn lock_allocation(
+        &self,
+        process: Handle,
+        allocation: Handle,
+        mut written: Option<&mut dyn FnMut(u64)>,
+    ) -> Result<()> {
+        self.with_process(process, |p, _| {
+            let a = p
+                .allocations
+                .get_mut(&allocation)
+                .ok_or(BackendError::handle(ObjectKind::Allocation, allocation.0))?;
+            let Some(mem) = a.memory.clone() else {
+                return Err(BackendError::param(
+                    "lock of an allocation without CPU memory",
+                    allocation.0.into(),
+                ));
+            };
+            // The CPU may write the pages once they are locked: the GPU
+            // must have read any upload it takes straight from them first.
+            self.shared
+                .engine
+                .finish_direct_reads(a.adapter, &a.buffer)?;
+            if a.gpu_dirty {
+                // The CPU copy may be stale only where the GPU wrote; a
+                // pending CPU change (cpu_dirty) cannot coexist with a GPU
+                // write because every GPU use uploads first.
+                let engine = &self.shared.engine;
+                let size = a.info.size;
+                let step = lock_piece(size);
+                let direct = match mem.host_spans(0, size) {
+                    Some(spans) => {
+                        let progress = written
+                            .as_deref_mut()
+                            .map(|w| -> Progress<'_> { (step, w) });
+                        engine.read_buffer_direct(a.adapter, &a.buffer, &spans, progress)?
+                    }
+                    None => false,
+                };
+                if !direct {
+                    engine.read_buffer(a.adapter, &a.buffer, 0, size, &mut |src| {
+                        // In pieces when someone listens: it reads each
+                        // piece while the next is copied.
+                        let Some(w) = written.as_deref_mut() else {
+                            return mem.write_at(0, src);
+                        };
+                        let mut at = 0;
+                        for piece in src.chunks(step as usize) {
+                            mem.write_at(at, piece)?;
+                            at += piece.len() as u64;
+                            w(at);
+                        }
+                        Ok(())
+                    })?;
+                }
+                a.gpu_dirty = false;
+            }
+            a.locked = true;
+            a.taken.clear();
+            Ok(())
+        })
+    }
+
     pub(crate) fn new(engine: E) -> Self {
         let n = engine.adapters().len();
         Core {
@@ -1357,42 +1437,16 @@ impl<E: Engine> Backend for Core<E> {
     }
 
     fn lock(&self, process: Handle, allocation: Handle) -> Result<()> {
-        self.with_process(process, |p, _| {
-            let a = p
-                .allocations
-                .get_mut(&allocation)
-                .ok_or(BackendError::handle(ObjectKind::Allocation, allocation.0))?;
-            let Some(mem) = a.memory.clone() else {
-                return Err(BackendError::param(
-                    "lock of an allocation without CPU memory",
-                    allocation.0.into(),
-                ));
-            };
-            // The CPU may write the pages once they are locked: the GPU
-            // must have read any upload it takes straight from them first.
-            self.shared
-                .engine
-                .finish_direct_reads(a.adapter, &a.buffer)?;
-            if a.gpu_dirty {
-                // The CPU copy may be stale only where the GPU wrote; a
-                // pending CPU change (cpu_dirty) cannot coexist with a GPU
-                // write because every GPU use uploads first.
-                let engine = &self.shared.engine;
-                let direct = match mem.host_spans(0, a.info.size) {
-                    Some(spans) => engine.read_buffer_direct(a.adapter, &a.buffer, &spans)?,
-                    None => false,
-                };
-                if !direct {
-                    engine.read_buffer(a.adapter, &a.buffer, 0, a.info.size, &mut |src| {
-                        mem.write_at(0, src)
-                    })?;
-                }
-                a.gpu_dirty = false;
-            }
-            a.locked = true;
-            a.taken.clear();
-            Ok(())
-        })
+        self.lock_allocation(process, allocation, None)
+    }
+
+    fn lock_watched(
+        &self,
+        process: Handle,
+        allocation: Handle,
+        written: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        self.lock_allocation(process, allocation, Some(written))
     }
 
     fn unlock(&self, process: Handle, allocation: Handle) -> Result<()> {
@@ -2019,6 +2073,14 @@ macro_rules! delegate_backend {
                 allocation: $crate::Handle,
             ) -> $crate::Result<()> {
                 self.core.lock(process, allocation)
+            }
+            fn lock_watched(
+                &self,
+                process: $crate::Handle,
+                allocation: $crate::Handle,
+                written: &mut dyn FnMut(u64),
+            ) -> $crate::Result<()> {
+                self.core.lock_watched(process, allocation, written)
             }
             fn unlock(
                 &self,

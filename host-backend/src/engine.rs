@@ -16,6 +16,11 @@ use crate::shader::ShaderBinding;
 /// completion thread (never inside [`Engine::execute`]).
 pub(crate) type Completion = Box<dyn FnOnce() + Send>;
 
+/// How a read into the CPU's memory reports how far it has got: a step in
+/// bytes, and a callback that hears, after each piece of about that many
+/// bytes has landed, how many bytes from the start of the read are final.
+pub(crate) type Progress<'a> = (u64, &'a mut dyn FnMut(u64));
+
 /// A buffer range of a command, resolved from GPU virtual addresses.
 pub(crate) struct Range<E: Engine + ?Sized> {
     pub buffer: Arc<E::Buffer>,
@@ -117,14 +122,17 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// Like [`Engine::read_buffer`] into host mappings, written by the GPU
     /// itself; returns once they hold the bytes. `Ok(false)` as for
-    /// [`Engine::write_buffer_direct`].
+    /// [`Engine::write_buffer_direct`]. With `progress`, the copy goes in
+    /// pieces of about the step's bytes (buffer offsets), and the
+    /// callback hears the end of each piece once it has landed.
     fn read_buffer_direct(
         &self,
         adapter: usize,
         buffer: &Self::Buffer,
         spans: &[HostSpan],
+        progress: Option<Progress<'_>>,
     ) -> Result<bool> {
-        let _ = (adapter, buffer, spans);
+        let _ = (adapter, buffer, spans, progress);
         Ok(false)
     }
 

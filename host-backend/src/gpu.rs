@@ -28,7 +28,7 @@ use dxvmm_protocol::escape::{CreatePipeline, ShaderLanguage};
 
 use crate::backend::*;
 use crate::core::Core;
-use crate::engine::{Completion, Engine, Op, Range};
+use crate::engine::{Completion, Engine, Op, Progress, Range};
 use crate::error::{BackendError, Result};
 use crate::import::{self, HostImport, HOST_IMPORT_ENV};
 use crate::memory::HostSpan;
@@ -920,24 +920,69 @@ impl Engine for WgpuEngine {
         adapter: usize,
         buffer: &GpuBuffer,
         spans: &[HostSpan],
+        progress: Option<Progress<'_>>,
     ) -> Result<bool> {
         let Some((gpu, pieces)) = self.imported(adapter, spans)? else {
             return Ok(false);
         };
+        // Each piece of the progress's step its own submission, all queued
+        // at once: the GPU copies them back to back, and the caller hears
+        // of each as it lands.
+        let (step, mut reached) = match progress {
+            Some((step, reached)) => (step.max(1), Some(reached)),
+            None => (u64::MAX, None),
+        };
+        let mut submitted = Vec::new();
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         let recorded = gpu.record_uploads(&mut enc);
+        let mut staged = Some(recorded.staged);
+        let mut piece_end = step;
         for p in &pieces {
-            enc.copy_buffer_to_buffer(&buffer.buffer, p.offset, &p.chunk, p.chunk_offset, p.len);
+            let mut at = 0;
+            while at < p.len {
+                let offset = p.offset + at;
+                if offset >= piece_end {
+                    let full = std::mem::replace(
+                        &mut enc,
+                        gpu.device.create_command_encoder(&Default::default()),
+                    );
+                    submitted.push((offset, gpu.submitter.submit_after_batch(full)?));
+                    if let Some(staged) = staged.take() {
+                        recycle(&gpu.submitter.staging_pool, staged);
+                    }
+                    piece_end = (offset / step + 1).saturating_mul(step);
+                }
+                let len = (p.len - at).min(piece_end.saturating_sub(offset));
+                enc.copy_buffer_to_buffer(
+                    &buffer.buffer,
+                    offset,
+                    &p.chunk,
+                    p.chunk_offset + at,
+                    len,
+                );
+                at += len;
+            }
         }
-        let index = gpu.submitter.submit_after_batch(enc)?;
-        recycle(&gpu.submitter.staging_pool, recorded.staged);
-        gpu.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map_err(unavailable)?;
-        Recorded::reads_done(recorded.guest_reads);
+        let end = pieces.last().map_or(0, |p| p.offset + p.len);
+        submitted.push((end, gpu.submitter.submit_after_batch(enc)?));
+        if let Some(staged) = staged.take() {
+            recycle(&gpu.submitter.staging_pool, staged);
+        }
+        let mut guest_reads = Some(recorded.guest_reads);
+        for (end, index) in submitted {
+            gpu.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(unavailable)?;
+            if let Some(reads) = guest_reads.take() {
+                Recorded::reads_done(reads);
+            }
+            if let Some(reached) = reached.as_mut() {
+                reached(end);
+            }
+        }
         Ok(true)
     }
 

@@ -154,6 +154,10 @@ enum Known {
     Bytes(Box<[u8]>, Option<u128>),
     /// Known by its hash only: the page was last recorded in a digest.
     Hash(u128),
+    /// Not known: a result was read early and then not recorded (its
+    /// LOCK2 failed), so the trace may not hold what the page holds; the
+    /// next capture takes the page whole.
+    Stale,
 }
 
 /// What the trace says each captured page holds.
@@ -453,6 +457,26 @@ impl Capture {
                 .filter(|a| a.written)
                 .map_or(0, |a| a.pfns.len()),
             _ => 0,
+        }
+    }
+
+    /// The pages of the result the LOCK2 given to `before_request` will
+    /// capture if it succeeds, and whether a TIMESTAMP may have written
+    /// them (as [`Capture::pending_result_pages`]).
+    pub fn pending_result(&self) -> Option<ResultPages> {
+        match self.pending {
+            Some(Pending::Lock {
+                process,
+                allocation,
+            }) => self
+                .allocs
+                .get(&(process, allocation))
+                .filter(|a| a.written)
+                .map(|a| ResultPages {
+                    pfns: a.pfns.clone(),
+                    timestamps: a.timestamps,
+                }),
+            _ => None,
         }
     }
 
@@ -967,7 +991,7 @@ impl Shadow {
         }
         let mut ranges = Vec::new();
         match self.pages.get_mut(&pfn) {
-            Some(Known::Hash(_)) => return false,
+            Some(Known::Hash(_) | Known::Stale) => return false,
             Some(Known::Bytes(s, h)) => {
                 let old = &mut s[from..to];
                 if *old != *now {
@@ -989,6 +1013,16 @@ impl Shadow {
             out.push((gpa + (from + a) as u64, now[a..b].to_vec()));
         }
         true
+    }
+
+    /// Forgets what the trace holds of pages `pfns` that it has seen: the
+    /// next capture of each takes it whole.
+    pub fn forget(&mut self, pfns: &[u64]) {
+        for pfn in pfns {
+            if let Some(k) = self.pages.get_mut(pfn) {
+                *k = Known::Stale;
+            }
+        }
     }
 
     /// As [`Shadow::pages`], for a result recorded by digest: the pages
@@ -1026,6 +1060,7 @@ impl Shadow {
             let unchanged = match self.pages.get(&pfn) {
                 Some(Known::Hash(k)) | Some(Known::Bytes(_, Some(k))) => *k == h,
                 Some(Known::Bytes(b, None)) => **b == *page,
+                Some(Known::Stale) => false,
                 None => h == zero_page_hash(),
             };
             if unchanged {

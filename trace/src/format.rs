@@ -132,6 +132,19 @@ pub enum Record {
 }
 
 impl Record {
+    /// Sets the record's time (ns since the start of the recording).
+    pub fn set_time(&mut self, to: u64) {
+        match self {
+            Record::Request { t, .. }
+            | Record::Reply { t, .. }
+            | Record::Event { t, .. }
+            | Record::Memory { t, .. }
+            | Record::Digest { t, .. }
+            | Record::Layout { t, .. }
+            | Record::End { t, .. } => *t = to,
+        }
+    }
+
     /// Nanoseconds since the start of the recording.
     pub fn t(&self) -> u64 {
         match self {

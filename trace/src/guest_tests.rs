@@ -55,6 +55,9 @@ struct Guest {
     ctx: D3dkmtHandle,
     cmd_va: u64,
     next_id: u64,
+    /// The frame status the next reply shows the recorder instead of
+    /// the device's (a LOCK2 that failed after its copy began).
+    fail_next_reply: Option<NtStatus>,
 }
 
 impl Guest {
@@ -73,8 +76,12 @@ impl Guest {
         ));
         let recorder = Recorder::create_with(&path, &header, options).unwrap();
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        // As the device does: the recorder hears how far large LOCK2
+        // results have landed.
+        let mut vm = Vm::with_events(backend, &[luid], queue.clone());
+        vm.set_observer(Some(recorder.clone()));
         let mut g = Guest {
-            vm: Vm::with_events(backend, &[luid], queue.clone()),
+            vm,
             luid,
             queue,
             mem,
@@ -85,6 +92,7 @@ impl Guest {
             ctx: D3dkmtHandle(0),
             cmd_va: 0,
             next_id: 1,
+            fail_next_reply: None,
         };
         let mut c = DxgkvmbCommandCreateProcess::new_zeroed();
         c.hdr = DxgkvmbCommandVmToHost::new(global::DXGK_VMBCOMMAND_CREATEPROCESS, g.p);
@@ -135,15 +143,16 @@ impl Guest {
         // (counts filled in by the encoding).
         let request = Request::decode(&request.encode()).unwrap();
         let outcome = self.vm.dispatch_with(self.luid, request, mem);
-        let reply = match &outcome {
-            Ok(r) => encode_frame(
+        let reply = match (&outcome, self.fail_next_reply.take()) {
+            (_, Some(s)) => encode_frame(FrameKind::Reply, id, self.luid, s, &[]),
+            (Ok(r), None) => encode_frame(
                 FrameKind::Reply,
                 id,
                 self.luid,
                 NtStatus::SUCCESS,
                 &r.encode(),
             ),
-            Err(s) => encode_frame(FrameKind::Reply, id, self.luid, *s, &[]),
+            (Err(s), None) => encode_frame(FrameKind::Reply, id, self.luid, *s, &[]),
         };
         self.recorder.observe(Direction::Reply, &reply, mem);
         while let Some(ev) = self.queue.pop() {
@@ -749,4 +758,109 @@ fn a_refused_submit_takes_no_pages() {
     let (_, header, records) = g.finish();
     let report = replayed(&header, &records);
     assert_eq!(report.divergence, None, "{}", report.to_json());
+}
+
+/// 768 pages (3 MiB, the rest of the guest's memory): a LOCK2 result the
+/// recorder reads as it lands, a MiB at a time.
+const HUGE: (u64, u64) = (768, 0x10_0000);
+
+/// A GPU fill of the huge buffer and its LOCK2, recorded with the device
+/// telling the recorder how far the result has landed or not.
+fn fill_huge(progress: bool) -> (Summary, TraceHeader, Vec<Located>) {
+    let options = Options {
+        threads: 4,
+        ..Options::default()
+    };
+    let mut g = Guest::new("huge", options);
+    if !progress {
+        g.vm.set_observer(None);
+    }
+    let (huge, huge_va) = g.buffer(HUGE.0, HUGE.1);
+    g.submit(vec![Command::Fill {
+        dst_va: huge_va,
+        size: HUGE.0 * PAGE,
+        value: 0x0303_0303,
+    }])
+    .unwrap();
+    g.lock(huge);
+    g.finish()
+}
+
+/// The digests of a result record, as (guest address, length, digest).
+fn digests(records: &[&Record]) -> Vec<(u64, u64, u128)> {
+    records
+        .iter()
+        .map(|r| match r {
+            Record::Digest {
+                gpa, len, digest, ..
+            } => (*gpa, *len, *digest),
+            r => panic!("{r:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_result_read_as_it_lands_records_what_the_reply_would() {
+    let filled = vec![3u8; (HUGE.0 * PAGE) as usize];
+    let (summary, header, records) = fill_huge(true);
+    assert_eq!(summary.results_read_early, 1);
+    let early = digests(&results_of_lock(&records, 0));
+    // Pieces of a MiB: the result's digests end where pieces ended.
+    assert_eq!(early.len(), 3, "{early:x?}");
+    let mut at = HUGE.1;
+    for &(gpa, len, digest) in &early {
+        assert_eq!(gpa, at);
+        let from = (gpa - HUGE.1) as usize;
+        assert_eq!(
+            digest,
+            crate::digest::digest(&filled[from..from + len as usize])
+        );
+        at += len;
+    }
+    assert_eq!(at, HUGE.1 + HUGE.0 * PAGE);
+    let report = replayed(&header, &records);
+    assert_eq!(report.divergence, None, "{}", report.to_json());
+    assert_eq!(report.result_digests_compared, 3);
+    // Read at the reply, the same pages in the same digests (a segment is
+    // a MiB of guest memory either way).
+    let (summary, _, records) = fill_huge(false);
+    assert_eq!(summary.results_read_early, 0);
+    assert_eq!(digests(&results_of_lock(&records, 0)), early);
+}
+
+#[test]
+fn a_result_read_early_and_then_refused_is_carried_by_the_next_unlock() {
+    let options = Options {
+        threads: 4,
+        ..Options::default()
+    };
+    let mut g = Guest::new("refused", options);
+    let (huge, huge_va) = g.buffer(HUGE.0, HUGE.1);
+    g.submit(vec![Command::Fill {
+        dst_va: huge_va,
+        size: HUGE.0 * PAGE,
+        value: 0x0505_0505,
+    }])
+    .unwrap();
+    // The device copies the result (the recorder reads it as it lands),
+    // but the reply the recorder sees says the LOCK2 failed: the trace
+    // holds no result, so the pages it read must not count as known.
+    g.fail_next_reply = Some(NtStatus::UNSUCCESSFUL);
+    g.lock(huge);
+    g.unlock(huge);
+    let (summary, _, records) = g.finish();
+    assert_eq!(summary.results_read_early, 1);
+    assert!(!records
+        .iter()
+        .any(|l| matches!(l.record, Record::Digest { .. })));
+    let carried: u64 = inputs(&records)
+        .filter(|(gpa, _)| *gpa >= HUGE.1)
+        .map(|(_, bytes)| bytes.len() as u64)
+        .sum();
+    assert_eq!(carried, HUGE.0 * PAGE);
+    let page = inputs(&records)
+        .find(|(gpa, _)| *gpa == HUGE.1)
+        .expect("the first page")
+        .1;
+    assert!(page.iter().all(|b| *b == 5));
 }

@@ -56,6 +56,9 @@ use crate::cpus;
 use crate::error::TraceError;
 use crate::format::{self, AdapterEntry, MemoryPurpose, Record, TraceHeader};
 
+/// Bytes per guest page.
+const PAGE: u64 = 4096;
+
 /// Records in flight between the device thread and the writer.
 const CHANNEL_DEPTH: usize = 4096;
 
@@ -312,20 +315,20 @@ fn segments(pfns: &[u64]) -> Vec<std::ops::Range<usize>> {
 
 /// A capture split across threads: each takes the next segment not yet
 /// claimed, until none is left, and leaves its records in the segment's
-/// slot; the thread that has the capture joins the slots in order. A
-/// thread that starts late (a helper still waking) just takes fewer.
+/// slot; the thread that joins it ([`Shared::join`]) takes the slots in
+/// order and gives the records their time. A thread that starts late (a
+/// helper still waking) just takes fewer.
 struct Split {
     mem: GuestMemoryMmap,
     pfns: Vec<u64>,
     segs: Vec<std::ops::Range<usize>>,
-    t: u64,
     purpose: MemoryPurpose,
     digest: bool,
     by_hash: bool,
     /// The next segment to claim.
     next: AtomicUsize,
-    /// Each segment's records.
-    records: Vec<Mutex<Vec<Encoded>>>,
+    /// Each segment's records, their times not yet set.
+    records: Vec<Mutex<Vec<Record>>>,
     /// Segments done, and whether one panicked.
     done: Mutex<(usize, bool)>,
     all_done: Condvar,
@@ -341,15 +344,8 @@ impl Split {
             // thread waiting for them all does not wait forever.
             let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let pfns = &self.pfns[r.clone()];
-                let (t, purpose, digest) = (self.t, self.purpose, self.digest);
-                shared.segment(
-                    &self.mem,
-                    pfns,
-                    t,
-                    purpose,
-                    (digest, self.by_hash),
-                    &mut out,
-                );
+                let how = (self.digest, self.by_hash);
+                shared.segment(&self.mem, pfns, 0, self.purpose, how, &mut out);
             }))
             .is_ok();
             *lock(&self.records[i]) = out;
@@ -380,43 +376,67 @@ impl Shared {
         threads: usize,
         out: &mut Vec<Encoded>,
     ) {
-        let segs = segments(pfns);
-        let by_hash = pfns.len() >= self.bulk_pages;
-        let mut threads = threads.min(pfns.len() / PAGES_PER_THREAD).max(1);
-        // A page listed twice (a bogus page list) is captured where the
-        // list first names it; split over threads, either copy could come
-        // first. Such a list is done on one thread.
-        if threads > 1 {
-            let mut sorted = pfns.to_vec();
-            sorted.sort_unstable();
-            if sorted.windows(2).any(|w| w[0] == w[1]) {
-                threads = 1;
+        let threads = self.threads_for(pfns, threads);
+        if threads <= 1 {
+            let by_hash = pfns.len() >= self.bulk_pages;
+            let mut records = Vec::new();
+            for r in segments(pfns) {
+                let pfns = &pfns[r];
+                self.segment(mem, pfns, t, purpose, (digest, by_hash), &mut records);
             }
-        }
-        if threads <= 1 || self.helpers.is_empty() {
-            for r in segs {
-                self.segment(mem, &pfns[r], t, purpose, (digest, by_hash), out);
-            }
+            out.extend(records.into_iter().map(Record::into_parts));
             return;
         }
+        let split = self.start(mem, pfns.to_vec(), purpose, digest, threads - 1);
+        self.join(&split, t, out);
+    }
+
+    /// How many threads a capture of `pfns` takes, of `threads` at most:
+    /// one for a small capture, or a page list that names a page twice
+    /// (captured where the list first names it; split over threads,
+    /// either copy could come first), or without helpers.
+    fn threads_for(&self, pfns: &[u64], threads: usize) -> usize {
+        let threads = threads.min(pfns.len() / PAGES_PER_THREAD).max(1);
+        if threads == 1 || self.helpers.is_empty() {
+            return 1;
+        }
+        let mut sorted = pfns.to_vec();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return 1;
+        }
+        threads
+    }
+
+    /// Hands a capture of `pfns` to up to `helpers` helper threads (those
+    /// standing by take it at once), without waiting: [`Shared::join`]
+    /// collects its records. The list must not name a page twice.
+    fn start(
+        self: &Arc<Self>,
+        mem: &GuestMemoryMmap,
+        pfns: Vec<u64>,
+        purpose: MemoryPurpose,
+        digest: bool,
+        helpers: usize,
+    ) -> Arc<Split> {
+        let segs = segments(&pfns);
         let split = Arc::new(Split {
             mem: mem.clone(),
-            pfns: pfns.to_vec(),
+            by_hash: pfns.len() >= self.bulk_pages,
+            pfns,
             records: segs.iter().map(|_| Mutex::default()).collect(),
-            segs,
-            t,
             purpose,
             digest,
-            by_hash,
             next: AtomicUsize::new(0),
             done: Mutex::new((0, false)),
             all_done: Condvar::new(),
+            segs,
         });
         // Helpers standing by take it from here at once; the others are
         // woken (a helper that stood by finds nothing left by then).
         *lock(&self.published) = Some(split.clone());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        for tx in self.helpers.iter().take(threads - 1) {
+        for tx in self.helpers.iter().take(helpers.min(split.segs.len())) {
             let (sh, split) = (self.clone(), split.clone());
             let job: Job = Box::new(move || split.work(&sh));
             // A helper that is gone: the job runs here.
@@ -424,6 +444,12 @@ impl Shared {
                 job();
             }
         }
+        split
+    }
+
+    /// Works on what is left of `split`, waits for the segments helpers
+    /// took, and appends its records to `out` in list order, at time `t`.
+    fn join(&self, split: &Arc<Split>, t: u64, out: &mut Vec<Encoded>) {
         split.work(self);
         // Segments a helper claimed may still be in progress; a helper
         // that wakes after the last one was claimed is not waited for.
@@ -433,14 +459,23 @@ impl Shared {
         }
         assert!(!done.1, "a thread capturing guest memory panicked");
         drop(done);
-        lock(&self.published).take();
+        {
+            let mut published = lock(&self.published);
+            if published.as_ref().is_some_and(|p| Arc::ptr_eq(p, split)) {
+                published.take();
+            }
+        }
         for r in &split.records {
-            out.append(&mut lock(r));
+            out.extend(lock(r).drain(..).map(|mut rec| {
+                rec.set_time(t);
+                rec.into_parts()
+            }));
         }
     }
 
-    /// One segment ([`segments`]) under its stripe's lock: as digests,
-    /// and comparing pages by hash ([`Shadow::pages`]), as the pair says.
+    /// One segment ([`segments`]) under its stripe's lock, as records at
+    /// time `t`: as digests, and comparing pages by hash
+    /// ([`Shadow::pages`]), as the pair says.
     fn segment(
         &self,
         mem: &GuestMemoryMmap,
@@ -448,7 +483,7 @@ impl Shared {
         t: u64,
         purpose: MemoryPurpose,
         (digest, by_hash): (bool, bool),
-        out: &mut Vec<Encoded>,
+        out: &mut Vec<Record>,
     ) {
         let Some(first) = pfns.first() else { return };
         let mut shadow = lock(&self.shadow[stripe(*first)]);
@@ -456,15 +491,16 @@ impl Shared {
             let mut digests = Vec::new();
             shadow.digests(mem, pfns, &mut digests);
             drop(shadow);
-            out.extend(digests.into_iter().map(|(gpa, len, digest)| {
-                Record::Digest {
-                    t,
-                    gpa,
-                    len,
-                    digest,
-                }
-                .into_parts()
-            }));
+            out.extend(
+                digests
+                    .into_iter()
+                    .map(|(gpa, len, digest)| Record::Digest {
+                        t,
+                        gpa,
+                        len,
+                        digest,
+                    }),
+            );
         } else {
             let mut runs = Vec::new();
             // Inputs are written into a replay's memory as they are, so
@@ -478,7 +514,12 @@ impl Shared {
                 &mut runs,
             );
             drop(shadow);
-            out.extend(runs.into_iter().map(|(gpa, b)| memory(t, purpose, gpa, b)));
+            out.extend(runs.into_iter().map(|(gpa, bytes)| Record::Memory {
+                t,
+                purpose,
+                gpa,
+                bytes,
+            }));
         }
     }
 }
@@ -537,6 +578,10 @@ struct State {
     process: u32,
     layout: Vec<(u64, u64)>,
     capture: Capture,
+    /// The LOCK2 being answered, when its result is read as it lands.
+    early: Option<EarlyResult>,
+    /// See [`Summary::results_read_early`].
+    results_read_early: u64,
     /// Times the device thread found the channel full.
     waits: u64,
     /// Where the device thread's time in the recorder went.
@@ -561,6 +606,8 @@ impl State {
             process: 0,
             layout: Vec::new(),
             capture: Capture::default(),
+            early: None,
+            results_read_early: 0,
             waits: 0,
             spent: Spent::default(),
             batch: Vec::new(),
@@ -603,6 +650,19 @@ impl State {
     }
 }
 
+/// A large LOCK2 result digested while the backend copies it
+/// ([`FrameObserver::lock_progress`]): each piece that has landed is
+/// handed to helpers at once, and the reply joins them and digests the
+/// rest. The shadow learns of the pieces as they are read; should the
+/// LOCK2 fail, those pages are forgotten ([`Shadow::forget`]).
+struct EarlyResult {
+    mem: GuestMemoryMmap,
+    pfns: Vec<u64>,
+    /// Pages of `pfns` handed to helpers so far.
+    started: usize,
+    splits: Vec<Arc<Split>>,
+}
+
 /// Writes a trace of everything the device it observes sees.
 pub struct Recorder {
     options: Options,
@@ -623,6 +683,9 @@ pub struct Summary {
     /// LOCK2 results not captured: no submit could have written them
     /// since their last capture.
     pub results_skipped: u64,
+    /// LOCK2 results read, at least in part, while the backend copied
+    /// them ([`FrameObserver::lock_progress`]).
+    pub results_read_early: u64,
     /// What recording cost the device thread, which the guest waits for.
     pub spent: Spent,
 }
@@ -812,12 +875,18 @@ impl Recorder {
     /// Writes the end record, waits for the writer and closes the file.
     /// Frames observed afterwards are ignored.
     pub fn finish(&self) -> Result<Summary, TraceError> {
-        let (waits, results_skipped, spent) = {
+        let (waits, results_skipped, results_read_early, spent) = {
             let mut st = self.lock();
+            self.abandon_early(&mut st);
             let t = self.now();
             send(&mut st, Msg::End { t });
             st.tx = None;
-            (st.waits, st.capture.skipped, st.spent)
+            (
+                st.waits,
+                st.capture.skipped,
+                st.results_read_early,
+                st.spent,
+            )
         };
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(handle) = handle else {
@@ -832,6 +901,7 @@ impl Recorder {
             bytes,
             waits,
             results_skipped,
+            results_read_early,
             spent: Spent {
                 input_captures: capturing,
                 ..spent
@@ -1044,7 +1114,87 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Whether a LOCK2 result is recorded as digests: a large one, unless
+    /// TIMESTAMP wrote it (timestamps must stay bytes: a replay skips
+    /// them).
+    fn digested(&self, r: &ResultPages) -> bool {
+        r.pfns.len() >= self.options.digest_pages && !r.timestamps
+    }
+
+    /// The reply to a LOCK2 whose result was read as it landed: the
+    /// pieces read so far, then the rest, as records at `t`.
+    fn finish_early(&self, st: &mut State, t: u64, early: EarlyResult) {
+        st.settle(&self.shared);
+        let start = Instant::now();
+        let mut records = Vec::new();
+        for split in &early.splits {
+            self.shared.join(split, t, &mut records);
+        }
+        let rest = &early.pfns[early.started..];
+        if !rest.is_empty() {
+            let threads = self.options.threads.max(2);
+            let sh = &self.shared;
+            sh.take(
+                &early.mem,
+                rest,
+                t,
+                MemoryPurpose::Result,
+                true,
+                threads,
+                &mut records,
+            );
+        }
+        st.spent.results += start.elapsed();
+        for r in records {
+            queue(st, r);
+        }
+    }
+
+    /// A result read early that will not be recorded (the LOCK2 failed):
+    /// once the helpers are done with it, the shadow forgets its pages.
+    fn abandon_early(&self, st: &mut State) {
+        let Some(early) = st.early.take() else {
+            return;
+        };
+        let mut dropped = Vec::new();
+        for split in &early.splits {
+            self.shared.join(split, 0, &mut dropped);
+        }
+        for &pfn in &early.pfns[..early.started] {
+            lock(&self.shared.shadow[stripe(pfn)]).forget(&[pfn]);
+        }
+    }
+}
+
 impl FrameObserver for Recorder {
+    fn wants_lock_progress(&self) -> bool {
+        self.lock().early.is_some()
+    }
+
+    fn lock_progress(&self, bytes: u64) {
+        let mut st = self.lock();
+        let start = Instant::now();
+        let helpers = self.shared.helpers.len();
+        let st = &mut *st;
+        if let Some(e) = st.early.as_mut() {
+            let landed =
+                usize::try_from(bytes / PAGE).map_or(e.pfns.len(), |p| p.min(e.pfns.len()));
+            if landed > e.started {
+                let pfns = e.pfns[e.started..landed].to_vec();
+                let split = self
+                    .shared
+                    .start(&e.mem, pfns, MemoryPurpose::Result, true, helpers);
+                if e.splits.is_empty() {
+                    st.results_read_early += 1;
+                }
+                e.splits.push(split);
+                e.started = landed;
+            }
+        }
+        st.spent.total += start.elapsed();
+    }
+
     fn observe(&self, direction: Direction, frame: &[u8], mem: Option<&GuestMemoryMmap>) {
         let mut st = self.lock();
         // The record's time, read under the lock so that times follow the
@@ -1089,11 +1239,22 @@ impl Recorder {
                 let mut inputs = Vec::new();
                 st.capture.before_request(frame, mem, &mut inputs);
                 // A large LOCK2 result: its helpers wake while the backend
-                // copies it.
+                // copies it, and a digested one is read as it lands.
+                self.abandon_early(st);
                 let result_pages = st.capture.pending_result_pages();
-                if mem.is_some() && result_pages >= 2 * PAGES_PER_THREAD {
+                if let (Some(mem), true) = (mem, result_pages >= 2 * PAGES_PER_THREAD) {
                     self.shared
                         .stand_by(result_pages, self.options.threads.max(2));
+                    st.early = st
+                        .capture
+                        .pending_result()
+                        .filter(|r| self.digested(r) && self.shared.threads_for(&r.pfns, 2) > 1)
+                        .map(|r| EarlyResult {
+                            mem: mem.clone(),
+                            pfns: r.pfns,
+                            started: 0,
+                            splits: Vec::new(),
+                        });
                 }
                 let stream = st.capture.take_stream();
                 let uploads = st.capture.take_uploads();
@@ -1137,13 +1298,20 @@ impl Recorder {
                 queue_frame(st, format::kind::REPLY, t, Some(process), frame);
                 let mut results: Vec<ResultPages> = Vec::new();
                 st.capture.after_reply(frame, mem, &mut results);
+                let mut early = st.early.take();
                 if let Some(mem) = mem {
                     for r in results {
-                        // Timestamps must stay bytes: a replay skips them.
-                        let digest = r.pfns.len() >= self.options.digest_pages && !r.timestamps;
-                        self.capture(st, t, MemoryPurpose::Result, r.pfns, mem, digest);
+                        match early.take_if(|e| e.pfns == r.pfns) {
+                            Some(e) => self.finish_early(st, t, e),
+                            None => {
+                                let digest = self.digested(&r);
+                                self.capture(st, t, MemoryPurpose::Result, r.pfns, mem, digest);
+                            }
+                        }
                     }
                 }
+                st.early = early;
+                self.abandon_early(st);
             }
             Direction::Event => queue_frame(st, format::kind::EVENT, t, None, frame),
         }

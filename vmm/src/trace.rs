@@ -29,13 +29,14 @@ pub fn recorder(path: &Path, gpu: &GpuConfig) -> Result<Arc<Recorder>, dxvmm_tra
 pub fn finish(recorder: &Recorder, path: &Path) {
     match recorder.finish() {
         Ok(s) => tracing::info!(
-            "trace: {} records, {} bytes in {} ({} waits for the writer, {} LOCK2 results skipped: no submit wrote them); \
+            "trace: {} records, {} bytes in {} ({} waits for the writer, {} LOCK2 results skipped: no submit wrote them, {} read as they landed); \
              the device thread spent {:.3} s recording, {:.3} s of it waiting for input captures ({:.3} s on the writer) and {:.3} s capturing LOCK2 results",
             s.records,
             s.bytes,
             path.display(),
             s.waits,
             s.results_skipped,
+            s.results_read_early,
             s.spent.total.as_secs_f64(),
             s.spent.settling.as_secs_f64(),
             s.spent.input_captures.as_secs_f64(),
