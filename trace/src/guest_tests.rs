@@ -769,6 +769,7 @@ const HUGE: (u64, u64) = (768, 0x10_0000);
 fn fill_huge(progress: bool) -> (Summary, TraceHeader, Vec<Located>) {
     let options = Options {
         threads: 4,
+        early_results: true,
         ..Options::default()
     };
     let mut g = Guest::new("huge", options);
@@ -832,6 +833,7 @@ fn a_result_read_as_it_lands_records_what_the_reply_would() {
 fn a_result_read_early_and_then_refused_is_carried_by_the_next_unlock() {
     let options = Options {
         threads: 4,
+        early_results: true,
         ..Options::default()
     };
     let mut g = Guest::new("refused", options);

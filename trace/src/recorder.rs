@@ -105,6 +105,14 @@ pub struct Options {
     /// included; a LOCK2 result takes at least 2 (it is on the reply's
     /// path). The trace is the same whatever the number.
     pub threads: usize,
+    /// Whether a large LOCK2 result recorded by digest is read as the
+    /// backend copies it, a piece at a time
+    /// ([`FrameObserver::lock_progress`]), rather than all after the
+    /// copy. By default on hosts with at least 8 CPUs: on a smaller one
+    /// the helpers take the CPUs the copy itself needs (lavapipe's is on
+    /// the CPU), and on the 2-core development machine downloads got
+    /// slower.
+    pub early_results: bool,
 }
 
 impl Default for Options {
@@ -114,6 +122,8 @@ impl Default for Options {
         Options {
             digest_pages: 8,
             threads: default_threads(),
+            early_results: std::thread::available_parallelism()
+                .is_ok_and(|n| n.get() >= STAND_BY_MIN_CPUS),
         }
     }
 }
@@ -1248,7 +1258,11 @@ impl Recorder {
                     st.early = st
                         .capture
                         .pending_result()
-                        .filter(|r| self.digested(r) && self.shared.threads_for(&r.pfns, 2) > 1)
+                        .filter(|r| {
+                            self.options.early_results
+                                && self.digested(r)
+                                && self.shared.threads_for(&r.pfns, 2) > 1
+                        })
                         .map(|r| EarlyResult {
                             mem: mem.clone(),
                             pfns: r.pfns,

@@ -7,11 +7,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use dxvmm_host_backend::{Backend, SoftBackend, WgpuBackend};
-use dxvmm_trace::{pcapng, replay, show, Recorder, TraceHeader};
+use dxvmm_trace::{pcapng, replay, show, RecordOptions, Recorder, TraceHeader};
 
 use crate::cli::{ReplayBackend, TraceCommand};
 use crate::exit;
 use crate::GpuConfig;
+
+/// Set to 0 or 1: whether large LOCK2 results are read as they land
+/// ([`RecordOptions::early_results`]; by default on hosts with 8 CPUs or
+/// more). For measuring what it changes.
+pub const EARLY_ENV: &str = "DXVMM_TRACE_EARLY";
 
 /// Starts recording what the guest's GPU device sees to `path`.
 pub fn recorder(path: &Path, gpu: &GpuConfig) -> Result<Arc<Recorder>, dxvmm_trace::TraceError> {
@@ -22,7 +27,11 @@ pub fn recorder(path: &Path, gpu: &GpuConfig) -> Result<Arc<Recorder>, dxvmm_tra
         .filter_map(|l| all.iter().find(|a| a.luid == *l).cloned())
         .collect();
     let header = TraceHeader::new(&shown, concat!("dxvmm ", env!("CARGO_PKG_VERSION")));
-    Recorder::create(path, &header)
+    let mut options = RecordOptions::default();
+    if let Some(v) = std::env::var_os(EARLY_ENV) {
+        options.early_results = v != "0";
+    }
+    Recorder::create_with(path, &header, options)
 }
 
 /// Ends the recording (after the guest stopped).
