@@ -180,10 +180,14 @@ enum Msg {
     End { t: u64 },
 }
 
-/// Stripes of the shadow, each a MiB of guest memory in every
-/// `STRIPES` MiB, behind its own lock: threads capturing different
-/// MiBs do not wait for each other.
+/// Stripes of the shadow, each a segment's worth of guest memory
+/// ([`SEGMENT_SHIFT`]) in every `STRIPES`, behind its own lock: threads
+/// capturing different segments do not wait for each other.
 const STRIPES: usize = 64;
+
+/// A segment, the most of a capture one thread takes at a time, is within
+/// `1 << SEGMENT_SHIFT` pages of guest memory (1 MiB), one stripe.
+const SEGMENT_SHIFT: u32 = 8;
 
 /// Work for a helper thread.
 type Job = Box<dyn FnOnce() + Send>;
@@ -305,18 +309,23 @@ impl Shared {
 
 /// Which stripe of the shadow holds page frame `pfn`.
 fn stripe(pfn: u64) -> usize {
-    ((pfn >> 8) % STRIPES as u64) as usize
+    ((pfn >> SEGMENT_SHIFT) % STRIPES as u64) as usize
 }
 
 /// Splits a capture's page list into segments: runs of consecutive entries
-/// in one MiB of guest memory, at most 256 (a bogus list may repeat a
-/// page). A memory record never spans two segments, so the records depend
+/// in one [`SEGMENT_SHIFT`] block of guest memory, at most as many as the
+/// block has pages (a bogus list may repeat a page). A memory record never spans two segments, so the records depend
 /// on the list only, not on how the segments are shared out.
 fn segments(pfns: &[u64]) -> Vec<std::ops::Range<usize>> {
     let mut out: Vec<std::ops::Range<usize>> = Vec::new();
     for (i, p) in pfns.iter().enumerate() {
         match out.last_mut() {
-            Some(r) if r.len() < 256 && pfns[r.start] >> 8 == p >> 8 => r.end = i + 1,
+            Some(r)
+                if r.len() < 1 << SEGMENT_SHIFT
+                    && pfns[r.start] >> SEGMENT_SHIFT == p >> SEGMENT_SHIFT =>
+            {
+                r.end = i + 1
+            }
             _ => out.push(i..i + 1),
         }
     }
@@ -1506,9 +1515,10 @@ mod split_tests {
     fn a_capture_is_the_same_whatever_the_threads() {
         let pfns = list(false);
         let segs = segments(&pfns);
-        assert!(segs.iter().all(
-            |s| s.len() <= 256 && pfns[s.clone()].iter().all(|p| p >> 8 == pfns[s.start] >> 8)
-        ));
+        assert!(segs.iter().all(|s| s.len() <= 1 << SEGMENT_SHIFT
+            && pfns[s.clone()]
+                .iter()
+                .all(|p| p >> SEGMENT_SHIFT == pfns[s.start] >> SEGMENT_SHIFT)));
         assert_eq!(segs.iter().map(|s| s.len()).sum::<usize>(), pfns.len());
         for twice in [false, true] {
             let pfns = list(twice);
