@@ -314,3 +314,93 @@ fn a_lock_waits_until_the_gpu_has_read_the_pages() {
     );
     b.destroy_process(p).unwrap();
 }
+
+/// A watched LOCK2 of a result larger than a MiB: the backend copies it in
+/// pieces and reports each once its bytes are in the guest's pages (read
+/// here inside the callback), ending with the allocation's size.
+fn watched_lock(b: &dyn Backend) {
+    let fx = Fx::new(b);
+    let (p, d) = (fx.process, fx.device);
+    // 3 MiB and a little, in guest frames in reverse order (each page its
+    // own piece of host memory).
+    const PAGES: u64 = 769;
+    let size = 3 * (1 << 20) + 100;
+    let guest = Arc::new(
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), (PAGES * 4096) as usize)]).unwrap(),
+    );
+    let pfns: Vec<u64> = (0..PAGES).rev().collect();
+    let (alloc, _) = b
+        .create_allocation(
+            p,
+            d,
+            &AllocationDesc {
+                size,
+                alignment: 0,
+                cpu_visible: true,
+            },
+        )
+        .unwrap();
+    let memory = Arc::new(GuestRanges::from_pfns(guest.clone(), &pfns).unwrap());
+    b.set_allocation_memory(p, alloc, memory).unwrap();
+    let va = b
+        .map_gpu_va(
+            p,
+            d,
+            &VaMapping {
+                base: 0,
+                minimum: 0,
+                maximum: 0,
+                size: PAGES * 4096,
+                allocation: alloc,
+                allocation_offset: 0,
+            },
+        )
+        .unwrap();
+    fx.submit(
+        fx.context,
+        vec![Command::Fill {
+            dst_va: va,
+            size: size & !3,
+            value: 0x0707_0707,
+        }],
+    )
+    .unwrap();
+    // The guest byte of allocation offset `at`.
+    let byte_at = |at: u64| -> u8 {
+        let page = pfns[(at / 4096) as usize];
+        guest
+            .read_obj(GuestAddress(page * 4096 + at % 4096))
+            .unwrap()
+    };
+    let mut reached = Vec::new();
+    b.lock_watched(p, alloc, &mut |n| {
+        assert_eq!(byte_at(n - 1), 7, "the last byte of {n} landed");
+        reached.push(n);
+    })
+    .unwrap();
+    let mib = 1 << 20;
+    assert_eq!(reached, vec![mib, 2 * mib, 3 * mib, size]);
+    assert_eq!(byte_at(0), 7);
+    // Without a watcher it is a plain LOCK2.
+    b.unlock(p, alloc).unwrap();
+    b.lock(p, alloc).unwrap();
+    b.destroy_process(p).unwrap();
+}
+
+#[test]
+fn soft_watched_lock() {
+    watched_lock(&SoftBackend::new());
+}
+
+/// Both transfer paths of the GPU backend.
+#[test]
+fn gpu_watched_lock_imported_and_staged() {
+    if new_gpu().is_none() {
+        return;
+    }
+    let imported = WgpuBackend::with_host_import(true).unwrap();
+    watched_lock(&imported);
+    let staged = WgpuBackend::with_host_import(false).unwrap();
+    watched_lock(&staged);
+    assert_eq!(staged.guest_ram_imported(), 0);
+}
