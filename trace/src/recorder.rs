@@ -240,6 +240,8 @@ struct Shared {
     finished: Condvar,
     /// Each helper thread's work.
     helpers: Vec<Sender<Job>>,
+    /// The helper the next split wakes first ([`Shared::start`]).
+    next_helper: AtomicUsize,
     /// The split capture helpers standing by take, and its number (0:
     /// none yet), which they watch without the lock.
     published: Mutex<Option<Arc<Split>>>,
@@ -263,6 +265,7 @@ impl Shared {
             done: Mutex::new(0),
             finished: Condvar::new(),
             helpers: self::helpers(helpers, &cpus)?,
+            next_helper: AtomicUsize::new(0),
             published: Mutex::new(None),
             generation: AtomicU64::new(0),
             may_stand_by: cpus_here >= STAND_BY_MIN_CPUS,
@@ -455,7 +458,13 @@ impl Shared {
         // woken (a helper that stood by finds nothing left by then).
         *lock(&self.published) = Some(split.clone());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        for tx in self.helpers.iter().take(helpers.min(split.segs.len())) {
+        // Helpers in turn: the pieces of a result read as it lands follow
+        // each other faster than one helper may finish its part.
+        let first = self.next_helper.fetch_add(helpers, Ordering::Relaxed);
+        let n = self.helpers.len();
+        let wake = helpers.min(split.segs.len()).min(n);
+        let turn = (0..wake).map(|i| &self.helpers[(first + i) % n]);
+        for tx in turn {
             let (sh, split) = (self.clone(), split.clone());
             let job: Job = Box::new(move || split.work(&sh));
             // A helper that is gone: the job runs here.
