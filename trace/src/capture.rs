@@ -137,6 +137,8 @@ pub struct Capture {
     stream: StreamParts,
     /// The pages its UPLOAD commands name ([`Capture::take_uploads`]).
     uploads: Vec<Vec<u64>>,
+    /// The last stream's bytes, the buffer kept for the next.
+    stream_bytes: Vec<u8>,
 }
 
 /// A command stream's bytes, a page at a time: (page frame, start, end)
@@ -164,6 +166,10 @@ enum Known {
 #[derive(Default)]
 pub struct Shadow {
     pages: HashMap<u64, Known>,
+    /// [`Shadow::part`]'s read buffer, kept: a tiny submission's stream is
+    /// a few dozen bytes, and a fresh page-sized buffer cost zeroing 4 KiB
+    /// each time.
+    scratch: Vec<u8>,
 }
 
 /// Whether a request frame lets the guest change, or reuse, pages captured
@@ -609,7 +615,8 @@ impl Capture {
         // What it may write: (va, length, a timestamp).
         let mut writes: Option<Vec<(u64, u64, bool)>> = None;
         if let Some(ranges) = self.guest_ranges(process, va, len) {
-            let mut stream = Vec::with_capacity(len as usize);
+            let mut stream = std::mem::take(&mut self.stream_bytes);
+            stream.clear();
             for (gpa, n) in &ranges {
                 let filled = stream.len();
                 stream.resize(filled + *n as usize, 0);
@@ -672,6 +679,10 @@ impl Capture {
                     }
                 }
                 writes = Some(w);
+                // Kept for the next stream unless it is a large one.
+                if stream.capacity() <= 64 << 10 {
+                    self.stream_bytes = stream;
+                }
                 let maps = self.vas.get(&process);
                 touched = Some(
                     vas.iter()
@@ -977,12 +988,30 @@ impl Shadow {
         out: &mut Vec<(u64, Vec<u8>)>,
     ) -> bool {
         const LEN: usize = PAGE as usize;
-        static ZERO: [u8; LEN] = [0; LEN];
         let (Some(gpa), true) = (pfn.checked_mul(PAGE), from < to && to <= LEN) else {
             return true;
         };
-        let mut now = [0u8; LEN];
-        let now = &mut now[..to - from];
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.resize(to - from, 0);
+        let taken = self.part_in(mem, pfn, gpa, from, &mut scratch, out);
+        self.scratch = scratch;
+        taken
+    }
+
+    /// [`Shadow::part`] with `now` (as long as the part) to read into.
+    fn part_in(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        pfn: u64,
+        gpa: u64,
+        from: usize,
+        now: &mut [u8],
+        out: &mut Vec<(u64, Vec<u8>)>,
+    ) -> bool {
+        const LEN: usize = PAGE as usize;
+        static ZERO: [u8; LEN] = [0; LEN];
+        let to = from + now.len();
         if mem
             .read_slice(now, GuestAddress(gpa + from as u64))
             .is_err()
