@@ -178,6 +178,17 @@ impl Record {
     /// The record as its encoded head (length, kind, time, fields) and the
     /// bytes after it (a frame or memory), which it owns: a writer can
     /// write the two without copying the bulk into one buffer first.
+    /// The bytes that follow the record's head (a frame, memory bytes).
+    pub fn tail_len(&self) -> usize {
+        match self {
+            Record::Request { frame, .. }
+            | Record::Reply { frame, .. }
+            | Record::Event { frame, .. } => frame.len(),
+            Record::Memory { bytes, .. } => bytes.len(),
+            _ => 0,
+        }
+    }
+
     pub fn into_parts(self) -> (Vec<u8>, Vec<u8>) {
         let mut head = Vec::new();
         self.head_into(&mut head);
@@ -192,7 +203,7 @@ impl Record {
     }
 
     /// Appends the encoded head to `out`; returns the tail it announces.
-    fn head_into(&self, out: &mut Vec<u8>) -> &[u8] {
+    pub fn head_into(&self, out: &mut Vec<u8>) -> &[u8] {
         match self {
             Record::Request { t, process, frame } => {
                 frame_head(out, kind::REQUEST, *t, Some(*process), frame.len());

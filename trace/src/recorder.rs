@@ -844,16 +844,6 @@ fn writer_thread(
     Ok((sink.bytes, sink.records.saturating_sub(1), capturing))
 }
 
-fn memory(t: u64, purpose: MemoryPurpose, gpa: u64, bytes: Vec<u8>) -> Encoded {
-    Record::Memory {
-        t,
-        purpose,
-        gpa,
-        bytes,
-    }
-    .into_parts()
-}
-
 impl Recorder {
     /// Creates `path` (replacing it) and writes the header.
     pub fn create(path: &Path, header: &TraceHeader) -> Result<Arc<Recorder>, TraceError> {
@@ -1003,6 +993,25 @@ fn queue(st: &mut State, (head, tail): Encoded) {
     queued(st, bytes);
 }
 
+/// Queues `rec`: a small one encoded straight into the blob, without a
+/// head of its own to allocate (a tiny submission's stream diff).
+fn queue_record(st: &mut State, rec: Record) {
+    if st.tx.is_none() {
+        return;
+    }
+    // The head is at most a few dozen bytes.
+    if rec.tail_len() + 64 > SMALL_RECORD {
+        return queue(st, rec.into_parts());
+    }
+    let blob = blob(st);
+    let start = blob.len();
+    let tail = rec.head_into(blob);
+    blob.extend_from_slice(tail);
+    let bytes = blob.len() - start;
+    st.blob_records += 1;
+    queued(st, bytes);
+}
+
 /// Queues a frame record (request, reply or event) from the borrowed
 /// frame, straight into the blob.
 fn queue_frame(st: &mut State, kind: u8, t: u64, process: Option<u32>, frame: &[u8]) {
@@ -1136,7 +1145,8 @@ impl Recorder {
             }
         }
         for (gpa, bytes) in runs {
-            queue(st, memory(t, MemoryPurpose::Input, gpa, bytes));
+            let purpose = MemoryPurpose::Input;
+            queue_record(st, Record::Memory { t, purpose, gpa, bytes });
         }
         !whole.is_empty() && self.capture(st, t, MemoryPurpose::Input, whole, mem, false)
     }
