@@ -502,17 +502,25 @@ impl Capture {
         let held = maps
             .iter()
             .any(|m| va >= m.va && end <= m.va.saturating_add(m.size));
-        // Every mapping the range touches: a stale one costs a capture.
-        let hit: Option<Vec<u32>> = held.then(|| {
-            maps.iter()
-                .filter(|m| va < m.va.saturating_add(m.size) && end > m.va)
-                .map(|m| m.allocation)
-                .collect()
-        });
-        for ((p, h), a) in self.allocs.iter_mut() {
-            if *p == process && hit.as_ref().is_none_or(|hit| hit.contains(h)) {
-                a.written = true;
-                a.timestamps |= timestamp;
+        let mark = |a: &mut Alloc| {
+            a.written = true;
+            a.timestamps |= timestamp;
+        };
+        if held {
+            // Every mapping the range touches: a stale one costs a capture.
+            let touched = maps
+                .iter()
+                .filter(|m| va < m.va.saturating_add(m.size) && end > m.va);
+            for m in touched {
+                if let Some(a) = self.allocs.get_mut(&(process, m.allocation)) {
+                    mark(a);
+                }
+            }
+        } else {
+            for ((p, _), a) in self.allocs.iter_mut() {
+                if *p == process {
+                    mark(a);
+                }
             }
         }
     }
