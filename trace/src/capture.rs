@@ -139,6 +139,10 @@ pub struct Capture {
     uploads: Vec<Vec<u64>>,
     /// The last stream's bytes, the buffer kept for the next.
     stream_bytes: Vec<u8>,
+    /// The GPU VAs the last stream named, and what it may write (va,
+    /// length, a timestamp): the buffers kept for the next.
+    stream_vas: Vec<u64>,
+    stream_writes: Vec<(u64, u64, bool)>,
 }
 
 /// A command stream's bytes, a page at a time: (page frame, start, end)
@@ -648,8 +652,10 @@ impl Capture {
                 }
             }
             if let Ok(s) = CommandStream::decode(&stream) {
-                let mut vas: Vec<u64> = Vec::new();
-                let mut w = Vec::new();
+                let mut vas = std::mem::take(&mut self.stream_vas);
+                vas.clear();
+                let mut w = std::mem::take(&mut self.stream_writes);
+                w.clear();
                 for c in &s.commands {
                     match c {
                         Command::Copy {
@@ -702,6 +708,9 @@ impl Capture {
                         })
                         .collect(),
                 );
+                if vas.capacity() <= 4096 {
+                    self.stream_vas = vas;
+                }
             }
         }
         // Allocations whose pages the backend uploads before this work: due
@@ -717,9 +726,12 @@ impl Capture {
         }
         out.push(due);
         match writes {
-            Some(w) => {
-                for (va, len, timestamp) in w {
+            Some(mut w) => {
+                for (va, len, timestamp) in w.drain(..) {
                     self.mark_written(process, va, len, timestamp);
+                }
+                if w.capacity() <= 4096 {
+                    self.stream_writes = w;
                 }
             }
             None => self.unknown_stream(process),
