@@ -602,25 +602,34 @@ fn upload<E: Engine>(engine: &E, a: &Allocation<E>, offset: u64, len: u64) -> Re
     }
 }
 
-/// A LOCK2 whose copy is watched ([`Backend::lock_watched`]) goes in up to
-/// this many pieces, each of at least [`LOCK_PIECE_MIN`] bytes: the
-/// watcher (a trace's digest) reads each piece while the GPU copies the
-/// next, and on the H100 host a submission costs tens of microseconds.
-const LOCK_PIECES: u64 = 8;
-/// See [`LOCK_PIECES`].
+/// A LOCK2 whose copy is watched ([`Backend::lock_watched`]) and larger
+/// than this goes in pieces ([`lock_pieces`]).
 const LOCK_PIECE_MIN: u64 = 1 << 20;
 
-/// The piece size of a watched LOCK2 of `size` bytes: whole pages.
-fn lock_piece(size: u64) -> u64 {
-    size.div_ceil(LOCK_PIECES)
-        .next_multiple_of(4096)
-        .max(LOCK_PIECE_MIN)
+/// Where the pieces of a watched LOCK2 of `size` bytes end: each piece
+/// half of what is left (whole pages), down to [`LOCK_PIECE_MIN`], then the
+/// rest (16 MiB: 8, 4, 2, 1 and 1 MiB). The watcher (a trace's digest)
+/// reads each piece while the GPU copies the next, half as long, so the
+/// reply waits for the last MiB's read only; and there are few pieces, as
+/// each is a GPU submission (about 0.1 ms apiece on lavapipe).
+fn lock_pieces(size: u64) -> Vec<u64> {
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while size - at > LOCK_PIECE_MIN {
+        let piece = ((size - at) / 2).next_multiple_of(4096).max(LOCK_PIECE_MIN);
+        if at + piece >= size {
+            break;
+        }
+        at += piece;
+        ends.push(at);
+    }
+    ends.push(size);
+    ends
 }
 
 impl<E: Engine> Core<E> {
     /// LOCK2, telling `written` (if any) how far the GPU's contents have
-    /// landed in the CPU memory when the copy is large enough to go in
-    /// pieces ([`LOCK_PIECES`]).
+    /// landed in the CPU memory, a piece at a time ([`lock_pieces`]).
     fn lock_allocation(
         &self,
         process: Handle,
@@ -649,12 +658,12 @@ impl<E: Engine> Core<E> {
                 // write because every GPU use uploads first.
                 let engine = &self.shared.engine;
                 let size = a.info.size;
-                let step = lock_piece(size);
+                let ends = lock_pieces(size);
                 let direct = match mem.host_spans(0, size) {
                     Some(spans) => {
                         let progress = written
                             .as_deref_mut()
-                            .map(|w| -> Progress<'_> { (step, w) });
+                            .map(|w| -> Progress<'_> { (&ends, w) });
                         engine.read_buffer_direct(a.adapter, &a.buffer, &spans, progress)?
                     }
                     None => false,
@@ -667,10 +676,11 @@ impl<E: Engine> Core<E> {
                             return mem.write_at(0, src);
                         };
                         let mut at = 0;
-                        for piece in src.chunks(step as usize) {
+                        for &end in &ends {
+                            let piece = src.get(at as usize..end as usize).unwrap_or_default();
                             mem.write_at(at, piece)?;
-                            at += piece.len() as u64;
-                            w(at);
+                            at = end;
+                            w(end);
                         }
                         Ok(())
                     })?;
@@ -2222,6 +2232,23 @@ pub(crate) use delegate_backend;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_watched_lock_halves_what_is_left() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(
+            super::lock_pieces(16 * MIB),
+            vec![8 * MIB, 12 * MIB, 14 * MIB, 15 * MIB, 16 * MIB]
+        );
+        assert_eq!(super::lock_pieces(MIB), vec![MIB]);
+        assert_eq!(super::lock_pieces(100), vec![100]);
+        assert_eq!(super::lock_pieces(2 * MIB), vec![MIB, 2 * MIB]);
+        let odd = 3 * MIB + 100;
+        let ends = super::lock_pieces(odd);
+        assert_eq!(ends.last(), Some(&odd));
+        assert!(ends.windows(2).all(|w| w[0] < w[1]));
+        assert!(ends[..ends.len() - 1].iter().all(|e| e % 4096 == 0));
+    }
+
     use super::*;
 
     #[test]

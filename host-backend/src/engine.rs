@@ -16,10 +16,11 @@ use crate::shader::ShaderBinding;
 /// completion thread (never inside [`Engine::execute`]).
 pub(crate) type Completion = Box<dyn FnOnce() + Send>;
 
-/// How a read into the CPU's memory reports how far it has got: a step in
-/// bytes, and a callback that hears, after each piece of about that many
-/// bytes has landed, how many bytes from the start of the read are final.
-pub(crate) type Progress<'a> = (u64, &'a mut dyn FnMut(u64));
+/// How a read into the CPU's memory reports how far it has got: where its
+/// pieces end (growing byte offsets from the start of the read, the last
+/// one its length), and a callback that hears each end once the piece
+/// before it has landed.
+pub(crate) type Progress<'a> = (&'a [u64], &'a mut dyn FnMut(u64));
 
 /// A buffer range of a command, resolved from GPU virtual addresses.
 pub(crate) struct Range<E: Engine + ?Sized> {
@@ -123,8 +124,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// Like [`Engine::read_buffer`] into host mappings, written by the GPU
     /// itself; returns once they hold the bytes. `Ok(false)` as for
     /// [`Engine::write_buffer_direct`]. With `progress`, the copy goes in
-    /// pieces of about the step's bytes (buffer offsets), and the
-    /// callback hears the end of each piece once it has landed.
+    /// its pieces (buffer offsets), and the callback hears the end of each
+    /// once it has landed.
     fn read_buffer_direct(
         &self,
         adapter: usize,

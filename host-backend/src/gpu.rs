@@ -925,33 +925,34 @@ impl Engine for WgpuEngine {
         let Some((gpu, pieces)) = self.imported(adapter, spans)? else {
             return Ok(false);
         };
-        // Each piece of the progress's step its own submission, all queued
-        // at once: the GPU copies them back to back, and the caller hears
-        // of each as it lands.
-        let (step, mut reached) = match progress {
-            Some((step, reached)) => (step.max(1), Some(reached)),
-            None => (u64::MAX, None),
+        // Each piece of the progress its own submission, all queued at
+        // once: the GPU copies them back to back, and the caller hears of
+        // each as it lands.
+        let (mut ends, mut reached): (&[u64], _) = match progress {
+            Some((ends, reached)) => (ends, Some(reached)),
+            None => (&[], None),
         };
         let mut submitted = Vec::new();
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         let recorded = gpu.record_uploads(&mut enc);
         let mut staged = Some(recorded.staged);
-        let mut piece_end = step;
         for p in &pieces {
             let mut at = 0;
             while at < p.len {
                 let offset = p.offset + at;
-                if offset >= piece_end {
+                // Past a piece's end: what is recorded so far goes now.
+                while let Some((&end, rest)) = ends.split_first().filter(|(e, _)| offset >= **e) {
+                    ends = rest;
                     let full = std::mem::replace(
                         &mut enc,
                         gpu.device.create_command_encoder(&Default::default()),
                     );
-                    submitted.push((offset, gpu.submitter.submit_after_batch(full)?));
+                    submitted.push((end, gpu.submitter.submit_after_batch(full)?));
                     if let Some(staged) = staged.take() {
                         recycle(&gpu.submitter.staging_pool, staged);
                     }
-                    piece_end = (offset / step + 1).saturating_mul(step);
                 }
+                let piece_end = ends.first().copied().unwrap_or(u64::MAX);
                 let len = (p.len - at).min(piece_end.saturating_sub(offset));
                 enc.copy_buffer_to_buffer(
                     &buffer.buffer,

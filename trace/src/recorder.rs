@@ -1146,7 +1146,15 @@ impl Recorder {
         }
         for (gpa, bytes) in runs {
             let purpose = MemoryPurpose::Input;
-            queue_record(st, Record::Memory { t, purpose, gpa, bytes });
+            queue_record(
+                st,
+                Record::Memory {
+                    t,
+                    purpose,
+                    gpa,
+                    bytes,
+                },
+            );
         }
         !whole.is_empty() && self.capture(st, t, MemoryPurpose::Input, whole, mem, false)
     }
