@@ -1076,44 +1076,37 @@ impl Shadow {
 
     /// As [`Shadow::pages`], for a result recorded by digest: the pages
     /// `pfns` that differ from the shadow, in runs of physically contiguous
-    /// pages, each run as (guest address, length, digest). Each page is
-    /// read into one small buffer and hashed there; the shadow keeps the
-    /// hash. No page bytes are kept or written.
+    /// pages, each run as (guest address, length, digest). `hashes` are
+    /// the pages' hashes ([`page_hashes`], None where a page could not be
+    /// read), taken before the shadow's lock: only the comparison and the
+    /// shadow's update are done under it. The shadow keeps the hash; no
+    /// page bytes are kept or written.
     pub fn digests(
         &mut self,
-        mem: &GuestMemoryMmap,
         pfns: &[u64],
+        hashes: &[Option<u128>],
         out: &mut Vec<(u64, u64, u128)>,
     ) {
-        const LEN: usize = PAGE as usize;
-        let mut page = vec![0u8; LEN];
         let mut run: Option<(u64, u64)> = None;
-        let mut hashes = Combiner::default();
-        let mut flush = |run: &mut Option<(u64, u64)>, hashes: &mut Combiner| {
+        let mut combined = Combiner::default();
+        let mut flush = |run: &mut Option<(u64, u64)>, combined: &mut Combiner| {
             if let Some((gpa, len)) = run.take() {
-                out.push((gpa, len, hashes.finish()));
+                out.push((gpa, len, combined.finish()));
             }
         };
-        for (i, &pfn) in pfns.iter().enumerate() {
-            if let Some(&next) = pfns.get(i + 1) {
-                prefetch_page(mem, next);
-            }
-            let Some(gpa) = pfn.checked_mul(PAGE) else {
+        for (&pfn, &h) in pfns.iter().zip(hashes) {
+            let (Some(gpa), Some(h)) = (pfn.checked_mul(PAGE), h) else {
+                flush(&mut run, &mut combined);
                 continue;
             };
-            if mem.read_slice(&mut page, GuestAddress(gpa)).is_err() {
-                flush(&mut run, &mut hashes);
-                continue;
-            }
-            let h = page_hash(&page);
             let unchanged = match self.pages.get(&pfn) {
                 Some(Known::Hash(k)) | Some(Known::Bytes(_, Some(k))) => *k == h,
-                Some(Known::Bytes(b, None)) => **b == *page,
+                Some(Known::Bytes(b, None)) => page_hash(b) == h,
                 Some(Known::Stale) => false,
                 None => h == zero_page_hash(),
             };
             if unchanged {
-                flush(&mut run, &mut hashes);
+                flush(&mut run, &mut combined);
                 continue;
             }
             self.pages.insert(pfn, Known::Hash(h));
@@ -1122,13 +1115,28 @@ impl Shadow {
                     *len += PAGE;
                 }
                 _ => {
-                    flush(&mut run, &mut hashes);
+                    flush(&mut run, &mut combined);
                     run = Some((gpa, PAGE));
                 }
             }
-            hashes.push(h);
+            combined.push(h);
         }
-        flush(&mut run, &mut hashes);
+        flush(&mut run, &mut combined);
+    }
+}
+
+/// The hash of each page of `pfns` (None where it cannot be read), read
+/// one page at a time into a small buffer, the next one prefetched.
+pub fn page_hashes(mem: &GuestMemoryMmap, pfns: &[u64], out: &mut Vec<Option<u128>>) {
+    let mut page = vec![0u8; PAGE as usize];
+    for (i, &pfn) in pfns.iter().enumerate() {
+        if let Some(&next) = pfns.get(i + 1) {
+            prefetch_page(mem, next);
+        }
+        let read = pfn
+            .checked_mul(PAGE)
+            .is_some_and(|gpa| mem.read_slice(&mut page, GuestAddress(gpa)).is_ok());
+        out.push(read.then(|| page_hash(&page)));
     }
 }
 
@@ -1290,7 +1298,9 @@ mod tests {
         assert_eq!(out, vec![(2 * PAGE + 1024, vec![9; 8])]);
         // A page known by its hash only is left to the caller.
         mem.write_slice(&[3; 64], GuestAddress(5 * PAGE)).unwrap();
-        shadow.digests(&mem, &[5], &mut Vec::new());
+        let mut hashes = Vec::new();
+        page_hashes(&mem, &[5], &mut hashes);
+        shadow.digests(&[5], &hashes, &mut Vec::new());
         assert!(!shadow.part(&mem, 5, 0, 64, &mut out));
     }
 }

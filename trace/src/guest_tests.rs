@@ -817,8 +817,8 @@ fn a_result_read_as_it_lands_records_what_the_reply_would() {
     assert_eq!(summary.results_read_early, 1);
     let early = digests(&results_of_lock(&records, 0));
     // The records tile the allocation, each the digest of its bytes; they
-    // end where a MiB of guest memory (a segment) or a piece ends (the
-    // soft backend copies 3 MiB as 1.5, 1 and 0.5 MiB).
+    // end where a segment (64 pages in a piece read as it lands) or a
+    // piece ends (the soft backend copies 3 MiB as 1.5, 1 and 0.5 MiB).
     let tiles = |records: &[(u64, u64, u128)]| {
         let mut at = HUGE.1;
         for &(gpa, len, digest) in records {
@@ -837,15 +837,12 @@ fn a_result_read_as_it_lands_records_what_the_reply_would() {
         .iter()
         .map(|(gpa, len, _)| gpa + len - HUGE.1)
         .collect();
-    let mib = 1 << 20;
-    assert_eq!(
-        ends,
-        vec![mib, mib + mib / 2, 2 * mib, 2 * mib + mib / 2, 3 * mib]
-    );
+    let segment = 64 * PAGE;
+    assert_eq!(ends, (1..=12).map(|i| i * segment).collect::<Vec<_>>());
     let report = replayed(&header, &records);
     assert_eq!(report.divergence, None, "{}", report.to_json());
-    assert_eq!(report.result_digests_compared, 5);
-    // Read at the reply, the same pages, a record per segment.
+    assert_eq!(report.result_digests_compared, 12);
+    // Read at the reply: the same pages, a record per MiB (a segment).
     let (summary, header, records) = fill_huge(false);
     assert_eq!(summary.results_read_early, 0);
     let whole = digests(&results_of_lock(&records, 0));
