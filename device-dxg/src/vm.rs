@@ -96,6 +96,9 @@ pub struct Vm {
     /// Hears how far a LOCK2's result has landed, if it asks
     /// ([`FrameObserver::wants_lock_progress`]).
     observer: Option<Arc<dyn FrameObserver>>,
+    /// Whether fence values are written to the guest memory their fences
+    /// name (`set_fence_storage`).
+    fence_storage: bool,
 }
 
 /// A request's outcome: a reply payload, or a status for the frame (the
@@ -133,7 +136,20 @@ impl Vm {
             processes: HashMap::new(),
             events: None,
             observer: None,
+            fence_storage: true,
         }
+    }
+
+    /// Whether the backend writes fence values to the guest memory their
+    /// fences name (on by default). A trace's replay turns it off: its
+    /// memory is the recording's as the trace says, and the trace says
+    /// what the guest's fence slots held where the recorder read them; a
+    /// value the replay's own backend wrote, at its own time, into a page
+    /// the guest later reused would stay where the recording's guest had
+    /// written over it with bytes the trace had no reason to carry. The
+    /// addresses are still checked, so replies do not change.
+    pub fn set_fence_storage(&mut self, on: bool) {
+        self.fence_storage = on;
     }
 
     /// Lets `observer` hear how far each LOCK2's result has landed, when
@@ -786,7 +802,8 @@ impl Vm {
                 priv_drv_data,
             } => {
                 self.process(process)?;
-                let storage = fence_storage(mem, cmd.hwqueue_progress_fence_cpuva)?;
+                let storage = fence_storage(mem, cmd.hwqueue_progress_fence_cpuva)?
+                    .filter(|_| self.fence_storage);
                 match self.backend.create_hw_queue(process, cmd.context, storage) {
                     Ok(q) => {
                         self.process(process)?
@@ -815,7 +832,8 @@ impl Vm {
                     return Err(NtStatus::NOT_SUPPORTED);
                 }
                 let mf = info.monitored_fence();
-                let storage = fence_storage(mem, mf.fence_cpu_virtual_address)?;
+                let storage = fence_storage(mem, mf.fence_cpu_virtual_address)?
+                    .filter(|_| self.fence_storage);
                 let fence = self
                     .backend
                     .create_sync_object(process, cmd.args.device, mf.initial_fence_value, storage)

@@ -241,6 +241,10 @@ pub fn replay(
     // The device's own wait tracking, as the recording's device had it: a
     // destroy that takes a fence a pending wait names ends the wait.
     let mut vm = Vm::with_events(backend.clone(), chosen, events.queue.clone());
+    // Fence slots in the replay's memory hold what the trace says they
+    // held, not what this backend writes at its own times (a page the
+    // guest reused would keep a value the recording's guest overwrote).
+    vm.set_fence_storage(false);
     let result = run(records, &mut vm, &events, &luid_for, opts, &mut report);
     vm.reset();
     backend.set_event_sink(None);
