@@ -149,6 +149,30 @@ fn recording_does_not_change_what_the_guest_sees() {
     let _ = std::fs::remove_file(&t);
 }
 
+/// The guest's whole compute suite (two processes at once, a killed one,
+/// fences, waits, uploads in pieces, results by bytes and by digest),
+/// recorded and replayed on the host's adapter: no divergence. Fence slots
+/// in pages the guest reused made it diverge one run in three or four.
+#[test]
+fn the_compute_suite_replays_without_divergence() {
+    let t = tmp("suite.dxtrace");
+    let out = guest(Some(&t), &["dxgtest", "compute"]);
+    ok(&out);
+    let r = dxvmm()
+        .args(["trace", "replay", "--json"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    ok(&r);
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(report["divergence"].is_null(), "{report}");
+    assert!(
+        report["result_digests_compared"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    let _ = std::fs::remove_file(&t);
+}
+
 /// `dxvmm ARGS` fails with exit status 125 and one line that contains `what`.
 fn one_line_error(args: &[&str], file: &Path, what: &str) {
     let out = dxvmm().args(args).arg(file).output().unwrap();
