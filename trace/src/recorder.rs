@@ -34,7 +34,12 @@
 //! A LOCK2 result is captured only when a submit could have written the
 //! allocation since its last capture ([`crate::capture`]), and one of at
 //! least [`Options::digest_pages`] pages as digests, not bytes
-//! ([`crate::digest`]): its cost is then a hash of the pages.
+//! ([`crate::digest`]): its cost is then a hash of the pages. On hosts
+//! with 8 CPUs or more ([`Options::early_results`]) a large digested
+//! result is read as it lands: the backend copies it in pieces and says
+//! when each has landed ([`FrameObserver::lock_progress`]), helpers hash
+//! each piece while the next is copied, and the reply joins them
+//! (`EarlyResult`).
 
 use std::collections::VecDeque;
 use std::fs::File;
