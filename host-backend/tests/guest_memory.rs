@@ -315,47 +315,46 @@ fn a_lock_waits_until_the_gpu_has_read_the_pages() {
     b.destroy_process(p).unwrap();
 }
 
+/// An allocation of `size` bytes in the guest frames `pfns` of a fresh
+/// guest memory, mapped at a GPU VA: (guest memory, handle, VA).
+fn in_guest_pages(fx: &Fx, pfns: &[u64], size: u64) -> (Arc<GuestMemoryMmap>, Handle, u64) {
+    let (b, p, d) = (fx.b, fx.process, fx.device);
+    let frames = pfns.iter().max().map_or(0, |m| m + 1);
+    let guest = Arc::new(
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), (frames * 4096) as usize)]).unwrap(),
+    );
+    let desc = AllocationDesc {
+        size,
+        alignment: 0,
+        cpu_visible: true,
+    };
+    let (alloc, _) = b.create_allocation(p, d, &desc).unwrap();
+    let memory = Arc::new(GuestRanges::from_pfns(guest.clone(), pfns).unwrap());
+    b.set_allocation_memory(p, alloc, memory).unwrap();
+    let mapping = VaMapping {
+        base: 0,
+        minimum: 0,
+        maximum: 0,
+        size: pfns.len() as u64 * 4096,
+        allocation: alloc,
+        allocation_offset: 0,
+    };
+    let va = b.map_gpu_va(p, d, &mapping).unwrap();
+    (guest, alloc, va)
+}
+
 /// A watched LOCK2 of a result larger than a MiB: the backend copies it in
 /// pieces and reports each once its bytes are in the guest's pages (read
 /// here inside the callback), ending with the allocation's size.
 fn watched_lock(b: &dyn Backend) {
     let fx = Fx::new(b);
-    let (p, d) = (fx.process, fx.device);
+    let p = fx.process;
     // 3 MiB and a little, in guest frames in reverse order (each page its
     // own piece of host memory).
     const PAGES: u64 = 769;
     let size = 3 * (1 << 20) + 100;
-    let guest = Arc::new(
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), (PAGES * 4096) as usize)]).unwrap(),
-    );
     let pfns: Vec<u64> = (0..PAGES).rev().collect();
-    let (alloc, _) = b
-        .create_allocation(
-            p,
-            d,
-            &AllocationDesc {
-                size,
-                alignment: 0,
-                cpu_visible: true,
-            },
-        )
-        .unwrap();
-    let memory = Arc::new(GuestRanges::from_pfns(guest.clone(), &pfns).unwrap());
-    b.set_allocation_memory(p, alloc, memory).unwrap();
-    let va = b
-        .map_gpu_va(
-            p,
-            d,
-            &VaMapping {
-                base: 0,
-                minimum: 0,
-                maximum: 0,
-                size: PAGES * 4096,
-                allocation: alloc,
-                allocation_offset: 0,
-            },
-        )
-        .unwrap();
+    let (guest, alloc, va) = in_guest_pages(&fx, &pfns, size);
     fx.submit(
         fx.context,
         vec![Command::Fill {
@@ -416,40 +415,11 @@ fn gpu_watched_lock_imported_and_staged() {
 fn watched_lock_cost() {
     let Some(b) = new_gpu() else { return };
     let fx = Fx::new(&b);
-    let (p, d) = (fx.process, fx.device);
+    let p = fx.process;
     const PAGES: u64 = 4096;
-    let guest = Arc::new(
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), (PAGES * 4096) as usize)]).unwrap(),
-    );
-    let pfns: Vec<u64> = (0..PAGES).collect();
     let size = PAGES * 4096;
-    let (alloc, _) = b
-        .create_allocation(
-            p,
-            d,
-            &AllocationDesc {
-                size,
-                alignment: 0,
-                cpu_visible: true,
-            },
-        )
-        .unwrap();
-    let memory = Arc::new(GuestRanges::from_pfns(guest.clone(), &pfns).unwrap());
-    b.set_allocation_memory(p, alloc, memory).unwrap();
-    let va = b
-        .map_gpu_va(
-            p,
-            d,
-            &VaMapping {
-                base: 0,
-                minimum: 0,
-                maximum: 0,
-                size,
-                allocation: alloc,
-                allocation_offset: 0,
-            },
-        )
-        .unwrap();
+    let pfns: Vec<u64> = (0..PAGES).collect();
+    let (_guest, alloc, va) = in_guest_pages(&fx, &pfns, size);
     let flag = fx.buffer(4096);
     let mut best = [Duration::MAX; 2];
     for round in 0..20 {

@@ -457,23 +457,21 @@ impl Capture {
     /// device acts, so that the threads that share a large capture can be
     /// awake by then.
     pub fn pending_result_pages(&self) -> usize {
-        match self.pending {
-            Some(Pending::Lock {
-                process,
-                allocation,
-            }) => self
-                .allocs
-                .get(&(process, allocation))
-                .filter(|a| a.written)
-                .map_or(0, |a| a.pfns.len()),
-            _ => 0,
-        }
+        self.pending_result_of().map_or(0, |a| a.pfns.len())
     }
 
     /// The pages of the result the LOCK2 given to `before_request` will
     /// capture if it succeeds, and whether a TIMESTAMP may have written
     /// them (as [`Capture::pending_result_pages`]).
     pub fn pending_result(&self) -> Option<ResultPages> {
+        self.pending_result_of().map(|a| ResultPages {
+            pfns: a.pfns.clone(),
+            timestamps: a.timestamps,
+        })
+    }
+
+    /// The allocation whose result the pending LOCK2 will capture.
+    fn pending_result_of(&self) -> Option<&Alloc> {
         match self.pending {
             Some(Pending::Lock {
                 process,
@@ -481,11 +479,7 @@ impl Capture {
             }) => self
                 .allocs
                 .get(&(process, allocation))
-                .filter(|a| a.written)
-                .map(|a| ResultPages {
-                    pfns: a.pfns.clone(),
-                    timestamps: a.timestamps,
-                }),
+                .filter(|a| a.written),
             _ => None,
         }
     }

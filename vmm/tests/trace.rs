@@ -24,6 +24,20 @@ fn guest(trace: Option<&Path>, cmd: &[&str]) -> Output {
     c.arg("--").args(cmd).output().expect("spawn dxvmm")
 }
 
+/// `dxvmm trace replay --json` of `trace` on the host's adapter: its
+/// report, which names no divergence.
+fn replayed(trace: &Path) -> serde_json::Value {
+    let r = dxvmm()
+        .args(["trace", "replay", "--json"])
+        .arg(trace)
+        .output()
+        .unwrap();
+    ok(&r);
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(report["divergence"].is_null(), "{report}");
+    report
+}
+
 #[test]
 fn a_recorded_compute_run_replays_without_the_guest_and_dissects() {
     let t = tmp("compute.dxtrace");
@@ -36,14 +50,7 @@ fn a_recorded_compute_run_replays_without_the_guest_and_dissects() {
     ok(&out);
     // Replay on the host's adapter: statuses, handles, GPU VAs, pipelines
     // and every LOCK2 result byte as recorded.
-    let r = dxvmm()
-        .args(["trace", "replay", "--json"])
-        .arg(&t)
-        .output()
-        .unwrap();
-    ok(&r);
-    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-    assert!(report["divergence"].is_null(), "{report}");
+    let report = replayed(&t);
     assert!(
         report["memory_results_compared"].as_u64().unwrap() > 0,
         "{report}"
@@ -158,14 +165,7 @@ fn the_compute_suite_replays_without_divergence() {
     let t = tmp("suite.dxtrace");
     let out = guest(Some(&t), &["dxgtest", "compute"]);
     ok(&out);
-    let r = dxvmm()
-        .args(["trace", "replay", "--json"])
-        .arg(&t)
-        .output()
-        .unwrap();
-    ok(&r);
-    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-    assert!(report["divergence"].is_null(), "{report}");
+    let report = replayed(&t);
     assert!(
         report["result_digests_compared"].as_u64().unwrap() > 0,
         "{report}"
