@@ -175,6 +175,20 @@ struct Process<E: Engine> {
 }
 
 impl<E: Engine> Process<E> {
+    /// The allocation `h`, or the error that names it.
+    fn allocation(&self, h: Handle) -> Result<&Allocation<E>> {
+        self.allocations
+            .get(&h)
+            .ok_or(BackendError::handle(ObjectKind::Allocation, h.0))
+    }
+
+    /// As [`Process::allocation`], to change it.
+    fn allocation_mut(&mut self, h: Handle) -> Result<&mut Allocation<E>> {
+        self.allocations
+            .get_mut(&h)
+            .ok_or(BackendError::handle(ObjectKind::Allocation, h.0))
+    }
+
     fn new(next_handle: Arc<AtomicU32>) -> Self {
         Process {
             next_handle,
@@ -637,10 +651,7 @@ impl<E: Engine> Core<E> {
         mut written: Option<&mut dyn FnMut(u64)>,
     ) -> Result<()> {
         self.with_process(process, |p, _| {
-            let a = p
-                .allocations
-                .get_mut(&allocation)
-                .ok_or(BackendError::handle(ObjectKind::Allocation, allocation.0))?;
+            let a = p.allocation_mut(allocation)?;
             let Some(mem) = a.memory.clone() else {
                 return Err(BackendError::param(
                     "lock of an allocation without CPU memory",
@@ -747,10 +758,7 @@ impl<E: Engine> Core<E> {
         // A mapping's last page may run past the allocation's size (not a
         // page multiple): that slack is not the allocation's.
         let at = off + (va - start);
-        let a = p
-            .allocations
-            .get(&alloc)
-            .ok_or(BackendError::handle(ObjectKind::Allocation, alloc.0))?;
+        let a = p.allocation(alloc)?;
         if at.checked_add(size).is_none_or(|e| e > a.info.size) {
             return Err(unmapped);
         }
@@ -759,10 +767,7 @@ impl<E: Engine> Core<E> {
 
     fn range(p: &Process<E>, device: Handle, va: u64, size: u64) -> Result<(Handle, Range<E>)> {
         let (h, offset) = Self::resolve(p, device, va, size)?;
-        let a = p
-            .allocations
-            .get(&h)
-            .ok_or(BackendError::handle(ObjectKind::Allocation, h.0))?;
+        let a = p.allocation(h)?;
         Ok((
             h,
             Range {
@@ -811,10 +816,7 @@ impl<E: Engine> Core<E> {
                 }
                 Command::Upload { va, size } => {
                     let (h, offset) = Self::resolve(p, device, *va, *size)?;
-                    let a = p
-                        .allocations
-                        .get(&h)
-                        .ok_or(BackendError::handle(ObjectKind::Allocation, h.0))?;
+                    let a = p.allocation(h)?;
                     if a.memory.is_none() {
                         return Err(BackendError::param(
                             "upload from an allocation without CPU memory",
@@ -1409,10 +1411,7 @@ impl<E: Engine> Backend for Core<E> {
         memory: Arc<dyn HostVisibleMemory>,
     ) -> Result<()> {
         self.with_process(process, |p, _| {
-            let a = p
-                .allocations
-                .get_mut(&allocation)
-                .ok_or(BackendError::handle(ObjectKind::Allocation, allocation.0))?;
+            let a = p.allocation_mut(allocation)?;
             if memory.len() < a.info.size {
                 return Err(BackendError::range(
                     "allocation memory size",
@@ -1461,10 +1460,7 @@ impl<E: Engine> Backend for Core<E> {
 
     fn unlock(&self, process: Handle, allocation: Handle) -> Result<()> {
         self.with_process(process, |p, _| {
-            let a = p
-                .allocations
-                .get_mut(&allocation)
-                .ok_or(BackendError::handle(ObjectKind::Allocation, allocation.0))?;
+            let a = p.allocation_mut(allocation)?;
             if !a.locked {
                 return Err(BackendError::param(
                     "unlock of an allocation that is not locked",
@@ -1830,10 +1826,7 @@ impl<E: Engine> Backend for Core<E> {
                         ));
                     }
                     let (h, off) = Self::resolve(p, device, va, length)?;
-                    let a = p
-                        .allocations
-                        .get(&h)
-                        .ok_or(BackendError::handle(ObjectKind::Allocation, h.0))?;
+                    let a = p.allocation(h)?;
                     if off.checked_add(length).is_none_or(|e| e > a.info.size) {
                         return Err(BackendError::UnmappedVa { va, size: length });
                     }
