@@ -519,8 +519,9 @@ impl Shared {
         }
     }
 
-    /// One segment ([`segments`]) under its stripe's lock, as records at
-    /// time `t`: as digests, and comparing pages by hash
+    /// One segment ([`segments`]), as records at time `t`: as digests
+    /// (its pages hashed first, then compared under its stripe's lock),
+    /// or diffed under that lock, comparing pages by hash
     /// ([`Shadow::pages`]), as the pair says.
     fn segment(
         &self,
