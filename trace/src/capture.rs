@@ -42,7 +42,9 @@
 //! page's hash rather than its bytes. The recorder runs both on the device
 //! thread or on its writer thread (see [`crate::recorder`]).
 
-use std::collections::{HashMap, HashSet};
+// foldhash, seeded at random per map: SipHash was a tenth of a tiny
+// submission's time in the recorder (keys are handles and page frames).
+use foldhash::{HashMap, HashSet};
 
 use dxvmm_protocol::cmdstream::{Command, CommandStream};
 use dxvmm_protocol::frame::{Frame, FrameKind};
@@ -143,6 +145,10 @@ pub struct Capture {
     /// length, a timestamp): the buffers kept for the next.
     stream_vas: Vec<u64>,
     stream_writes: Vec<(u64, u64, bool)>,
+    /// The last stream's guest ranges and the allocations it named: the
+    /// buffers kept for the next (a tiny submission allocates nothing).
+    stream_ranges: Vec<(u64, u64)>,
+    stream_allocs: Vec<u32>,
 }
 
 /// A command stream's bytes, a page at a time: (page frame, start, end)
@@ -151,6 +157,36 @@ pub struct Capture {
 /// whole pages: a tiny submission's stream is a few dozen bytes of a 4 KiB
 /// page, and the device thread would read both the page and its shadow.
 pub type StreamParts = Vec<(u64, usize, usize)>;
+
+/// What [`Shadow::part`] found changed: runs of (guest address, length),
+/// their bytes one after the other in `bytes`. Kept by the caller and
+/// refilled, so that a tiny submission's diff allocates nothing.
+#[derive(Default, Debug)]
+pub struct PartDiff {
+    runs: Vec<(u64, usize)>,
+    bytes: Vec<u8>,
+}
+
+impl PartDiff {
+    pub fn clear(&mut self) {
+        self.runs.clear();
+        self.bytes.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The runs, in the order found: (guest address, bytes).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        let mut at = 0;
+        self.runs.iter().map(move |&(gpa, n)| {
+            let bytes = &self.bytes[at..at + n];
+            at += n;
+            (gpa, bytes)
+        })
+    }
+}
 
 /// What the trace says a captured page holds.
 enum Known {
@@ -174,6 +210,8 @@ pub struct Shadow {
     /// a few dozen bytes, and a fresh page-sized buffer cost zeroing 4 KiB
     /// each time.
     scratch: Vec<u8>,
+    /// [`Shadow::part`]'s changed ranges within the part, kept likewise.
+    ranges: Vec<(usize, usize)>,
 }
 
 /// Whether a request frame lets the guest change, or reuse, pages captured
@@ -537,6 +575,15 @@ impl Capture {
         std::mem::take(&mut self.stream)
     }
 
+    /// Gives back what [`Capture::take_stream`] gave, emptied, for the
+    /// next submit to fill.
+    pub fn give_back_stream(&mut self, mut parts: StreamParts) {
+        parts.clear();
+        if self.stream.is_empty() && parts.capacity() <= 1024 {
+            self.stream = parts;
+        }
+    }
+
     /// The pages of the UPLOAD commands in the stream of the submit last
     /// given to `before_request`, one list per command (not among the
     /// lists `before_request` appended). The guest leaves them alone until
@@ -549,9 +596,22 @@ impl Capture {
     /// The guest-physical (address, length) pieces of `[va, va + len)` in
     /// `process`'s GPU VA space, as the frames followed so far map it.
     pub fn guest_ranges(&self, process: u32, va: u64, len: u64) -> Option<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        self.guest_ranges_into(process, va, len, &mut out)?;
+        Some(out)
+    }
+
+    /// [`Capture::guest_ranges`] into `out` (cleared first).
+    fn guest_ranges_into(
+        &self,
+        process: u32,
+        va: u64,
+        len: u64,
+        out: &mut Vec<(u64, u64)>,
+    ) -> Option<()> {
+        out.clear();
         let (a, mut at) = self.mapped(process, va, len)?;
         let end = at + len;
-        let mut out: Vec<(u64, u64)> = Vec::new();
         while at < end {
             let pfn = *a.pfns.get((at / PAGE) as usize)?;
             let gpa = pfn.checked_mul(PAGE)? + at % PAGE;
@@ -563,7 +623,7 @@ impl Capture {
             }
             at += n;
         }
-        Some(out)
+        Some(())
     }
 
     /// The allocation whose mapping holds all of `[va, va + len)`, and the
@@ -620,7 +680,11 @@ impl Capture {
         let mut touched: Option<Vec<u32>> = None;
         // What it may write: (va, length, a timestamp).
         let mut writes: Option<Vec<(u64, u64, bool)>> = None;
-        if let Some(ranges) = self.guest_ranges(process, va, len) {
+        let mut ranges = std::mem::take(&mut self.stream_ranges);
+        if self
+            .guest_ranges_into(process, va, len, &mut ranges)
+            .is_some()
+        {
             let mut stream = std::mem::take(&mut self.stream_bytes);
             stream.clear();
             for (gpa, n) in &ranges {
@@ -692,20 +756,22 @@ impl Capture {
                     self.stream_bytes = stream;
                 }
                 let maps = self.vas.get(&process);
-                touched = Some(
-                    vas.iter()
-                        .filter_map(|v| {
-                            maps?
-                                .iter()
-                                .find(|m| *v >= m.va && *v < m.va + m.size)
-                                .map(|m| m.allocation)
-                        })
-                        .collect(),
-                );
+                let mut named = std::mem::take(&mut self.stream_allocs);
+                named.clear();
+                named.extend(vas.iter().filter_map(|v| {
+                    maps?
+                        .iter()
+                        .find(|m| *v >= m.va && *v < m.va + m.size)
+                        .map(|m| m.allocation)
+                }));
+                touched = Some(named);
                 if vas.capacity() <= 4096 {
                     self.stream_vas = vas;
                 }
             }
+        }
+        if ranges.capacity() <= 4096 {
+            self.stream_ranges = ranges;
         }
         // Allocations whose pages the backend uploads before this work: due
         // (new pages, UNLOCK2) or locked, and named by the stream (all of
@@ -718,7 +784,12 @@ impl Capture {
                 a.due = false;
             }
         }
-        out.push(due);
+        if !due.is_empty() {
+            out.push(due);
+        }
+        if let Some(named) = touched.filter(|t| t.capacity() <= 4096) {
+            self.stream_allocs = named;
+        }
         match writes {
             Some(mut w) => {
                 for (va, len, timestamp) in w.drain(..) {
@@ -999,7 +1070,7 @@ impl Shadow {
         pfn: u64,
         from: usize,
         to: usize,
-        out: &mut Vec<(u64, Vec<u8>)>,
+        out: &mut PartDiff,
     ) -> bool {
         const LEN: usize = PAGE as usize;
         let (Some(gpa), true) = (pfn.checked_mul(PAGE), from < to && to <= LEN) else {
@@ -1021,7 +1092,7 @@ impl Shadow {
         gpa: u64,
         from: usize,
         now: &mut [u8],
-        out: &mut Vec<(u64, Vec<u8>)>,
+        out: &mut PartDiff,
     ) -> bool {
         const LEN: usize = PAGE as usize;
         static ZERO: [u8; LEN] = [0; LEN];
@@ -1032,9 +1103,13 @@ impl Shadow {
         {
             return true;
         }
-        let mut ranges = Vec::new();
+        let mut ranges = std::mem::take(&mut self.ranges);
+        ranges.clear();
         match self.pages.get_mut(&pfn) {
-            Some(Known::Hash(_) | Known::Stale) => return false,
+            Some(Known::Hash(_) | Known::Stale) => {
+                self.ranges = ranges;
+                return false;
+            }
             Some(Known::Bytes(s, h)) => {
                 let old = &mut s[from..to];
                 if *old != *now {
@@ -1052,9 +1127,11 @@ impl Shadow {
                 }
             }
         }
-        for (a, b) in ranges {
-            out.push((gpa + (from + a) as u64, now[a..b].to_vec()));
+        for &(a, b) in &ranges {
+            out.runs.push((gpa + (from + a) as u64, b - a));
+            out.bytes.extend_from_slice(&now[a..b]);
         }
+        self.ranges = ranges;
         true
     }
 
@@ -1263,9 +1340,10 @@ mod tests {
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 8 * PAGE as usize)]).unwrap();
         let mut shadow = Shadow::default();
         let part = |shadow: &mut Shadow, pfn: u64, from, to| {
-            let mut out = Vec::new();
+            let mut out = PartDiff::default();
             assert!(shadow.part(&mem, pfn, from, to, &mut out));
-            out
+            let runs: Vec<(u64, Vec<u8>)> = out.iter().map(|(g, b)| (g, b.to_vec())).collect();
+            runs
         };
         // A new page: the stream's non-zero bytes; bytes outside the part
         // are not looked at.
@@ -1295,6 +1373,6 @@ mod tests {
         let mut hashes = Vec::new();
         page_hashes(&mem, &[5], &mut hashes);
         shadow.digests(&[5], &hashes, &mut Vec::new());
-        assert!(!shadow.part(&mem, 5, 0, 64, &mut out));
+        assert!(!shadow.part(&mem, 5, 0, 64, &mut PartDiff::default()));
     }
 }

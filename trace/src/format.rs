@@ -223,12 +223,7 @@ impl Record {
                 gpa,
                 bytes,
             } => {
-                head(out, bytes.len(), |body| {
-                    body.push(kind::MEMORY);
-                    put_varint(body, *t);
-                    body.push(*purpose as u8);
-                    put_varint(body, *gpa);
-                });
+                memory_head(out, *t, *purpose, *gpa, bytes.len());
                 bytes
             }
             Record::Digest {
@@ -429,6 +424,18 @@ fn head(out: &mut Vec<u8>, tail_len: usize, body: impl FnOnce(&mut Vec<u8>)) {
     let at = start + n;
     out.copy_within(start + ROOM.., at);
     out.truncate(at + body_len);
+}
+
+/// Appends the head of a memory record of `len` bytes at `gpa`; the bytes
+/// go right after it (the recorder encodes a stream's diff this way, from
+/// bytes it keeps).
+pub fn memory_head(out: &mut Vec<u8>, t: u64, purpose: MemoryPurpose, gpa: u64, len: usize) {
+    head(out, len, |body| {
+        body.push(kind::MEMORY);
+        put_varint(body, t);
+        body.push(purpose as u8);
+        put_varint(body, gpa);
+    });
 }
 
 /// Appends the head of a frame record (request, reply or event: `kind`)

@@ -23,6 +23,7 @@ pub mod recorder;
 pub mod remap;
 pub mod replay;
 pub mod show;
+mod ticks;
 
 pub use error::{ReplayError, TraceError};
 pub use format::{Record, TraceHeader};

@@ -56,10 +56,11 @@ use dxvmm_host_backend::AdapterInfo;
 use dxvmm_protocol::frame::DXGV_FRAME_VERSION;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use crate::capture::{releases_pages, Capture, ResultPages, Shadow, StreamParts};
+use crate::capture::{releases_pages, Capture, PartDiff, ResultPages, Shadow, StreamParts};
 use crate::cpus;
 use crate::error::TraceError;
 use crate::format::{self, AdapterEntry, MemoryPurpose, Record, TraceHeader};
+use crate::ticks;
 
 /// Bytes per guest page.
 const PAGE: u64 = 4096;
@@ -634,8 +635,10 @@ struct State {
     results_read_early: u64,
     /// Times the device thread found the channel full.
     waits: u64,
-    /// Where the device thread's time in the recorder went.
+    /// Where the device thread's time in the recorder went; its total in
+    /// ticks ([`crate::ticks`]), turned into time at the end.
     spent: Spent,
+    spent_ticks: u64,
     /// Records not handed over yet (see [`BATCH_BYTES`]).
     batch: Vec<Chunk>,
     /// The small records after the last of `batch`.
@@ -644,6 +647,11 @@ struct State {
     batch_bytes: usize,
     batch_records: usize,
     spares: Spares,
+    /// Buffers a request's capture fills, kept for the next: the input
+    /// lists, a stream's pages and its diff.
+    inputs: Vec<Vec<u64>>,
+    stream_pfns: Vec<u64>,
+    stream_diff: PartDiff,
 }
 
 impl State {
@@ -660,12 +668,16 @@ impl State {
             results_read_early: 0,
             waits: 0,
             spent: Spent::default(),
+            spent_ticks: 0,
             batch: Vec::new(),
             blob: Vec::new(),
             blob_records: 0,
             batch_bytes: 0,
             batch_records: 0,
             spares: Spares::default(),
+            inputs: Vec::new(),
+            stream_pfns: Vec::new(),
+            stream_diff: PartDiff::default(),
         }
     }
 
@@ -717,6 +729,8 @@ struct EarlyResult {
 pub struct Recorder {
     options: Options,
     start: Instant,
+    /// The accounting clock's rate ([`crate::ticks`]).
+    ticks: ticks::Rate,
     path: PathBuf,
     state: Mutex<State>,
     shared: Arc<Shared>,
@@ -897,6 +911,7 @@ impl Recorder {
         Ok(Arc::new(Recorder {
             options,
             start: Instant::now(),
+            ticks: ticks::Rate::start(),
             path: path.to_path_buf(),
             state: Mutex::new(state),
             shared,
@@ -925,7 +940,10 @@ impl Recorder {
                 st.waits,
                 st.capture.skipped,
                 st.results_read_early,
-                st.spent,
+                Spent {
+                    total: self.ticks.duration(st.spent_ticks),
+                    ..st.spent
+                },
             )
         };
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -1015,40 +1033,38 @@ fn queue(st: &mut State, (head, tail): Encoded) {
     queued(st, bytes);
 }
 
-/// Queues `rec`: a small one encoded straight into the blob, without a
-/// head of its own to allocate (a tiny submission's stream diff).
-fn queue_record(st: &mut State, rec: Record) {
-    if st.tx.is_none() {
-        return;
-    }
-    // The head is at most a few dozen bytes.
-    if rec.tail_len() + 64 > SMALL_RECORD {
-        return queue(st, rec.into_parts());
-    }
-    let blob = blob(st);
-    let start = blob.len();
-    let tail = rec.head_into(blob);
-    blob.extend_from_slice(tail);
-    let bytes = blob.len() - start;
-    st.blob_records += 1;
-    queued(st, bytes);
-}
-
 /// Queues a frame record (request, reply or event) from the borrowed
 /// frame, straight into the blob.
 fn queue_frame(st: &mut State, kind: u8, t: u64, process: Option<u32>, frame: &[u8]) {
+    queue_borrowed(st, frame, |head| {
+        format::frame_head(head, kind, t, process, frame.len())
+    });
+}
+
+/// Queues an input's memory record from borrowed bytes (a stream's diff),
+/// straight into the blob.
+fn queue_memory(st: &mut State, t: u64, gpa: u64, bytes: &[u8]) {
+    let purpose = MemoryPurpose::Input;
+    queue_borrowed(st, bytes, |head| {
+        format::memory_head(head, t, purpose, gpa, bytes.len())
+    });
+}
+
+/// Queues a record whose head `head` writes and whose bytes after it are
+/// `tail`: into the blob when small, else as its own parts.
+fn queue_borrowed(st: &mut State, tail: &[u8], head: impl FnOnce(&mut Vec<u8>)) {
     if st.tx.is_none() {
         return;
     }
-    if frame.len() > SMALL_RECORD {
-        let mut head = Vec::new();
-        format::frame_head(&mut head, kind, t, process, frame.len());
-        return queue(st, (head, frame.to_vec()));
+    if tail.len() > SMALL_RECORD {
+        let mut h = Vec::new();
+        head(&mut h);
+        return queue(st, (h, tail.to_vec()));
     }
     let blob = blob(st);
     let start = blob.len();
-    format::frame_head(blob, kind, t, process, frame.len());
-    blob.extend_from_slice(frame);
+    head(blob);
+    blob.extend_from_slice(tail);
     let bytes = blob.len() - start;
     st.blob_records += 1;
     queued(st, bytes);
@@ -1150,34 +1166,32 @@ impl Recorder {
         &self,
         st: &mut State,
         t: u64,
-        parts: StreamParts,
+        parts: &StreamParts,
         mem: &GuestMemoryMmap,
     ) -> bool {
-        let mut pfns: Vec<u64> = parts.iter().map(|p| p.0).collect();
+        let mut pfns = std::mem::take(&mut st.stream_pfns);
+        pfns.clear();
+        pfns.extend(parts.iter().map(|p| p.0));
         pfns.dedup();
-        if !self.inline(st, &pfns) {
+        let inline = self.inline(st, &pfns);
+        st.stream_pfns = pfns;
+        if !inline {
+            let pfns = st.stream_pfns.clone();
             return self.capture(st, t, MemoryPurpose::Input, pfns, mem, false);
         }
         let mut whole = Vec::new();
-        let mut runs = Vec::new();
-        for (pfn, from, to) in parts {
+        let mut diff = std::mem::take(&mut st.stream_diff);
+        diff.clear();
+        for &(pfn, from, to) in parts {
             let mut shadow = lock(&self.shared.shadow[stripe(pfn)]);
-            if !shadow.part(mem, pfn, from, to, &mut runs) && !whole.contains(&pfn) {
+            if !shadow.part(mem, pfn, from, to, &mut diff) && !whole.contains(&pfn) {
                 whole.push(pfn);
             }
         }
-        for (gpa, bytes) in runs {
-            let purpose = MemoryPurpose::Input;
-            queue_record(
-                st,
-                Record::Memory {
-                    t,
-                    purpose,
-                    gpa,
-                    bytes,
-                },
-            );
+        for (gpa, bytes) in diff.iter() {
+            queue_memory(st, t, gpa, bytes);
         }
+        st.stream_diff = diff;
         !whole.is_empty() && self.capture(st, t, MemoryPurpose::Input, whole, mem, false)
     }
 }
@@ -1242,7 +1256,7 @@ impl FrameObserver for Recorder {
 
     fn lock_progress(&self, bytes: u64) {
         let mut st = self.lock();
-        let start = Instant::now();
+        let start = ticks::now();
         let helpers = self.shared.helpers.len();
         let st = &mut *st;
         if let Some(e) = st.early.as_mut() {
@@ -1261,18 +1275,18 @@ impl FrameObserver for Recorder {
                 e.started = landed;
             }
         }
-        st.spent.total += start.elapsed();
+        st.spent_ticks += ticks::now().wrapping_sub(start);
     }
 
     fn observe(&self, direction: Direction, frame: &[u8], mem: Option<&GuestMemoryMmap>) {
         let mut st = self.lock();
         // The record's time, read under the lock so that times follow the
-        // records' order (events may come from another thread); the one
-        // clock read serves the accounting too.
-        let start = Instant::now();
-        let t = start.saturating_duration_since(self.start).as_nanos() as u64;
+        // records' order (events may come from another thread). The
+        // accounting reads the cheaper tick counter.
+        let start = ticks::now();
+        let t = self.now();
         self.observe_locked(&mut st, t, direction, frame, mem);
-        st.spent.total += start.elapsed();
+        st.spent_ticks += ticks::now().wrapping_sub(start);
     }
 }
 
@@ -1305,7 +1319,7 @@ impl Recorder {
                 }
                 let process = frame_process(frame);
                 st.process = process;
-                let mut inputs = Vec::new();
+                let mut inputs = std::mem::take(&mut st.inputs);
                 st.capture.before_request(frame, mem, &mut inputs);
                 // A large LOCK2 result: its helpers wake while the backend
                 // copies it, and a digested one is read as it lands.
@@ -1334,9 +1348,9 @@ impl Recorder {
                 let mut deferred = false;
                 if let Some(mem) = mem {
                     if !stream.is_empty() {
-                        deferred |= self.capture_stream(st, t, stream, mem);
+                        deferred |= self.capture_stream(st, t, &stream, mem);
                     }
-                    for pfns in inputs {
+                    for pfns in inputs.drain(..) {
                         deferred |= self.capture(st, t, MemoryPurpose::Input, pfns, mem, false);
                     }
                     // The guest leaves an UPLOAD's pages alone until its
@@ -1346,6 +1360,9 @@ impl Recorder {
                         self.capture(st, t, MemoryPurpose::Input, pfns, mem, false);
                     }
                 }
+                st.capture.give_back_stream(stream);
+                inputs.clear();
+                st.inputs = inputs;
                 // A LOCK2's own inputs are read before the backend may
                 // write the pages.
                 if deferred && releases_pages(frame) {
