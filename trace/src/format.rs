@@ -388,9 +388,14 @@ impl Record {
 }
 
 /// Appends `v` as unsigned LEB128.
-pub fn put_varint(out: &mut Vec<u8>, v: u64) {
-    let (bytes, n) = varint(v);
-    out.extend_from_slice(&bytes[..n]);
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    // A byte at a time: the recorder writes a few short ones per record,
+    // where a copy of a slice was a call into memcpy each.
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 /// `v` as an unsigned LEB128: the bytes and how many of them count.
