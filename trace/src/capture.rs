@@ -173,10 +173,6 @@ impl PartDiff {
         self.bytes.clear();
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.runs.is_empty()
-    }
-
     /// The runs, in the order found: (guest address, bytes).
     pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
         let mut at = 0;
