@@ -773,12 +773,29 @@ impl Capture {
         // (new pages, UNLOCK2) or locked, and named by the stream (all of
         // them when the stream did not decode).
         let mut due: Vec<u64> = Vec::new();
-        for ((p, h), a) in self.allocs.iter_mut() {
-            let named = touched.as_ref().is_none_or(|t| t.contains(h));
-            if *p == process && (a.due || a.locked) && named {
+        let mut take = |a: &mut Alloc| {
+            if a.due || a.locked {
                 due.extend(a.untaken());
                 a.due = false;
             }
+        };
+        match touched.as_mut() {
+            // Looked up by name: a submit costs what its stream names, not
+            // what the guest has allocated.
+            Some(named) => {
+                named.sort_unstable();
+                named.dedup();
+                for h in named.iter() {
+                    if let Some(a) = self.allocs.get_mut(&(process, *h)) {
+                        take(a);
+                    }
+                }
+            }
+            None => self
+                .allocs
+                .iter_mut()
+                .filter(|((p, _), _)| *p == process)
+                .for_each(|(_, a)| take(a)),
         }
         if !due.is_empty() {
             out.push(due);
