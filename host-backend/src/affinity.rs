@@ -59,24 +59,71 @@ fn equal(a: &CpuSet, b: &CpuSet) -> bool {
     unsafe { libc::CPU_EQUAL(a, b) }
 }
 
-/// The process's CPUs less the calling thread's, when the caller is pinned
-/// to part of them and some are left; `None` otherwise.
+/// The process's CPUs less the calling thread's and those sharing a core
+/// with them, when the caller is pinned to part of them and some are left
+/// (less the caller's alone when only its cores' other threads are left);
+/// `None` otherwise. A hashing thread on the guest CPU's other hardware
+/// thread takes half of that core from the guest.
 pub fn away_from_caller() -> Option<CpuSet> {
     let main = process()?;
     let mine = current()?;
-    // SAFETY: an all-zero cpu_set_t is a valid empty set.
-    let mut rest: CpuSet = unsafe { std::mem::zeroed() };
-    for c in 0..libc::CPU_SETSIZE as usize {
-        // SAFETY: CPU_ISSET reads, CPU_SET writes, our own sets; `c` is
-        // below CPU_SETSIZE.
-        unsafe {
-            if libc::CPU_ISSET(c, &main) && !libc::CPU_ISSET(c, &mine) {
-                libc::CPU_SET(c, &mut rest);
-            }
+    let in_set = |c: usize, set: &CpuSet| {
+        // SAFETY: CPU_ISSET reads the set; callers pass `c` below
+        // CPU_SETSIZE.
+        unsafe { libc::CPU_ISSET(c, set) }
+    };
+    let cpus = 0..libc::CPU_SETSIZE as usize;
+    let mut cores = mine;
+    for c in cpus.clone().filter(|&c| in_set(c, &mine)) {
+        for s in siblings(c).into_iter().filter(|&s| s < cpus.end) {
+            // SAFETY: CPU_SET writes our own set; `s` is below CPU_SETSIZE.
+            unsafe { libc::CPU_SET(s, &mut cores) };
         }
     }
-    // SAFETY: CPU_COUNT only reads the set.
-    (unsafe { libc::CPU_COUNT(&rest) } > 0).then_some(rest)
+    let less = |away: &CpuSet| {
+        // SAFETY: an all-zero cpu_set_t is a valid empty set.
+        let mut rest: CpuSet = unsafe { std::mem::zeroed() };
+        for c in cpus
+            .clone()
+            .filter(|&c| in_set(c, &main) && !in_set(c, away))
+        {
+            // SAFETY: CPU_SET writes our own set; `c` is below CPU_SETSIZE.
+            unsafe { libc::CPU_SET(c, &mut rest) };
+        }
+        // SAFETY: CPU_COUNT only reads the set.
+        (unsafe { libc::CPU_COUNT(&rest) } > 0).then_some(rest)
+    };
+    less(&cores).or_else(|| less(&mine))
+}
+
+/// The CPUs that share CPU `cpu`'s core, itself included, as sysfs lists
+/// them (just `cpu` where it does not).
+fn siblings(cpu: usize) -> Vec<usize> {
+    let path = format!("/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| parse_cpu_list(&s))
+        .unwrap_or_else(|| vec![cpu])
+}
+
+/// A kernel CPU list ("0-3,8,10-11") as its CPUs; `None` if malformed.
+fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        let (lo, hi): (usize, usize) = match part.split_once('-') {
+            Some((lo, hi)) => (lo.parse().ok()?, hi.parse().ok()?),
+            None => {
+                let c = part.parse().ok()?;
+                (c, c)
+            }
+        };
+        // A bogus range is not walked: sysfs lists CPUs that exist.
+        if hi < lo || hi - lo > libc::CPU_SETSIZE as usize {
+            return None;
+        }
+        cpus.extend(lo..=hi);
+    }
+    Some(cpus)
 }
 
 /// While alive, the calling thread runs with the process's CPUs; its own
@@ -107,6 +154,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cpu_lists_parse_as_the_kernel_writes_them() {
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11\n"),
+            Some(vec![0, 1, 2, 3, 8, 10, 11])
+        );
+        assert_eq!(parse_cpu_list("5"), Some(vec![5]));
+        assert_eq!(parse_cpu_list(""), Some(vec![]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+        assert_eq!(parse_cpu_list("0-99999999"), None);
+        // Every CPU lists itself among its core's threads.
+        assert!(siblings(0).contains(&0));
+    }
+
+    #[test]
     fn a_pinned_thread_sends_others_elsewhere_and_unpins_for_a_while() {
         let all = process().unwrap();
         // SAFETY: reads our own set.
@@ -124,8 +186,20 @@ mod tests {
             unsafe {
                 assert_eq!(libc::CPU_COUNT(&one), 1);
                 assert!(!equal(&rest, &one));
-                assert_eq!(libc::CPU_COUNT(&rest) as usize, n - 1);
             }
+            // Away from the pinned CPU's core too, where others are left.
+            let cpu = (0..libc::CPU_SETSIZE as usize)
+                // SAFETY: reads our own set; `c` is below CPU_SETSIZE.
+                .find(|&c| unsafe { libc::CPU_ISSET(c, &one) })
+                .unwrap();
+            let core = siblings(cpu)
+                .into_iter()
+                // SAFETY: reads our own set; sysfs CPUs are below CPU_SETSIZE.
+                .filter(|&c| unsafe { libc::CPU_ISSET(c, &all) })
+                .count();
+            let left = if n > core { n - core } else { n - 1 };
+            // SAFETY: reads our own set.
+            assert_eq!(unsafe { libc::CPU_COUNT(&rest) } as usize, left);
             {
                 let _u = Unpinned::enter();
                 assert!(equal(&current().unwrap(), &all));

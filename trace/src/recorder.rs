@@ -237,7 +237,7 @@ fn helpers(n: usize, cpus: &Arc<cpus::Shared>) -> std::io::Result<Vec<Sender<Job
 }
 
 /// How long a helper woken ahead of a LOCK2 result ([`Shared::stand_by`])
-/// waits for it, spinning, before it sleeps again.
+/// waits for it, or for its next piece, spinning, before it sleeps again.
 const STAND_BY: Duration = Duration::from_millis(4);
 
 /// Most helpers that spin ahead of one LOCK2 result: the backend's own
@@ -260,10 +260,15 @@ struct Shared {
     helpers: Vec<Sender<Job>>,
     /// The helper the next split wakes first ([`Shared::start`]).
     next_helper: AtomicUsize,
-    /// The split capture helpers standing by take, and its number (0:
-    /// none yet), which they watch without the lock.
-    published: Mutex<Option<Arc<Split>>>,
+    /// The split captures not joined yet, which helpers standing by
+    /// take, and how many were ever started, which they watch without the
+    /// lock.
+    published: Mutex<Vec<Arc<Split>>>,
     generation: AtomicU64,
+    /// How many LOCK2 results helpers stood by for are done
+    /// ([`Shared::end_stand_by`]): a helper standing by stops when this
+    /// changes.
+    stood_by: AtomicU64,
     /// Whether helpers may stand by (a large host).
     may_stand_by: bool,
     /// [`BULK_PAGES`] (tests change it).
@@ -284,8 +289,9 @@ impl Shared {
             finished: Condvar::new(),
             helpers: self::helpers(helpers, &cpus)?,
             next_helper: AtomicUsize::new(0),
-            published: Mutex::new(None),
+            published: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
+            stood_by: AtomicU64::new(0),
             may_stand_by: cpus_here >= STAND_BY_MIN_CPUS,
             bulk_pages: BULK_PAGES,
             cpus,
@@ -293,10 +299,14 @@ impl Shared {
     }
 
     /// Wakes the helpers a capture of `pages` pages will take, ahead of
-    /// it: each spins (up to [`STAND_BY`]) until the device thread
-    /// publishes the capture, and takes its share at once. The device
-    /// thread calls this when a LOCK2 whose result will be captured
-    /// arrives, so that its reply does not wait for helpers to wake.
+    /// it: each spins (up to [`STAND_BY`]) until a capture is published,
+    /// takes its share at once, and spins for the next, until
+    /// [`Shared::end_stand_by`]. The device thread calls this when a LOCK2
+    /// whose result will be captured arrives, so that its reply does not
+    /// wait for helpers to wake: for the whole result, or for each piece
+    /// of one read as it lands (a helper that slept after the first
+    /// piece took tens to hundreds of microseconds to wake for the next
+    /// on the H100 machine).
     fn stand_by(self: &Arc<Self>, pages: usize, threads: usize) {
         if !self.may_stand_by {
             return;
@@ -306,25 +316,38 @@ impl Shared {
             .saturating_sub(1)
             .min(STAND_BY_HELPERS);
         let seen = self.generation.load(Ordering::Acquire);
+        let round = self.stood_by.load(Ordering::Acquire);
         for tx in self.helpers.iter().take(helpers) {
             let sh = self.clone();
             let _ = tx.send(Box::new(move || {
-                let deadline = Instant::now() + STAND_BY;
+                let mut seen = seen;
+                let mut deadline = Instant::now() + STAND_BY;
                 loop {
-                    if sh.generation.load(Ordering::Acquire) != seen {
-                        let split = lock(&sh.published).clone();
-                        if let Some(split) = split {
+                    let now = sh.generation.load(Ordering::Acquire);
+                    if now != seen {
+                        seen = now;
+                        // Every split not joined yet: the pieces of a
+                        // result read as it lands may come faster than
+                        // one is done.
+                        let splits = lock(&sh.published).clone();
+                        for split in splits {
                             split.work(&sh);
                         }
-                        return;
+                        deadline = Instant::now() + STAND_BY;
                     }
-                    if Instant::now() >= deadline {
+                    if sh.stood_by.load(Ordering::Acquire) != round || Instant::now() >= deadline {
                         return;
                     }
                     std::hint::spin_loop();
                 }
             }));
         }
+    }
+
+    /// The LOCK2 result helpers stood by for is captured: they stop
+    /// spinning.
+    fn end_stand_by(&self) {
+        self.stood_by.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -475,7 +498,7 @@ impl Shared {
         });
         // Helpers standing by take it from here at once; the others are
         // woken (a helper that stood by finds nothing left by then).
-        *lock(&self.published) = Some(split.clone());
+        lock(&self.published).push(split.clone());
         self.generation.fetch_add(1, Ordering::AcqRel);
         // Helpers in turn: the pieces of a result read as it lands follow
         // each other faster than one helper may finish its part.
@@ -507,10 +530,7 @@ impl Shared {
         assert!(!done.1, "a thread capturing guest memory panicked");
         drop(done);
         {
-            let mut published = lock(&self.published);
-            if published.as_ref().is_some_and(|p| Arc::ptr_eq(p, split)) {
-                published.take();
-            }
+            lock(&self.published).retain(|p| !Arc::ptr_eq(p, split));
         }
         for r in &split.records {
             out.extend(lock(r).drain(..).map(|mut rec| {
@@ -633,6 +653,9 @@ struct State {
     early: Option<EarlyResult>,
     /// See [`Summary::results_read_early`].
     results_read_early: u64,
+    /// Helpers stand by for the LOCK2 being answered
+    /// ([`Shared::stand_by`]).
+    standing: bool,
     /// Times the device thread found the channel full.
     waits: u64,
     /// Where the device thread's time in the recorder went; its total in
@@ -666,6 +689,7 @@ impl State {
             capture: Capture::default(),
             early: None,
             results_read_early: 0,
+            standing: false,
             waits: 0,
             spent: Spent::default(),
             spent_ticks: 0,
@@ -1324,10 +1348,14 @@ impl Recorder {
                 // A large LOCK2 result: its helpers wake while the backend
                 // copies it, and a digested one is read as it lands.
                 self.abandon_early(st);
+                if std::mem::take(&mut st.standing) {
+                    self.shared.end_stand_by();
+                }
                 let result_pages = st.capture.pending_result_pages();
                 if let (Some(mem), true) = (mem, result_pages >= 2 * PAGES_PER_THREAD) {
                     self.shared
                         .stand_by(result_pages, self.options.threads.max(2));
+                    st.standing = true;
                     st.early = st
                         .capture
                         .pending_result()
@@ -1402,6 +1430,9 @@ impl Recorder {
                 }
                 st.early = early;
                 self.abandon_early(st);
+                if std::mem::take(&mut st.standing) {
+                    self.shared.end_stand_by();
+                }
             }
             Direction::Event => queue_frame(st, format::kind::EVENT, t, None, frame),
         }
@@ -1573,6 +1604,7 @@ mod split_tests {
             // purpose: they take the capture as if woken for it.
             shared.stand_by(pfns.len(), threads);
             shared.take(&mem, pfns, i as u64, purpose, digest, threads, &mut records);
+            shared.end_stand_by();
             out.push(records);
         }
         out
@@ -1600,6 +1632,46 @@ mod split_tests {
                     "{threads} threads standing by"
                 );
             }
+        }
+    }
+
+    /// The records of a digested result read in pieces (halving, as
+    /// [`FrameObserver::lock_progress`] hands them over), each started
+    /// before the one before it is done and all joined at the end.
+    fn pieces(pfns: &[u64], helpers: usize, stand_by: bool) -> Vec<Encoded> {
+        let mem =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), (PAGES * PAGE) as usize)]).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let bytes: Vec<u8> = (0..PAGES * PAGE).map(|_| next(&mut seed) as u8).collect();
+        mem.write_slice(&bytes, GuestAddress(0)).unwrap();
+        let mut shared = Shared::new(helpers).unwrap();
+        shared.may_stand_by = stand_by;
+        let shared = Arc::new(shared);
+        shared.stand_by(pfns.len(), helpers + 1);
+        let (mut at, mut splits) = (0, Vec::new());
+        while at < pfns.len() {
+            let n = ((pfns.len() - at) / 2).max(256).min(pfns.len() - at);
+            let piece = pfns[at..at + n].to_vec();
+            let (purpose, most) = (MemoryPurpose::Result, EARLY_SEGMENT_PAGES);
+            splits.push(shared.start(&mem, piece, purpose, true, helpers, most));
+            at += n;
+        }
+        let mut records = Vec::new();
+        for split in &splits {
+            shared.join(split, 7, &mut records);
+        }
+        shared.end_stand_by();
+        records
+    }
+
+    #[test]
+    fn pieces_taken_by_helpers_standing_by_are_the_pieces_taken_alone() {
+        let pfns = list(false);
+        let alone = pieces(&pfns, 0, false);
+        assert!(alone.len() >= pfns.len() / EARLY_SEGMENT_PAGES);
+        for _ in 0..3 {
+            assert!(pieces(&pfns, 3, true) == alone);
+            assert!(pieces(&pfns, 3, false) == alone);
         }
     }
 
