@@ -101,11 +101,91 @@ pub struct ResultPages {
     pub timestamps: bool,
 }
 
+#[derive(Clone, Copy)]
 struct VaMap {
     va: u64,
     size: u64,
     allocation: u32,
     offset: u64,
+}
+
+impl VaMap {
+    fn end(&self) -> u64 {
+        self.va.saturating_add(self.size)
+    }
+}
+
+/// A process's GPU VA mappings as the frames followed so far made them,
+/// by start and none overlapping (a new mapping replaces what it covers
+/// of older ones, as the backend does): a lookup is a search, not a walk
+/// of every mapping (with 2,000 allocations mapped, the walks tripled
+/// what the recorder added to a tiny submission, `tiny_submit_cost`).
+#[derive(Default)]
+struct VaSpace(std::collections::BTreeMap<u64, VaMap>);
+
+impl VaSpace {
+    /// The mapping that holds `va`.
+    fn at(&self, va: u64) -> Option<&VaMap> {
+        let (_, m) = self.0.range(..=va).next_back()?;
+        (va < m.end()).then_some(m)
+    }
+
+    /// The mappings that overlap `[va, end)`, the highest first.
+    fn overlapping(&self, va: u64, end: u64) -> impl Iterator<Item = &VaMap> + '_ {
+        // Sorted and apart: once one ends at or before `va`, so do all
+        // below it.
+        self.0
+            .range(..end)
+            .rev()
+            .map(|(_, m)| m)
+            .take_while(move |m| m.end() > va)
+    }
+
+    /// Adds `m`, cutting what it covers out of the mappings it overlaps.
+    fn insert(&mut self, m: VaMap) {
+        if m.size == 0 {
+            return;
+        }
+        let end = m.end();
+        let covered: Vec<VaMap> = self.overlapping(m.va, end).copied().collect();
+        for old in covered {
+            self.0.remove(&old.va);
+            if old.va < m.va {
+                let size = m.va - old.va;
+                self.0.insert(old.va, VaMap { size, ..old });
+            }
+            // The rest's offset in its allocation: a guest's offset may
+            // be near the top of u64, and then the rest is dropped.
+            if let Some(offset) = old.offset.checked_add(end - old.va) {
+                if old.end() > end {
+                    let size = old.end() - end;
+                    let rest = VaMap {
+                        va: end,
+                        size,
+                        offset,
+                        ..old
+                    };
+                    self.0.insert(end, rest);
+                }
+            }
+        }
+        self.0.insert(m.va, m);
+    }
+
+    /// Drops every mapping that overlaps `[base, base + size)`.
+    fn free(&mut self, base: u64, size: u64) {
+        let end = base.saturating_add(size);
+        let gone: Vec<u64> = self.overlapping(base, end).map(|m| m.va).collect();
+        for va in gone {
+            self.0.remove(&va);
+        }
+    }
+
+    /// Drops the mappings of `allocations` (sorted).
+    fn forget(&mut self, allocations: &[u32]) {
+        self.0
+            .retain(|_, m| allocations.binary_search(&m.allocation).is_err());
+    }
 }
 
 enum Pending {
@@ -128,7 +208,7 @@ enum Pending {
 #[derive(Default)]
 pub struct Capture {
     allocs: HashMap<(u32, u32), Alloc>,
-    vas: HashMap<u32, Vec<VaMap>>,
+    vas: HashMap<u32, VaSpace>,
     pending: Option<Pending>,
     /// Processes that have made the GPU wait (their work may run after
     /// a later LOCK2).
@@ -353,11 +433,13 @@ impl Capture {
                 );
             }
             Request::DestroyAllocation { allocations, .. } => {
-                for h in allocations {
-                    self.allocs.remove(&(process, h.0));
-                    if let Some(v) = self.vas.get_mut(&process) {
-                        v.retain(|m| m.allocation != h.0);
-                    }
+                let mut gone: Vec<u32> = allocations.iter().map(|h| h.0).collect();
+                gone.sort_unstable();
+                for h in &gone {
+                    self.allocs.remove(&(process, *h));
+                }
+                if let Some(v) = self.vas.get_mut(&process) {
+                    v.forget(&gone);
                 }
             }
             Request::MapGpuVirtualAddress(cmd) => {
@@ -377,9 +459,7 @@ impl Capture {
             Request::FreeGpuVirtualAddress(cmd) => {
                 let (base, size) = (cmd.args.base_address, cmd.args.size);
                 if let Some(v) = self.vas.get_mut(&process) {
-                    v.retain(|m| {
-                        m.va.saturating_add(m.size) <= base || m.va >= base.saturating_add(size)
-                    });
+                    v.free(base, size);
                 }
             }
             Request::WaitForSyncObjectFromGpu { .. } => {
@@ -439,7 +519,7 @@ impl Capture {
                     DxgkvmbCommandMapGpuVirtualAddressReturn::read_from_prefix(f.payload)
                 {
                     if r.status == NtStatus::SUCCESS && r.virtual_address != 0 {
-                        self.vas.entry(process).or_default().push(VaMap {
+                        self.vas.entry(process).or_default().insert(VaMap {
                             va: r.virtual_address,
                             size,
                             allocation,
@@ -530,20 +610,15 @@ impl Capture {
     /// allocation of the process.
     fn mark_written(&mut self, process: u32, va: u64, len: u64, timestamp: bool) {
         let end = va.saturating_add(len);
-        let maps = self.vas.get(&process).map(Vec::as_slice).unwrap_or(&[]);
-        let held = maps
-            .iter()
-            .any(|m| va >= m.va && end <= m.va.saturating_add(m.size));
+        let maps = self.vas.get(&process);
+        let held = maps.and_then(|v| v.at(va)).is_some_and(|m| end <= m.end());
         let mark = |a: &mut Alloc| {
             a.written = true;
             a.timestamps |= timestamp;
         };
-        if held {
+        if let (true, Some(maps)) = (held, maps) {
             // Every mapping the range touches: a stale one costs a capture.
-            let touched = maps
-                .iter()
-                .filter(|m| va < m.va.saturating_add(m.size) && end > m.va);
-            for m in touched {
+            for m in maps.overlapping(va, end) {
                 if let Some(a) = self.allocs.get_mut(&(process, m.allocation)) {
                     mark(a);
                 }
@@ -625,11 +700,10 @@ impl Capture {
     /// The allocation whose mapping holds all of `[va, va + len)`, and the
     /// range's offset in it.
     fn mapping(&self, process: u32, va: u64, len: u64) -> Option<(u32, u64)> {
-        let m = self
-            .vas
-            .get(&process)?
-            .iter()
-            .find(|m| va >= m.va && va.checked_add(len).is_some_and(|e| e <= m.va + m.size))?;
+        let m = self.vas.get(&process)?.at(va)?;
+        if va.checked_add(len)? > m.end() {
+            return None;
+        }
         // The offset comes from a guest's MAPGPUVIRTUALADDRESS: any u64.
         let at = m.offset.checked_add(va - m.va)?;
         at.checked_add(len)?;
@@ -754,12 +828,7 @@ impl Capture {
                 let maps = self.vas.get(&process);
                 let mut named = std::mem::take(&mut self.stream_allocs);
                 named.clear();
-                named.extend(vas.iter().filter_map(|v| {
-                    maps?
-                        .iter()
-                        .find(|m| *v >= m.va && *v < m.va + m.size)
-                        .map(|m| m.allocation)
-                }));
+                named.extend(vas.iter().filter_map(|v| Some(maps?.at(*v)?.allocation)));
                 touched = Some(named);
                 if vas.capacity() <= 4096 {
                     self.stream_vas = vas;
@@ -1345,6 +1414,65 @@ mod tests {
         shadow.pages(&mem, &[4, 5, 6], false, false, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].0, out[0].1.len()), (5 * PAGE, PAGE as usize));
+    }
+
+    #[test]
+    fn va_mappings_are_found_by_search_and_a_new_one_cuts_the_old() {
+        let map = |va, size, allocation, offset| VaMap {
+            va,
+            size,
+            allocation,
+            offset,
+        };
+        let list = |v: &VaSpace| -> Vec<(u64, u64, u32, u64)> {
+            v.0.values()
+                .map(|m| (m.va, m.size, m.allocation, m.offset))
+                .collect()
+        };
+        let mut v = VaSpace::default();
+        v.insert(map(0x1000, 0x3000, 1, 0));
+        v.insert(map(0x8000, 0x1000, 2, 0));
+        v.insert(map(0x9000, 0, 3, 0));
+        assert_eq!(v.at(0x0fff).map(|m| m.allocation), None);
+        assert_eq!(v.at(0x1000).map(|m| m.allocation), Some(1));
+        assert_eq!(v.at(0x3fff).map(|m| m.allocation), Some(1));
+        assert_eq!(v.at(0x4000).map(|m| m.allocation), None);
+        assert_eq!(v.at(0x8fff).map(|m| m.allocation), Some(2));
+        let over =
+            |v: &VaSpace, a, b| -> Vec<u32> { v.overlapping(a, b).map(|m| m.allocation).collect() };
+        assert_eq!(over(&v, 0x3fff, 0x8001), vec![2, 1]);
+        assert_eq!(over(&v, 0x4000, 0x8000), Vec::<u32>::new());
+        // A mapping in the middle of another: the old one keeps both ends,
+        // the far end at its own offset in the allocation.
+        v.insert(map(0x2000, 0x1000, 4, 0x10_0000));
+        assert_eq!(
+            list(&v),
+            vec![
+                (0x1000, 0x1000, 1, 0),
+                (0x2000, 0x1000, 4, 0x10_0000),
+                (0x3000, 0x1000, 1, 0x2000),
+                (0x8000, 0x1000, 2, 0),
+            ]
+        );
+        // Over several: they go, or keep what is outside it.
+        v.insert(map(0x1800, 0x7000, 5, 0));
+        assert_eq!(
+            list(&v),
+            vec![
+                (0x1000, 0x800, 1, 0),
+                (0x1800, 0x7000, 5, 0),
+                (0x8800, 0x800, 2, 0x800)
+            ]
+        );
+        // A far end whose offset would pass u64 is dropped.
+        v.insert(map(0x10_0000, 0x2000, 6, u64::MAX - 0x800));
+        v.insert(map(0x10_0000, 0x1000, 7, 0));
+        assert_eq!(v.at(0x10_1000).map(|m| m.allocation), None);
+        v.free(0x1fff, 2);
+        assert_eq!(v.at(0x1800).map(|m| m.allocation), None);
+        assert_eq!(v.at(0x1000).map(|m| m.allocation), Some(1));
+        v.forget(&[1, 7]);
+        assert_eq!(list(&v), vec![(0x8800, 0x800, 2, 0x800)]);
     }
 
     #[test]

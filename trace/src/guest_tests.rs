@@ -901,6 +901,16 @@ fn tiny_submit_cost() {
     const SUBMITS: u32 = 20_000;
     let mut g = Guest::new("tiny", Options::default());
     let (_, va) = g.buffer(1, 0x20_0000);
+    // A guest with many allocations mapped beside the one used
+    // (DXVMM_TINY_ALLOCATIONS, default none): what a submit costs should
+    // not grow with them.
+    let others: u64 = std::env::var("DXVMM_TINY_ALLOCATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    for i in 0..others {
+        g.buffer(1, 0x10_0000 + (i % 256) * PAGE);
+    }
     let fill = vec![Command::Fill {
         dst_va: va,
         size: 16,
