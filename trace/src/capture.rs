@@ -1429,15 +1429,16 @@ mod tests {
                 .map(|m| (m.va, m.size, m.allocation, m.offset))
                 .collect()
         };
+        let owner = |v: &VaSpace, va| v.at(va).map(|m| m.allocation);
         let mut v = VaSpace::default();
         v.insert(map(0x1000, 0x3000, 1, 0));
         v.insert(map(0x8000, 0x1000, 2, 0));
         v.insert(map(0x9000, 0, 3, 0));
-        assert_eq!(v.at(0x0fff).map(|m| m.allocation), None);
-        assert_eq!(v.at(0x1000).map(|m| m.allocation), Some(1));
-        assert_eq!(v.at(0x3fff).map(|m| m.allocation), Some(1));
-        assert_eq!(v.at(0x4000).map(|m| m.allocation), None);
-        assert_eq!(v.at(0x8fff).map(|m| m.allocation), Some(2));
+        assert_eq!(owner(&v, 0x0fff), None);
+        assert_eq!(owner(&v, 0x1000), Some(1));
+        assert_eq!(owner(&v, 0x3fff), Some(1));
+        assert_eq!(owner(&v, 0x4000), None);
+        assert_eq!(owner(&v, 0x8fff), Some(2));
         let over =
             |v: &VaSpace, a, b| -> Vec<u32> { v.overlapping(a, b).map(|m| m.allocation).collect() };
         assert_eq!(over(&v, 0x3fff, 0x8001), vec![2, 1]);
@@ -1467,10 +1468,10 @@ mod tests {
         // A far end whose offset would pass u64 is dropped.
         v.insert(map(0x10_0000, 0x2000, 6, u64::MAX - 0x800));
         v.insert(map(0x10_0000, 0x1000, 7, 0));
-        assert_eq!(v.at(0x10_1000).map(|m| m.allocation), None);
+        assert_eq!(owner(&v, 0x10_1000), None);
         v.free(0x1fff, 2);
-        assert_eq!(v.at(0x1800).map(|m| m.allocation), None);
-        assert_eq!(v.at(0x1000).map(|m| m.allocation), Some(1));
+        assert_eq!(owner(&v, 0x1800), None);
+        assert_eq!(owner(&v, 0x1000), Some(1));
         v.forget(&[1, 7]);
         assert_eq!(list(&v), vec![(0x8800, 0x800, 2, 0x800)]);
     }
