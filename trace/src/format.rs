@@ -178,17 +178,6 @@ impl Record {
     /// The record as its encoded head (length, kind, time, fields) and the
     /// bytes after it (a frame or memory), which it owns: a writer can
     /// write the two without copying the bulk into one buffer first.
-    /// The bytes that follow the record's head (a frame, memory bytes).
-    pub fn tail_len(&self) -> usize {
-        match self {
-            Record::Request { frame, .. }
-            | Record::Reply { frame, .. }
-            | Record::Event { frame, .. } => frame.len(),
-            Record::Memory { bytes, .. } => bytes.len(),
-            _ => 0,
-        }
-    }
-
     pub fn into_parts(self) -> (Vec<u8>, Vec<u8>) {
         let mut head = Vec::new();
         self.head_into(&mut head);
