@@ -1257,6 +1257,14 @@ impl Recorder {
         }
     }
 
+    /// Helpers standing by for the LOCK2 just answered (or never
+    /// answered) stop spinning.
+    fn stop_standing(&self, st: &mut State) {
+        if std::mem::take(&mut st.standing) {
+            self.shared.end_stand_by();
+        }
+    }
+
     /// A result read early that will not be recorded (the LOCK2 failed):
     /// once the helpers are done with it, the shadow forgets its pages.
     fn abandon_early(&self, st: &mut State) {
@@ -1348,9 +1356,7 @@ impl Recorder {
                 // A large LOCK2 result: its helpers wake while the backend
                 // copies it, and a digested one is read as it lands.
                 self.abandon_early(st);
-                if std::mem::take(&mut st.standing) {
-                    self.shared.end_stand_by();
-                }
+                self.stop_standing(st);
                 let result_pages = st.capture.pending_result_pages();
                 if let (Some(mem), true) = (mem, result_pages >= 2 * PAGES_PER_THREAD) {
                     self.shared
@@ -1430,9 +1436,7 @@ impl Recorder {
                 }
                 st.early = early;
                 self.abandon_early(st);
-                if std::mem::take(&mut st.standing) {
-                    self.shared.end_stand_by();
-                }
+                self.stop_standing(st);
             }
             Direction::Event => queue_frame(st, format::kind::EVENT, t, None, frame),
         }
