@@ -119,17 +119,28 @@ pub struct Options {
     /// the CPU), and on the 2-core development machine downloads got
     /// slower.
     pub early_results: bool,
+    /// Whether a large input (an UNLOCK2's pages, an UPLOAD's piece) is
+    /// handed to helpers standing by when its request arrives, the writer
+    /// joining their work in order later, rather than split by the writer
+    /// once it wakes. By default as [`Options::early_results`]: a libdxg
+    /// write of 16 MiB is eight UPLOAD pieces, a fifth of a millisecond
+    /// apart on the H100 machine, and each woke the writer and then its
+    /// helpers, on a host where a wake-up can take hundreds of
+    /// microseconds.
+    pub early_inputs: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
         // 32 KiB: small results (a few values a test checks) stay
         // readable in `trace show --json`; bulk data costs a hash.
+        let large_host =
+            std::thread::available_parallelism().is_ok_and(|n| n.get() >= STAND_BY_MIN_CPUS);
         Options {
             digest_pages: 8,
             threads: default_threads(),
-            early_results: std::thread::available_parallelism()
-                .is_ok_and(|n| n.get() >= STAND_BY_MIN_CPUS),
+            early_results: large_host,
+            early_inputs: large_host,
         }
     }
 }
@@ -182,6 +193,9 @@ enum Msg {
         pfns: Vec<u64>,
         mem: GuestMemoryMmap,
     },
+    /// The same for an input helpers already have ([`Options::early_inputs`]):
+    /// join their work.
+    Started { t: u64, split: Arc<Split> },
     /// The end record: the writer knows how many records came before it.
     End { t: u64 },
 }
@@ -271,6 +285,8 @@ struct Shared {
     stood_by: AtomicU64,
     /// Whether helpers may stand by (a large host).
     may_stand_by: bool,
+    /// Helpers standing by now (in [`Shared::stand_by`]'s loop).
+    standing: AtomicUsize,
     /// [`BULK_PAGES`] (tests change it).
     bulk_pages: usize,
     /// Where the writer and the helpers run, once the device thread was
@@ -293,6 +309,7 @@ impl Shared {
             generation: AtomicU64::new(0),
             stood_by: AtomicU64::new(0),
             may_stand_by: cpus_here >= STAND_BY_MIN_CPUS,
+            standing: AtomicUsize::new(0),
             bulk_pages: BULK_PAGES,
             cpus,
         })
@@ -308,13 +325,17 @@ impl Shared {
     /// piece took tens to hundreds of microseconds to wake for the next
     /// on the H100 machine).
     fn stand_by(self: &Arc<Self>, pages: usize, threads: usize) {
+        let helpers = threads.min(pages / PAGES_PER_THREAD).saturating_sub(1);
+        self.stand_by_helpers(helpers);
+    }
+
+    /// [`Shared::stand_by`] for `helpers` helpers (at most
+    /// [`STAND_BY_HELPERS`]).
+    fn stand_by_helpers(self: &Arc<Self>, helpers: usize) {
         if !self.may_stand_by {
             return;
         }
-        let helpers = threads
-            .min(pages / PAGES_PER_THREAD)
-            .saturating_sub(1)
-            .min(STAND_BY_HELPERS);
+        let helpers = helpers.min(STAND_BY_HELPERS);
         let seen = self.generation.load(Ordering::Acquire);
         let round = self.stood_by.load(Ordering::Acquire);
         for tx in self.helpers.iter().take(helpers) {
@@ -322,6 +343,7 @@ impl Shared {
             let _ = tx.send(Box::new(move || {
                 let mut seen = seen;
                 let mut deadline = Instant::now() + STAND_BY;
+                sh.standing.fetch_add(1, Ordering::AcqRel);
                 loop {
                     let now = sh.generation.load(Ordering::Acquire);
                     if now != seen {
@@ -336,6 +358,7 @@ impl Shared {
                         deadline = Instant::now() + STAND_BY;
                     }
                     if sh.stood_by.load(Ordering::Acquire) != round || Instant::now() >= deadline {
+                        sh.standing.fetch_sub(1, Ordering::AcqRel);
                         return;
                     }
                     std::hint::spin_loop();
@@ -878,15 +901,14 @@ fn writer_thread(
                 let start = Instant::now();
                 let input = MemoryPurpose::Input;
                 shared.take(&mem, &pfns, t, input, false, threads, &mut records);
-                // The pages are read: what waits for this capture (a LOCK2
-                // that lets the guest write them) need not wait for the
-                // file too. The records still go out in order.
-                *lock(&shared.done) += 1;
-                shared.finished.notify_all();
                 capturing += start.elapsed();
-                for r in records.drain(..) {
-                    sink.write(r);
-                }
+                input_read(&shared, &mut records, &mut sink);
+            }
+            Msg::Started { t, split } => {
+                let start = Instant::now();
+                shared.join(&split, t, &mut records);
+                capturing += start.elapsed();
+                input_read(&shared, &mut records, &mut sink);
             }
             Msg::End { t } => {
                 let records = sink.records;
@@ -902,6 +924,17 @@ fn writer_thread(
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     // The summary counts the records before the end record.
     Ok((sink.bytes, sink.records.saturating_sub(1), capturing))
+}
+
+/// An input capture's pages are read: what waits for it (a LOCK2 that
+/// lets the guest write them) need not wait for the file too. Its
+/// records still go out in order.
+fn input_read(shared: &Shared, records: &mut Vec<Encoded>, sink: &mut Sink) {
+    *lock(&shared.done) += 1;
+    shared.finished.notify_all();
+    for r in records.drain(..) {
+        sink.write(r);
+    }
 }
 
 impl Recorder {
@@ -1141,8 +1174,15 @@ impl Recorder {
             let lo = pfns.iter().copied().min().unwrap_or(0);
             let hi = pfns.iter().copied().max().unwrap_or(0);
             st.in_flight.push_back((st.queued, lo, hi));
-            let mem = mem.clone();
-            if !send(st, Msg::Capture { t, pfns, mem }) {
+            let msg = match self.start_input(pfns, mem) {
+                Ok(split) => Msg::Started { t, split },
+                Err(pfns) => Msg::Capture {
+                    t,
+                    pfns,
+                    mem: mem.clone(),
+                },
+            };
+            if !send(st, msg) {
                 st.queued -= 1;
                 st.in_flight.pop_back();
             }
@@ -1170,6 +1210,30 @@ impl Recorder {
             queue(st, r);
         }
         false
+    }
+
+    /// Hands a large input to helpers at once ([`Options::early_inputs`]),
+    /// waking them to stand by if none does (on a large host; elsewhere
+    /// they are woken for it alone); the writer joins it in order. `Err` gives the list back where the writer is to split it
+    /// itself: a small input, a small host, or a list that names a page
+    /// twice.
+    fn start_input(&self, pfns: Vec<u64>, mem: &GuestMemoryMmap) -> Result<Arc<Split>, Vec<u64>> {
+        let sh = &self.shared;
+        if !self.options.early_inputs {
+            return Err(pfns);
+        }
+        let threads = sh.threads_for(&pfns, self.options.threads);
+        if threads <= 1 {
+            return Err(pfns);
+        }
+        // Neither this thread nor (until it wakes) the writer takes a
+        // part: as many helpers as the capture has threads.
+        let helpers = threads.min(sh.helpers.len());
+        if sh.standing.load(Ordering::Acquire) == 0 {
+            sh.stand_by_helpers(helpers);
+        }
+        let input = MemoryPurpose::Input;
+        Ok(sh.start(mem, pfns, input, false, helpers, SEGMENT_PAGES))
     }
 
     /// Whether an input of `pfns` is captured on this thread: a few pages

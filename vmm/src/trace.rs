@@ -18,6 +18,11 @@ use crate::GpuConfig;
 /// more). For measuring what it changes.
 pub const EARLY_ENV: &str = "DXVMM_TRACE_EARLY";
 
+/// Set to 0 or 1: whether large inputs are handed to helpers as their
+/// request arrives ([`RecordOptions::early_inputs`]; by default as
+/// [`EARLY_ENV`]'s default). For measuring what it changes.
+pub const EARLY_INPUTS_ENV: &str = "DXVMM_TRACE_EARLY_INPUTS";
+
 /// Starts recording what the guest's GPU device sees to `path`.
 pub fn recorder(path: &Path, gpu: &GpuConfig) -> Result<Arc<Recorder>, dxvmm_trace::TraceError> {
     let all = gpu.backend.adapters();
@@ -30,6 +35,9 @@ pub fn recorder(path: &Path, gpu: &GpuConfig) -> Result<Arc<Recorder>, dxvmm_tra
     let mut options = RecordOptions::default();
     if let Some(v) = std::env::var_os(EARLY_ENV) {
         options.early_results = v != "0";
+    }
+    if let Some(v) = std::env::var_os(EARLY_INPUTS_ENV) {
+        options.early_inputs = v != "0";
     }
     Recorder::create_with(path, &header, options)
 }
