@@ -881,12 +881,20 @@ fn write_huge(early_inputs: bool) -> (TraceHeader, Vec<Located>) {
 fn inputs_handed_to_helpers_on_arrival_record_what_the_writer_would() {
     let (header, early) = write_huge(true);
     let (_, late) = write_huge(false);
+    // Runs that follow each other as one: handed to helpers, an input
+    // is cut where each 64-page segment ends, not each MiB.
     let of = |records: &[Located]| -> Vec<(u64, Vec<u8>)> {
-        inputs(records)
-            .filter(|(gpa, _)| *gpa >= HUGE.1)
-            .map(|(gpa, bytes)| (gpa, bytes.to_vec()))
-            .collect()
+        let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (gpa, bytes) in inputs(records).filter(|(gpa, _)| *gpa >= HUGE.1) {
+            match runs.last_mut() {
+                Some((at, run)) if *at + run.len() as u64 == gpa => run.extend_from_slice(bytes),
+                _ => runs.push((gpa, bytes.to_vec())),
+            }
+        }
+        runs
     };
+    let pieces = |records: &[Located]| inputs(records).filter(|(gpa, _)| *gpa >= HUGE.1).count();
+    assert!(pieces(&early) > pieces(&late), "cut in 64-page segments");
     let (early_inputs, late_inputs) = (of(&early), of(&late));
     assert_eq!(early_inputs, late_inputs);
     // Nearly all of it at the first UNLOCK2 (bytes still zero are not

@@ -481,7 +481,12 @@ impl Shared {
     /// (captured where the list first names it; split over threads,
     /// either copy could come first), or without helpers.
     fn threads_for(&self, pfns: &[u64], threads: usize) -> usize {
-        let threads = threads.min(pfns.len() / PAGES_PER_THREAD).max(1);
+        self.threads_at(pfns, threads, PAGES_PER_THREAD)
+    }
+
+    /// [`Shared::threads_for`], a thread for each `per_thread` pages.
+    fn threads_at(&self, pfns: &[u64], threads: usize, per_thread: usize) -> usize {
+        let threads = threads.min(pfns.len() / per_thread).max(1);
         if threads == 1 || self.helpers.is_empty() {
             return 1;
         }
@@ -1219,10 +1224,14 @@ impl Recorder {
     /// twice.
     fn start_input(&self, pfns: Vec<u64>, mem: &GuestMemoryMmap) -> Result<Arc<Split>, Vec<u64>> {
         let sh = &self.shared;
-        if !self.options.early_inputs {
+        if !self.options.early_inputs || pfns.len() < 2 * PAGES_PER_THREAD {
             return Err(pfns);
         }
-        let threads = sh.threads_for(&pfns, self.options.threads);
+        // In the segments of a result read as it lands: the last 2 MiB
+        // piece of a write is then shared by up to 8 threads, and the
+        // LOCK2 after it waits for less.
+        let most = EARLY_SEGMENT_PAGES;
+        let threads = sh.threads_at(&pfns, self.options.threads, most);
         if threads <= 1 {
             return Err(pfns);
         }
@@ -1233,7 +1242,7 @@ impl Recorder {
             sh.stand_by_helpers(helpers);
         }
         let input = MemoryPurpose::Input;
-        Ok(sh.start(mem, pfns, input, false, helpers, SEGMENT_PAGES))
+        Ok(sh.start(mem, pfns, input, false, helpers, most))
     }
 
     /// Whether an input of `pfns` is captured on this thread: a few pages
