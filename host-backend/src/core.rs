@@ -620,6 +620,11 @@ fn upload<E: Engine>(engine: &E, a: &Allocation<E>, offset: u64, len: u64) -> Re
 /// than this goes in pieces ([`lock_pieces`]).
 const LOCK_PIECE_MIN: u64 = 1 << 20;
 
+/// Environment variable: each piece of a watched LOCK2 takes this share
+/// of what is left, as 1 - 1/N (an integer from 2, the default: halves,
+/// to 64). For measuring what pieces cost against what they save.
+pub const LOCK_PIECE_SHARE_ENV: &str = "DXVMM_LOCK_PIECE_SHARE";
+
 /// Where the pieces of a watched LOCK2 of `size` bytes end: each piece
 /// half of what is left (whole pages), down to [`LOCK_PIECE_MIN`], then the
 /// rest (16 MiB: 8, 4, 2, 1 and 1 MiB). The watcher (a trace's digest)
@@ -627,10 +632,25 @@ const LOCK_PIECE_MIN: u64 = 1 << 20;
 /// reply waits for the last MiB's read only; and there are few pieces, as
 /// each is a GPU submission (about 0.1 ms apiece on lavapipe).
 fn lock_pieces(size: u64) -> Vec<u64> {
+    static SHARE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let share = *SHARE.get_or_init(|| {
+        std::env::var(LOCK_PIECE_SHARE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map_or(2, |n: u64| n.clamp(2, 64))
+    });
+    lock_pieces_by(size, share)
+}
+
+/// [`lock_pieces`], each piece `1 - 1 / share` of what is left.
+fn lock_pieces_by(size: u64, share: u64) -> Vec<u64> {
     let mut ends = Vec::new();
     let mut at = 0;
     while size - at > LOCK_PIECE_MIN {
-        let piece = ((size - at) / 2).next_multiple_of(4096).max(LOCK_PIECE_MIN);
+        let left = size - at;
+        let piece = (left - left / share)
+            .next_multiple_of(4096)
+            .max(LOCK_PIECE_MIN);
         if at + piece >= size {
             break;
         }
@@ -2235,6 +2255,14 @@ mod tests {
         assert_eq!(super::lock_pieces(MIB), vec![MIB]);
         assert_eq!(super::lock_pieces(100), vec![100]);
         assert_eq!(super::lock_pieces(2 * MIB), vec![MIB, 2 * MIB]);
+        assert_eq!(
+            super::lock_pieces_by(16 * MIB, 16),
+            vec![15 * MIB, 16 * MIB]
+        );
+        assert_eq!(
+            super::lock_pieces_by(16 * MIB, 4),
+            vec![12 * MIB, 15 * MIB, 16 * MIB]
+        );
         let odd = 3 * MIB + 100;
         let ends = super::lock_pieces(odd);
         assert_eq!(ends.last(), Some(&odd));
