@@ -1219,9 +1219,9 @@ impl Recorder {
 
     /// Hands a large input to helpers at once ([`Options::early_inputs`]),
     /// waking them to stand by if none does (on a large host; elsewhere
-    /// they are woken for it alone); the writer joins it in order. `Err` gives the list back where the writer is to split it
-    /// itself: a small input, a small host, or a list that names a page
-    /// twice.
+    /// they are woken for it alone); the writer joins it in order. `Err`
+    /// gives the list back where the writer is to split it itself: a
+    /// small input, or a list that names a page twice.
     fn start_input(&self, pfns: Vec<u64>, mem: &GuestMemoryMmap) -> Result<Arc<Split>, Vec<u64>> {
         let sh = &self.shared;
         if !self.options.early_inputs || pfns.len() < 2 * PAGES_PER_THREAD {
