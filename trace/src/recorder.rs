@@ -419,6 +419,18 @@ struct Split {
 }
 
 impl Split {
+    /// Works on what is left, then waits for the segments helpers took:
+    /// then every page has been read. A helper that wakes after the last
+    /// segment was claimed is not waited for.
+    fn finish(&self, shared: &Shared) {
+        self.work(shared);
+        let mut done = lock(&self.done);
+        while done.0 < self.segs.len() {
+            done = self.all_done.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+        assert!(!done.1, "a thread capturing guest memory panicked");
+    }
+
     fn work(&self, shared: &Shared) {
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
@@ -548,15 +560,7 @@ impl Shared {
     /// Works on what is left of `split`, waits for the segments helpers
     /// took, and appends its records to `out` in list order, at time `t`.
     fn join(&self, split: &Arc<Split>, t: u64, out: &mut Vec<Encoded>) {
-        split.work(self);
-        // Segments a helper claimed may still be in progress; a helper
-        // that wakes after the last one was claimed is not waited for.
-        let mut done = lock(&split.done);
-        while done.0 < split.segs.len() {
-            done = split.all_done.wait(done).unwrap_or_else(|e| e.into_inner());
-        }
-        assert!(!done.1, "a thread capturing guest memory panicked");
-        drop(done);
+        split.finish(self);
         {
             lock(&self.published).retain(|p| !Arc::ptr_eq(p, split));
         }
@@ -670,6 +674,13 @@ struct State {
     /// Inputs handed to the writer and maybe not done: (their number in
     /// `queued`, lowest and highest page frame).
     in_flight: VecDeque<(u64, u64, u64)>,
+    /// Inputs handed to helpers ([`Options::early_inputs`]) the writer
+    /// may not have joined yet, by their number in `queued`: their pages
+    /// are read once their segments are done, joined or not.
+    started: VecDeque<(u64, Arc<Split>)>,
+    /// The number in `queued` of the last input the writer captures
+    /// itself.
+    writer_last: u64,
     /// The request being answered had its pages handed to the writer:
     /// its reply waits for them.
     reply_waits: bool,
@@ -711,6 +722,8 @@ impl State {
             tx,
             queued: 0,
             in_flight: VecDeque::new(),
+            started: VecDeque::new(),
+            writer_last: 0,
             reply_waits: false,
             process: 0,
             layout: Vec::new(),
@@ -745,16 +758,25 @@ impl State {
     }
 
     /// Waits until the writer has done every capture handed to it.
+    /// Inputs handed to helpers are waited for (and helped with) here,
+    /// not through the writer, which may still be asleep or writing.
     fn settle(&mut self, shared: &Shared) {
         if self.tx.is_none() {
             return;
         }
-        let mut done = lock(&shared.done);
-        if *done >= self.queued {
+        let done = *lock(&shared.done);
+        if done >= self.queued {
+            self.started.clear();
             return;
         }
         let start = Instant::now();
-        while *done < self.queued {
+        for (n, split) in self.started.drain(..) {
+            if n > done {
+                split.finish(shared);
+            }
+        }
+        let mut done = lock(&shared.done);
+        while *done < self.writer_last {
             done = shared
                 .finished
                 .wait(done)
@@ -1179,17 +1201,27 @@ impl Recorder {
             let lo = pfns.iter().copied().min().unwrap_or(0);
             let hi = pfns.iter().copied().max().unwrap_or(0);
             st.in_flight.push_back((st.queued, lo, hi));
+            let done = *lock(&self.shared.done);
+            while st.started.front().is_some_and(|s| s.0 <= done) {
+                st.started.pop_front();
+            }
+            let writer_last = st.writer_last;
             let msg = match self.start_input(pfns, mem) {
-                Ok(split) => Msg::Started { t, split },
-                Err(pfns) => Msg::Capture {
-                    t,
-                    pfns,
-                    mem: mem.clone(),
-                },
+                Ok(split) => {
+                    st.started.push_back((st.queued, split.clone()));
+                    Msg::Started { t, split }
+                }
+                Err(pfns) => {
+                    st.writer_last = st.queued;
+                    let mem = mem.clone();
+                    Msg::Capture { t, pfns, mem }
+                }
             };
             if !send(st, msg) {
                 st.queued -= 1;
                 st.in_flight.pop_back();
+                st.started.retain(|s| s.0 <= st.queued);
+                st.writer_last = writer_last;
             }
             return true;
         }
