@@ -502,6 +502,11 @@ impl Shared {
         if threads == 1 || self.helpers.is_empty() {
             return 1;
         }
+        // A list in order (an allocation's pages, as a rule) names no
+        // page twice; others are sorted to see.
+        if pfns.windows(2).all(|w| w[0] < w[1]) {
+            return threads;
+        }
         let mut sorted = pfns.to_vec();
         sorted.sort_unstable();
         if sorted.windows(2).any(|w| w[0] == w[1]) {
