@@ -122,11 +122,12 @@ pub struct Options {
     /// Whether a large input (an UNLOCK2's pages, an UPLOAD's piece) is
     /// handed to helpers standing by when its request arrives, the writer
     /// joining their work in order later, rather than split by the writer
-    /// once it wakes. By default as [`Options::early_results`]: a libdxg
-    /// write of 16 MiB is eight UPLOAD pieces, a fifth of a millisecond
-    /// apart on the H100 machine, and each woke the writer and then its
-    /// helpers, on a host where a wake-up can take hundreds of
-    /// microseconds.
+    /// once it wakes: a libdxg write of 16 MiB is eight UPLOAD pieces, a
+    /// fifth of a millisecond apart on the H100 machine, and each wakes
+    /// the writer and then its helpers, on a host where a wake-up can take
+    /// hundreds of microseconds. Off by default until measured on such a
+    /// host (docs/trace.md); on the 2-core development machine the
+    /// helpers take the CPU the guest's own copy needs.
     pub early_inputs: bool,
 }
 
@@ -134,13 +135,12 @@ impl Default for Options {
     fn default() -> Options {
         // 32 KiB: small results (a few values a test checks) stay
         // readable in `trace show --json`; bulk data costs a hash.
-        let large_host =
-            std::thread::available_parallelism().is_ok_and(|n| n.get() >= STAND_BY_MIN_CPUS);
         Options {
             digest_pages: 8,
             threads: default_threads(),
-            early_results: large_host,
-            early_inputs: large_host,
+            early_results: std::thread::available_parallelism()
+                .is_ok_and(|n| n.get() >= STAND_BY_MIN_CPUS),
+            early_inputs: false,
         }
     }
 }

@@ -19,9 +19,14 @@ use crate::GpuConfig;
 pub const EARLY_ENV: &str = "DXVMM_TRACE_EARLY";
 
 /// Set to 0 or 1: whether large inputs are handed to helpers as their
-/// request arrives ([`RecordOptions::early_inputs`]; by default as
-/// [`EARLY_ENV`]'s default). For measuring what it changes.
+/// request arrives ([`RecordOptions::early_inputs`]; off by default). For
+/// measuring what it changes.
 pub const EARLY_INPUTS_ENV: &str = "DXVMM_TRACE_EARLY_INPUTS";
+
+/// Set to a number: the threads a large capture is split over
+/// ([`RecordOptions::threads`]; by default the host's CPUs less one, at
+/// most 8). For measuring and testing.
+pub const THREADS_ENV: &str = "DXVMM_TRACE_THREADS";
 
 /// Starts recording what the guest's GPU device sees to `path`.
 pub fn recorder(path: &Path, gpu: &GpuConfig) -> Result<Arc<Recorder>, dxvmm_trace::TraceError> {
@@ -35,6 +40,12 @@ pub fn recorder(path: &Path, gpu: &GpuConfig) -> Result<Arc<Recorder>, dxvmm_tra
     let mut options = RecordOptions::default();
     if let Some(v) = std::env::var_os(EARLY_ENV) {
         options.early_results = v != "0";
+    }
+    if let Some(n) = std::env::var(THREADS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        options.threads = n.clamp(1, dxvmm_trace::recorder::MAX_THREADS);
     }
     if let Some(v) = std::env::var_os(EARLY_INPUTS_ENV) {
         options.early_inputs = v != "0";
