@@ -98,7 +98,7 @@ const BULK_PAGES: usize = 512;
 /// guest they did not: with 16, `trace_cost` put traced downloads at a
 /// median 0.50 of plain and uploads at 0.72, against 0.72 and 0.92 with 8
 /// on another host of the kind (docs/trace.md).
-const MAX_THREADS: usize = 8;
+pub const MAX_THREADS: usize = 8;
 
 /// How to record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
