@@ -626,7 +626,8 @@ const LOCK_PIECE_MIN: u64 = 1 << 20;
 pub const LOCK_PIECE_SHARE_ENV: &str = "DXVMM_LOCK_PIECE_SHARE";
 
 /// Where the pieces of a watched LOCK2 of `size` bytes end: each piece
-/// half of what is left (whole pages), down to [`LOCK_PIECE_MIN`], then the
+/// half of what is left (whole pages; another share with
+/// [`LOCK_PIECE_SHARE_ENV`]), down to [`LOCK_PIECE_MIN`], then the
 /// rest (16 MiB: 8, 4, 2, 1 and 1 MiB). The watcher (a trace's digest)
 /// reads each piece while the GPU copies the next, half as long, so the
 /// reply waits for the last MiB's read only; and there are few pieces, as
