@@ -762,8 +762,9 @@ impl State {
             .all(|p| self.in_flight.iter().all(|&(_, lo, hi)| *p < lo || *p > hi))
     }
 
-    /// Waits until the writer has done every capture handed to it.
-    /// Inputs handed to helpers are waited for (and helped with) here,
+    /// Waits until every input handed over has been read: those the
+    /// writer captures itself, through its count; those handed to helpers
+    /// ([`Options::early_inputs`]) by their segments, helping with them,
     /// not through the writer, which may still be asleep or writing.
     fn settle(&mut self, shared: &Shared) {
         if self.tx.is_none() {
