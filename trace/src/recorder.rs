@@ -1226,8 +1226,13 @@ impl Recorder {
             if !send(st, msg) {
                 st.queued -= 1;
                 st.in_flight.pop_back();
-                st.started.retain(|s| s.0 <= st.queued);
                 st.writer_last = writer_last;
+                // No writer will join it: helpers drop it once done.
+                if st.started.back().is_some_and(|s| s.0 > st.queued) {
+                    if let Some((_, split)) = st.started.pop_back() {
+                        lock(&self.shared.published).retain(|p| !Arc::ptr_eq(p, &split));
+                    }
+                }
             }
             return true;
         }
