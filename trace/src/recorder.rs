@@ -1313,12 +1313,11 @@ impl Recorder {
         pfns.clear();
         pfns.extend(parts.iter().map(|p| p.0));
         pfns.dedup();
-        let inline = self.inline(st, &pfns);
-        st.stream_pfns = pfns;
-        if !inline {
-            let pfns = st.stream_pfns.clone();
+        if !self.inline(st, &pfns) {
+            // The list goes to the writer; the next submit starts a new one.
             return self.capture(st, t, MemoryPurpose::Input, pfns, mem, false);
         }
+        st.stream_pfns = pfns;
         let mut whole = Vec::new();
         let mut diff = std::mem::take(&mut st.stream_diff);
         diff.clear();
