@@ -6,8 +6,9 @@
 //! defined points only (docs/protocol.md §2.6), and this module copies them
 //! there, following the frames:
 //!
-//! - SETEXISTINGSYSMEMPAGES: remembers the allocation's page frames; the
-//!   pages are due for capture (their contents are uploaded at first use).
+//! - SETEXISTINGSYSMEMPAGES (once the device accepts it): remembers the
+//!   allocation's page frames; the pages are due for capture (their
+//!   contents are uploaded at first use).
 //! - UNLOCK2: captures the allocation's pages (the CPU may have written them).
 //! - LOCK2 (before the device acts): the allocation's pages if they are
 //!   still due (new pages: a reused page holds what the guest put there,
@@ -46,7 +47,7 @@
 // submission's time in the recorder (keys are handles and page frames).
 use foldhash::{HashMap, HashSet};
 
-use dxvmm_protocol::cmdstream::{Command, CommandStream};
+use dxvmm_protocol::cmdstream::{Command, CommandStream, MAX_STREAM_SIZE};
 use dxvmm_protocol::frame::{Frame, FrameKind};
 use dxvmm_protocol::message::Request;
 use dxvmm_protocol::vmbus::{
@@ -189,6 +190,13 @@ impl VaSpace {
 }
 
 enum Pending {
+    /// A SETEXISTINGSYSMEMPAGES: the pages from `start` on, once accepted.
+    Pages {
+        process: u32,
+        allocation: u32,
+        start: usize,
+        pfns: Vec<u64>,
+    },
     Map {
         process: u32,
         allocation: u32,
@@ -370,21 +378,16 @@ impl Capture {
         let process = request.process().0;
         match request {
             Request::SetExistingSysmemPages { cmd, pfns } => {
-                let a = self.allocs.entry((process, cmd.allocation.0)).or_default();
-                let start = cmd.alloc_offset_in_pages as usize;
-                let Some(end) = start.checked_add(pfns.len()) else {
-                    return;
-                };
-                // The device refuses page lists past the allocation; a
-                // bogus one here only costs a larger vector, bounded by the
-                // frame size.
-                if end > a.pfns.len() {
-                    a.pfns.resize(end, u64::MAX);
-                }
-                a.pfns[start..end].copy_from_slice(&pfns);
-                a.taken.clear();
-                a.due = true;
-                a.written = true;
+                // Taken once the device accepts them: it checks the pages
+                // and the offset against the allocation, which this does
+                // not know. Before, a refused offset near u32::MAX grew
+                // the list to 32 GiB here.
+                self.pending = Some(Pending::Pages {
+                    process,
+                    allocation: cmd.allocation.0,
+                    start: cmd.alloc_offset_in_pages as usize,
+                    pfns,
+                });
             }
             Request::Unlock2(cmd) => {
                 let key = (process, cmd.args.allocation.0);
@@ -492,6 +495,26 @@ impl Capture {
             return;
         }
         match pending {
+            Pending::Pages {
+                process,
+                allocation,
+                start,
+                pfns,
+            } => {
+                let accepted =
+                    NtStatus::read_from_prefix(f.payload).map_or(true, |(s, _)| s.is_success());
+                let Some(end) = start.checked_add(pfns.len()).filter(|_| accepted) else {
+                    return;
+                };
+                let a = self.allocs.entry((process, allocation)).or_default();
+                if end > a.pfns.len() {
+                    a.pfns.resize(end, u64::MAX);
+                }
+                a.pfns[start..end].copy_from_slice(&pfns);
+                a.taken.clear();
+                a.due = true;
+                a.written = true;
+            }
             Pending::Taken(marks) => {
                 // A submit's reply is a status; the backend's refusal may
                 // also come in the frame's header (checked above).
@@ -751,9 +774,12 @@ impl Capture {
         // What it may write: (va, length, a timestamp).
         let mut writes: Option<Vec<(u64, u64, bool)>> = None;
         let mut ranges = std::mem::take(&mut self.stream_ranges);
-        if self
-            .guest_ranges_into(process, va, len, &mut ranges)
-            .is_some()
+        // The backend refuses a longer stream without reading it; read
+        // here, the guest's length (up to 4 GiB) would size the buffer.
+        if len <= MAX_STREAM_SIZE as u64
+            && self
+                .guest_ranges_into(process, va, len, &mut ranges)
+                .is_some()
         {
             let mut stream = std::mem::take(&mut self.stream_bytes);
             stream.clear();
@@ -1474,6 +1500,117 @@ mod tests {
         assert_eq!(owner(&v, 0x1000), Some(1));
         v.forget(&[1, 7]);
         assert_eq!(list(&v), vec![(0x8800, 0x800, 2, 0x800)]);
+    }
+
+    /// Request and reply frames for a [`Capture`], as the device shows them.
+    mod frames {
+        use dxvmm_protocol::abi::{D3dkmtHandle, WinLuid};
+        use dxvmm_protocol::frame::{encode_frame, FrameKind};
+        use dxvmm_protocol::message::Request;
+        use dxvmm_protocol::vmbus::{
+            vgpu, DxgkvmbCommandSetExistingSysmemPages, DxgkvmbCommandSubmitCommand,
+            DxgkvmbCommandVgpuToHost,
+        };
+        use dxvmm_protocol::NtStatus;
+        use zerocopy::{FromZeros, IntoBytes};
+
+        pub const PROCESS: u32 = 7;
+
+        pub fn request(r: &Request) -> Vec<u8> {
+            let payload = r.encode();
+            encode_frame(
+                FrameKind::Request,
+                1,
+                WinLuid::default(),
+                NtStatus::SUCCESS,
+                &payload,
+            )
+        }
+
+        /// A reply: its frame status, and a status as its payload.
+        pub fn reply(status: NtStatus) -> Vec<u8> {
+            let payload = status.as_bytes();
+            encode_frame(FrameKind::Reply, 1, WinLuid::default(), status, payload)
+        }
+
+        pub fn pages(allocation: u32, offset: u32, pfns: Vec<u64>) -> Vec<u8> {
+            let mut c = DxgkvmbCommandSetExistingSysmemPages::new_zeroed();
+            c.hdr = DxgkvmbCommandVgpuToHost::new(
+                vgpu::DXGK_VMBCOMMAND_SETEXISTINGSYSMEMPAGES,
+                D3dkmtHandle(PROCESS),
+            );
+            c.allocation = D3dkmtHandle(allocation);
+            c.alloc_offset_in_pages = offset;
+            request(&Request::SetExistingSysmemPages { cmd: c, pfns })
+        }
+
+        pub fn submit(va: u64, length: u32) -> Vec<u8> {
+            let mut c = DxgkvmbCommandSubmitCommand::new_zeroed();
+            c.hdr = DxgkvmbCommandVgpuToHost::new(
+                vgpu::DXGK_VMBCOMMAND_SUBMITCOMMAND,
+                D3dkmtHandle(PROCESS),
+            );
+            c.args.command_buffer = va;
+            c.args.command_length = length;
+            c.args.broadcast_context_count = 1;
+            request(&Request::SubmitCommand {
+                cmd: Box::new(c),
+                history_buffers: vec![],
+                priv_drv_data: vec![],
+            })
+        }
+    }
+
+    /// The guest's page lists and stream lengths size what the capture
+    /// keeps: only what the device accepted counts, and a stream longer
+    /// than any the backend reads is not read.
+    #[test]
+    fn guest_offsets_and_lengths_do_not_size_the_capture() {
+        let mem =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 * PAGE as usize)]).unwrap();
+        let mut c = Capture::default();
+        let mut out = Vec::new();
+        let mut results = Vec::new();
+        let p = frames::PROCESS;
+        // Refused (an offset past any allocation): nothing is kept, where
+        // before a list of 2^32 entries was made.
+        c.before_request(
+            &frames::pages(3, u32::MAX - 1, vec![1]),
+            Some(&mem),
+            &mut out,
+        );
+        c.after_reply(
+            &frames::reply(NtStatus::INVALID_PARAMETER),
+            Some(&mem),
+            &mut results,
+        );
+        assert_eq!(c.allocation_pages(p, 3), None);
+        // Accepted: kept.
+        c.before_request(&frames::pages(3, 2, vec![8, 9]), Some(&mem), &mut out);
+        c.after_reply(&frames::reply(NtStatus::SUCCESS), Some(&mem), &mut results);
+        assert_eq!(
+            c.allocation_pages(p, 3),
+            Some(&[u64::MAX, u64::MAX, 8, 9][..])
+        );
+        // A stream of 4 GiB over an allocation of the guest's pages,
+        // repeated (a guest sends such a list in many frames): not read.
+        let whole = Alloc {
+            pfns: (0..1u64 << 20).map(|i| i % 64).collect(),
+            ..Alloc::default()
+        };
+        c.allocs.insert((p, 4), whole);
+        c.vas.entry(p).or_default().insert(VaMap {
+            va: 1 << 40,
+            size: 1 << 32,
+            allocation: 4,
+            offset: 0,
+        });
+        c.before_request(&frames::submit(1 << 40, u32::MAX), Some(&mem), &mut out);
+        assert!(c.stream_bytes.capacity() <= MAX_STREAM_SIZE);
+        assert!(c.stream.is_empty());
+        // One that size allows is.
+        c.before_request(&frames::submit(1 << 40, 64), Some(&mem), &mut out);
+        assert_eq!(c.take_stream(), vec![(0, 0, 64)]);
     }
 
     #[test]
