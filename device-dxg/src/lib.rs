@@ -86,6 +86,13 @@ impl DxgDevice {
         self.observer = observer;
     }
 
+    /// The guest memory that requests handled by [`DxgDevice::handle_frame`]
+    /// see, as a notification of the request queue sets it (for tests and
+    /// fuzzers that hand the device frames without a queue).
+    pub fn set_guest_memory(&mut self, mem: GuestMemoryMmap) {
+        self.mem = Some(mem);
+    }
+
     /// Moves pending host events into the buffers the guest posted.
     fn deliver_events(&mut self, ctx: &mut QueueContext) -> Result<(), DeviceError> {
         let mem: &GuestMemoryMmap = ctx.mem;

@@ -6,7 +6,10 @@
 //!   (the target's format: u16 length, frame, ...), and each frame alone;
 //! - protocol/fuzz/corpus/decode_message: each request payload with its
 //!   reply payload (the target's format: a byte giving the request's length
-//!   in 4-byte units, the request, the reply), and each event payload.
+//!   in 4-byte units, the request, the reply), and each event payload;
+//! - trace/fuzz/corpus/capture_frames: each trace's requests and the
+//!   input memory written before each as one input (the target's format: the guest memory's
+//!   first page frame, then tagged items).
 //!
 //!   cargo run -p dxvmm-trace --example fuzz_seeds [REPO_ROOT]
 //!
@@ -16,7 +19,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use dxvmm_protocol::frame::{Frame, FrameKind};
+use dxvmm_trace::format::MemoryPurpose;
 use dxvmm_trace::{read_all, Record};
+
+/// The first four bytes as a little-endian u32 (0 if fewer).
+fn u32_at(b: &[u8]) -> u32 {
+    b.get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
 
 fn payload(frame: &[u8], kind: FrameKind) -> Option<&[u8]> {
     Frame::parse(frame, kind).ok().map(|f| f.payload)
@@ -25,7 +36,8 @@ fn payload(frame: &[u8], kind: FrameKind) -> Option<&[u8]> {
 fn seed(root: &Path) -> Result<usize, String> {
     let device = root.join("fuzz/corpus/device_request");
     let message = root.join("protocol/fuzz/corpus/decode_message");
-    for d in [&device, &message] {
+    let capture = root.join("trace/fuzz/corpus/capture_frames");
+    for d in [&device, &message, &capture] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     let mut traces: Vec<PathBuf> = std::fs::read_dir(root.join("trace/corpus"))
@@ -46,6 +58,52 @@ fn seed(root: &Path) -> Result<usize, String> {
             .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
         let mut sequence = Vec::new();
         let mut request: Option<&[u8]> = None;
+        let mut followed = Vec::new();
+        let mut request_at = 0;
+        for l in &records {
+            let (tag, bytes) = match &l.record {
+                Record::Layout { regions, .. } => {
+                    let first = regions.first().map_or(0, |r| r.0 / 4096);
+                    followed = u32::try_from(first).unwrap_or(0).to_le_bytes().to_vec();
+                    request_at = followed.len();
+                    continue;
+                }
+                Record::Request { frame, .. } => (0, frame.clone()),
+                Record::Memory {
+                    purpose: MemoryPurpose::Input,
+                    gpa,
+                    bytes,
+                    ..
+                } => {
+                    // As an offset from the memory's start.
+                    let base = u64::from(u32_at(&followed)) * 4096;
+                    let Ok(offset) = u32::try_from(gpa.wrapping_sub(base)) else {
+                        continue;
+                    };
+                    let mut item = offset.to_le_bytes().to_vec();
+                    item.extend_from_slice(bytes);
+                    (1, item)
+                }
+                _ => continue,
+            };
+            let Ok(n) = u16::try_from(bytes.len()) else {
+                continue;
+            };
+            let mut item = vec![tag];
+            item.extend_from_slice(&n.to_le_bytes());
+            item.extend_from_slice(&bytes);
+            // A request's inputs are recorded after it; the guest wrote
+            // them before it.
+            if tag == 0 {
+                request_at = followed.len();
+            }
+            let at = if tag == 1 { request_at } else { followed.len() };
+            followed.splice(at..at, item.iter().copied());
+            if tag == 1 {
+                request_at += item.len();
+            }
+        }
+        write(capture.join(format!("{name}-all")), &followed)?;
         for (i, l) in records.iter().enumerate() {
             match &l.record {
                 Record::Request { frame, .. } => {
