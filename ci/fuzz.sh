@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Short fuzz runs of the decoders of untrusted input: each cargo-fuzz target
-# of protocol/fuzz (what a guest sends) and trace/fuzz (a trace file someone
-# recorded) for SECONDS (default 30). Longer runs:
+# Short fuzz runs of what takes untrusted input: each cargo-fuzz target of
+# protocol/fuzz (the decoders of what a guest sends), fuzz (the device
+# answering a guest's frames) and trace/fuzz (the recorder's capture of a
+# guest, and a trace file someone recorded) for SECONDS (default 30). The
+# three share the workspace's target dir (their builds land under its
+# x86_64-unknown-linux-gnu/, apart from the host build). Longer runs:
 #   ci/fuzz.sh 600
 # cargo-fuzz needs a nightly compiler's -Z flags; RUSTC_BOOTSTRAP lets the
 # stable toolchain accept them. Exits non-zero when a target finds a crash
@@ -24,11 +27,12 @@ fi
 mkdir -p trace/fuzz/corpus/read_trace
 cp trace/corpus/*.dxtrace trace/fuzz/corpus/read_trace/
 export RUSTC_BOOTSTRAP=1
-for dir in protocol/fuzz trace/fuzz; do
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+for dir in protocol/fuzz fuzz trace/fuzz; do
 	for target in $(cd "$dir" && cargo fuzz list); do
 		echo "[fuzz] $target for ${secs} s"
 		log=$(mktemp /tmp/dxvmm-fuzz-$target.XXXXXX.log)
-		if ! (cd "$dir" && cargo fuzz run "$target" -- -max_total_time="$secs" \
+		if ! (cd "$dir" && cargo fuzz run --target-dir "$target_dir" "$target" -- -max_total_time="$secs" \
 			-rss_limit_mb=2048) >"$log" 2>&1; then
 			tail -n 40 "$log" >&2
 			echo "fuzz: $target failed (log: $log; the input is in $dir/artifacts/)" >&2
