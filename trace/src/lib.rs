@@ -8,10 +8,12 @@
 //! - [`reader`]: reading a trace back, every byte checked.
 //! - [`show`]: `dxvmm trace show` and `stats`.
 //! - [`replay`]: `dxvmm trace replay`, with handles remapped by [`remap`].
+//! - [`diff`]: `dxvmm trace diff`, two recordings compared the same way.
 //! - [`pcapng`]: `dxvmm trace export-pcapng`, for `wireshark/dxvmm.lua`.
 
 pub mod capture;
 mod cpus;
+pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod format;

@@ -192,14 +192,14 @@ fn st(s: NtStatus) -> String {
 }
 
 /// The request being replayed.
-struct Current {
-    index: u64,
-    name: String,
+pub(crate) struct Current {
+    pub index: u64,
+    pub name: String,
     /// As recorded (None: it did not decode, in the recording either).
-    recorded: Option<Request>,
+    pub recorded: Option<Request>,
     /// The replay's process handle and the outcome.
-    process: u32,
-    outcome: Result<Reply, NtStatus>,
+    pub process: u32,
+    pub outcome: Result<Reply, NtStatus>,
 }
 
 /// Replays `records` on `backend`.
@@ -422,7 +422,31 @@ fn run(
                     continue;
                 };
                 report.replies_compared += 1;
-                let d = compare(&cur, frame, &mut remap, events, &mut pending, opts, report);
+                // A CPU wait satisfied at once in one run and pending in
+                // the other is timing, but what the guest saw must come
+                // true: a wait pending in both is checked at the recorded
+                // event; one the recording saw satisfied at once is waited
+                // for here (the guest went on at once).
+                let mut on_wait = |w: CpuWait| -> Diff {
+                    match (w.recorded_pending, w.replayed_pending) {
+                        (true, true) => {
+                            pending.insert((w.process, w.cookie), cur.process);
+                        }
+                        (false, true) => {
+                            report.waits += 1;
+                            if !events.wait(cur.process, w.cookie, opts.wait_timeout) {
+                                return differ(
+                                    "CPU wait",
+                                    "satisfied",
+                                    format!("not satisfied within {:?}", opts.wait_timeout),
+                                );
+                            }
+                        }
+                        _ => {}
+                    }
+                    None
+                };
+                let d = compare(&cur, frame, &mut remap, &mut on_wait);
                 if let Some((what, recorded, replayed)) = d {
                     report.divergence = Some(diverge(&cur.name, what, recorded, replayed));
                     return Ok(());
@@ -685,22 +709,29 @@ fn dispatch(
     }
 }
 
-type Diff = Option<(String, String, String)>;
+pub(crate) type Diff = Option<(String, String, String)>;
 
-fn differ(what: &str, a: impl ToString, b: impl ToString) -> Diff {
+pub(crate) fn differ(what: &str, a: impl ToString, b: impl ToString) -> Diff {
     Some((what.to_string(), a.to_string(), b.to_string()))
 }
 
-/// Compares the replay's outcome with the recorded reply frame; pairs
-/// handles on the way.
-fn compare(
+/// A CPU wait (WAITFORSYNCOBJECTFROMCPU) that both runs accepted, in
+/// the recording's process: whether each left it pending.
+pub(crate) struct CpuWait {
+    pub process: u32,
+    pub cookie: u64,
+    pub recorded_pending: bool,
+    pub replayed_pending: bool,
+}
+
+/// Compares another run's outcome (a replay's, or another recording's)
+/// with the recorded reply frame; pairs handles on the way. CPU waits
+/// both runs accepted go to `on_wait`, which says whether they differ.
+pub(crate) fn compare(
     cur: &Current,
     frame: &[u8],
     remap: &mut Remap,
-    events: &Events,
-    pending: &mut HashMap<(u32, u64), u32>,
-    opts: &Options,
-    report: &mut Report,
+    on_wait: &mut dyn FnMut(CpuWait) -> Diff,
 ) -> Diff {
     let f = match Frame::parse(frame, FrameKind::Reply) {
         Ok(f) => f,
@@ -740,27 +771,12 @@ fn compare(
                 // matters is that it is satisfied.
                 let done = |s: &NtStatus| *s == NtStatus::SUCCESS || *s == NtStatus::PENDING;
                 if done(a) && done(b) {
-                    let cookie = cmd.guest_event_pointer;
-                    match (*a == NtStatus::PENDING, *b == NtStatus::PENDING) {
-                        // Pending in both: checked at the recorded event.
-                        (true, true) => {
-                            pending.insert((cmd.hdr.process.0, cookie), cur.process);
-                        }
-                        // Satisfied at once when recorded: the guest went
-                        // on at once, so the replay waits here.
-                        (false, true) => {
-                            report.waits += 1;
-                            if !events.wait(cur.process, cookie, opts.wait_timeout) {
-                                return differ(
-                                    "CPU wait",
-                                    "satisfied",
-                                    format!("not satisfied within {:?}", opts.wait_timeout),
-                                );
-                            }
-                        }
-                        _ => {}
-                    }
-                    return None;
+                    return on_wait(CpuWait {
+                        process: cmd.hdr.process.0,
+                        cookie: cmd.guest_event_pointer,
+                        recorded_pending: *a == NtStatus::PENDING,
+                        replayed_pending: *b == NtStatus::PENDING,
+                    });
                 }
             }
             if a != b {

@@ -88,6 +88,23 @@ pub enum TraceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Compare two recordings message by message and report the first
+    /// request or reply that differs (handles, request ids, adapter LUIDs,
+    /// times and when events arrive may differ between runs).
+    Diff {
+        /// The first trace (A).
+        a: PathBuf,
+        /// The trace to compare with it (B).
+        b: PathBuf,
+        /// Leave out requests whose command name contains this (any case),
+        /// with their replies: e.g. `waitforsyncobjectfromcpu`, which a
+        /// guest sends only when its fence is not reached yet. Repeatable.
+        #[arg(long, value_name = "NAME")]
+        skip: Vec<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a pcapng capture for Wireshark (dissector:
     /// trace/wireshark/dxvmm.lua).
     ExportPcapng {

@@ -199,6 +199,45 @@ pub fn run(command: TraceCommand) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+        TraceCommand::Diff { a, b, skip, json } => {
+            let read = |f: &Path| {
+                dxvmm_trace::read_all(f).map_err(|e| fail(format_args!("{}: {e}", f.display())))
+            };
+            let ((ha, ra), (hb, rb)) = match (read(&a), read(&b)) {
+                (Ok(x), Ok(y)) => (x, y),
+                (Err(code), _) | (_, Err(code)) => return code,
+            };
+            let report = dxvmm_trace::diff::diff((&ha, &ra), (&hb, &rb), &skip);
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                println!(
+                    "A: {} ({} records), B: {} ({} records)",
+                    a.display(),
+                    ra.len(),
+                    b.display(),
+                    rb.len()
+                );
+                for c in &report.counts {
+                    println!("count {}: A {}, B {}", c.command, c.a, c.b);
+                }
+                match &report.difference {
+                    None => println!(
+                        "no difference in {} requests and their replies and {} events",
+                        report.requests, report.events
+                    ),
+                    Some(d) => println!(
+                        "first difference, after {} requests alike: {d}",
+                        report.requests
+                    ),
+                }
+            }
+            if report.difference.is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
         TraceCommand::ExportPcapng { file, output } => {
             let (header, records) = match dxvmm_trace::read_all(&file) {
                 Ok(v) => v,

@@ -198,6 +198,56 @@ fn the_compute_suite_recorded_with_early_captures_replays_without_divergence() {
     suite_replays("suite-early.dxtrace", &env);
 }
 
+/// Two recordings of the same guest work are alike for `trace diff`
+/// (their guests' page frames and fence slots differ, and handles could);
+/// a run that does more differs, with exit status 1, and the commands it
+/// sent more of are counted. CPU waits and the events that end them are
+/// left out: a guest waits only when its fence is not reached yet.
+#[test]
+fn two_runs_of_the_same_work_diff_alike_and_other_work_does_not() {
+    let run = |name: &str, tiny: &str| {
+        let t = tmp(name);
+        let bench = [
+            "dxgbench", "--n", "16", "--reps", "1", "--tiny", tiny, "--mib", "1", "--rounds", "1",
+        ];
+        ok(&guest(Some(&t), &bench));
+        t
+    };
+    let (a, b, c) = (
+        run("diff-a.dxtrace", "4"),
+        run("diff-b.dxtrace", "4"),
+        run("diff-c.dxtrace", "6"),
+    );
+    let diff = |x: &Path, y: &Path| {
+        dxvmm()
+            .args(["trace", "diff", "--json", "--skip", "waitforsyncobject"])
+            .args(["--skip", "signalguestevent"])
+            .arg(x)
+            .arg(y)
+            .output()
+            .unwrap()
+    };
+    let same = diff(&a, &b);
+    ok(&same);
+    let report: serde_json::Value = serde_json::from_slice(&same.stdout).unwrap();
+    assert!(report["difference"].is_null(), "{report}");
+    assert!(report["requests"].as_u64().unwrap() > 50, "{report}");
+    let other = diff(&a, &c);
+    assert_eq!(other.status.code(), Some(1), "{}", text(&other.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&other.stdout).unwrap();
+    assert!(report["difference"].is_object(), "{report}");
+    let counts = report["counts"].as_array().unwrap();
+    assert!(
+        counts
+            .iter()
+            .any(|c| c["command"] == "SUBMITCOMMAND" && c["b"].as_u64() > c["a"].as_u64()),
+        "{report}"
+    );
+    for t in [a, b, c] {
+        let _ = std::fs::remove_file(t);
+    }
+}
+
 /// `dxvmm ARGS` fails with exit status 125 and one line that contains `what`.
 fn one_line_error(args: &[&str], file: &Path, what: &str) {
     let out = dxvmm().args(args).arg(file).output().unwrap();
@@ -262,10 +312,12 @@ fn bad_trace_files_get_one_line_each() {
     ];
     for (content, what) in cases {
         std::fs::write(&f, content).unwrap();
+        let good = good.to_str().unwrap();
         for cmd in [
             &["trace", "show"][..],
             &["trace", "stats"],
             &["trace", "replay", "--backend", "soft"],
+            &["trace", "diff", good],
         ] {
             one_line_error(cmd, &f, what);
         }

@@ -1,0 +1,595 @@
+//! `dxvmm trace diff A B`: two recordings compared message by message, as
+//! a researcher compares two runs of one program (two hosts, two drivers,
+//! two builds of the guest library): the first request or reply that
+//! differs, by field, and the commands whose counts differ.
+//!
+//! What two runs of the same work may do differently is not a difference:
+//! handles (paired through the replies that make them, as a replay pairs
+//! its own with the recorded ones), the guest's request ids, adapter LUIDs
+//! (paired by the adapters' order in the headers), times, whether a CPU
+//! wait was satisfied at once or later, and when host events arrive (they
+//! are compared as a set per process, not by position). Guest memory is
+//! not compared: its addresses differ between boots, and a replay checks
+//! what the GPU computed.
+
+use std::collections::BTreeMap;
+
+use dxvmm_protocol::abi::WinLuid;
+use dxvmm_protocol::frame::{Frame, FrameKind};
+use dxvmm_protocol::message::{HostEvent, Reply, Request};
+use dxvmm_protocol::NtStatus;
+use serde::Serialize;
+
+use crate::format::{Record, TraceHeader};
+use crate::reader::Located;
+use crate::remap::Remap;
+use crate::replay::{compare, differ, CpuWait, Current, Diff};
+
+/// Where two recordings first differ.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    /// The records that differ (None: that trace has no such record).
+    pub index_a: Option<u64>,
+    pub index_b: Option<u64>,
+    /// The command (a reply: its request's).
+    pub command: String,
+    pub what: String,
+    pub a: String,
+    pub b: String,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = |i: Option<u64>| i.map_or_else(|| "-".to_string(), |i| format!("#{i}"));
+        write!(
+            f,
+            "A {} / B {} ({}): {}: A {}, B {}",
+            at(self.index_a),
+            at(self.index_b),
+            self.command,
+            self.what,
+            self.a,
+            self.b
+        )
+    }
+}
+
+/// A command counted differently in the two recordings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CountDifference {
+    pub command: String,
+    pub a: u64,
+    pub b: u64,
+}
+
+/// What `diff` compared and found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DiffReport {
+    /// Request and reply pairs compared, up to the first difference.
+    pub requests: u64,
+    /// Host events compared.
+    pub events: u64,
+    pub difference: Option<Difference>,
+    /// Requests and events counted per command, where the counts differ.
+    pub counts: Vec<CountDifference>,
+}
+
+impl DiffReport {
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// One message of a recording.
+struct Message<'a> {
+    index: u64,
+    reply: bool,
+    frame: &'a [u8],
+}
+
+/// The requests and replies of a recording, in order, and its events;
+/// but for requests and events whose command name contains one of `skip`,
+/// and those requests' replies.
+fn messages<'a>(records: &'a [Located], skip: &[String]) -> (Vec<Message<'a>>, Vec<Message<'a>>) {
+    let mut calls = Vec::new();
+    let mut events = Vec::new();
+    let mut skipping = false;
+    for l in records {
+        match &l.record {
+            Record::Request { frame, .. } => {
+                let command = raw_name(frame, FrameKind::Request).to_ascii_lowercase();
+                skipping = skip.iter().any(|s| command.contains(s.as_str()));
+                if !skipping {
+                    calls.push(Message {
+                        index: l.index,
+                        reply: false,
+                        frame,
+                    });
+                }
+            }
+            Record::Reply { frame, .. } => {
+                let skipped = std::mem::take(&mut skipping);
+                if !skipped {
+                    calls.push(Message {
+                        index: l.index,
+                        reply: true,
+                        frame,
+                    });
+                }
+            }
+            Record::Event { frame, .. } => {
+                let kind = event_key(frame, None).0.to_ascii_lowercase();
+                if !skip.iter().any(|s| kind.contains(s.as_str())) {
+                    events.push(Message {
+                        index: l.index,
+                        reply: false,
+                        frame,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    (calls, events)
+}
+
+fn name(r: &Request) -> String {
+    let n = r.name();
+    n.strip_prefix("DXGK_VMBCOMMAND_").unwrap_or(n).to_string()
+}
+
+/// The payload's command name, decoded or not.
+fn raw_name(frame: &[u8], kind: FrameKind) -> String {
+    match Frame::parse(frame, kind) {
+        Ok(f) => match Request::decode(f.payload) {
+            Ok(r) => name(&r),
+            Err(_) => "(undecodable command)".into(),
+        },
+        Err(_) => "(bad frame)".into(),
+    }
+}
+
+/// The first field where two values differ, as (path, a, b).
+fn first_field(path: &str, a: &serde_json::Value, b: &serde_json::Value) -> Diff {
+    use serde_json::Value;
+    let short = |v: &Value| {
+        let s = v.to_string();
+        if s.len() > 120 {
+            let head: String = s.chars().take(117).collect();
+            format!("{head}... ({} characters)", s.len())
+        } else {
+            s
+        }
+    };
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, va) in x {
+                match y.get(k) {
+                    Some(vb) => {
+                        if let Some(d) = first_field(&join(k), va, vb) {
+                            return Some(d);
+                        }
+                    }
+                    None => return differ(&join(k), short(va), "(none)"),
+                }
+            }
+            y.iter()
+                .find(|(k, _)| !x.contains_key(*k))
+                .and_then(|(k, vb)| differ(&join(k), "(none)", short(vb)))
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (va, vb))| first_field(&format!("{path}[{i}]"), va, vb)),
+        (Value::Array(x), Value::Array(y)) => differ(
+            &format!("{path} (length)"),
+            x.len(),
+            format!("{} {}", y.len(), short(b)),
+        ),
+        _ if a == b => None,
+        _ => differ(
+            if path.is_empty() { "value" } else { path },
+            short(a),
+            short(b),
+        ),
+    }
+}
+
+/// Compares two request frames: A's, its handles and adapter taken to
+/// B's, against B's. Returns A's request as recorded (for its reply) and
+/// B's.
+#[allow(clippy::type_complexity)]
+fn requests(
+    a: &[u8],
+    b: &[u8],
+    remap: &Remap,
+    luid_for: &dyn Fn(WinLuid) -> WinLuid,
+) -> Result<(Option<Request>, Option<Request>), (String, String, String)> {
+    let fa = Frame::parse(a, FrameKind::Request);
+    let fb = Frame::parse(b, FrameKind::Request);
+    let (fa, fb) = match (fa, fb) {
+        (Ok(x), Ok(y)) => (x, y),
+        (Err(_), Err(_)) => return Ok((None, None)),
+        (x, y) => {
+            let ok = |r: &Result<_, _>| if r.is_ok() { "a frame" } else { "a bad frame" };
+            return Err(("request frame".into(), ok(&x).into(), ok(&y).into()));
+        }
+    };
+    let (ra, rb_as_sent) = match (Request::decode(fa.payload), Request::decode(fb.payload)) {
+        (Ok(x), Ok(y)) => (x, y),
+        (Err(_), Err(_)) if fa.payload == fb.payload => return Ok((None, None)),
+        (x, y) => {
+            let show = |r: Result<Request, _>| {
+                r.map_or_else(|e| format!("undecodable ({e})"), |r| name(&r))
+            };
+            return Err(("request".into(), show(x), show(y)));
+        }
+    };
+    if ra.name() != rb_as_sent.name() {
+        return Err(("command".into(), name(&ra), name(&rb_as_sent)));
+    }
+    let (mut mapped, mut rb) = (ra.clone(), rb_as_sent.clone());
+    remap.apply(&mut mapped);
+    without_guest_addresses(&mut mapped);
+    without_guest_addresses(&mut rb);
+    if let Request::OpenAdapter(c) = &mut mapped {
+        c.guest_adapter_luid = luid_for(c.guest_adapter_luid);
+    }
+    let (va, vb) = (luid_for(fa.header.vgpu_luid), fb.header.vgpu_luid);
+    if va != vb {
+        return Err((
+            "adapter".into(),
+            crate::show::luid_text(fa.header.vgpu_luid),
+            crate::show::luid_text(vb),
+        ));
+    }
+    if mapped != rb {
+        let (ja, jb) = (
+            serde_json::to_value(&mapped).unwrap_or_default(),
+            serde_json::to_value(&rb).unwrap_or_default(),
+        );
+        let d = first_field("", &ja, &jb)
+            .unwrap_or_else(|| ("request".into(), "(bytes)".into(), "(other bytes)".into()));
+        return Err(d);
+    }
+    Ok((Some(ra), Some(rb_as_sent)))
+}
+
+/// Gives `b` the guest addresses `a` names where they stand for the same
+/// thing (a fence's slot), so that only what else differs is compared.
+fn with_guest_addresses_of(a: &Reply, b: &mut Reply) {
+    if let (Reply::CreateSyncObject(x), Reply::CreateSyncObject(y)) = (a, b) {
+        y.fence_storage_address = x.fence_storage_address;
+    }
+}
+
+/// Zeroes what names guest memory by its address (page frames, fence
+/// slots): another boot of the guest puts the same data elsewhere.
+fn without_guest_addresses(r: &mut Request) {
+    match r {
+        Request::SetExistingSysmemPages { pfns, .. } => pfns.fill(0),
+        Request::CreateSyncObject(c) => {
+            let mut f = c.args.info.monitored_fence();
+            f.fence_cpu_virtual_address = 0;
+            c.args.info.set_monitored_fence(f);
+        }
+        _ => {}
+    }
+}
+
+/// A host event's kind, process and the rest of its payload.
+type EventKey = (String, u32, Vec<u8>);
+
+/// A host event as compared: its kind, its process (A's taken to B's),
+/// and the rest of its payload.
+fn event_key(frame: &[u8], remap: Option<&Remap>) -> EventKey {
+    let Ok(f) = Frame::parse(frame, FrameKind::Event) else {
+        return ("(bad frame)".into(), 0, frame.to_vec());
+    };
+    let process = |p: dxvmm_protocol::abi::D3dkmtHandle| remap.map_or(p, |m| m.get(p)).0;
+    // Past the 24-byte command header (its process is compared apart).
+    let rest = f.payload.get(24..).unwrap_or_default().to_vec();
+    match HostEvent::decode(f.payload) {
+        Ok(HostEvent::SignalGuestEvent(c)) => {
+            ("SIGNALGUESTEVENT".into(), process(c.hdr.process), rest)
+        }
+        Ok(HostEvent::SignalGuestEventPassive(c)) => (
+            "SIGNALGUESTEVENTPASSIVE".into(),
+            process(c.hdr.process),
+            rest,
+        ),
+        Ok(HostEvent::SetGuestData(c)) => ("SETGUESTDATA".into(), process(c.hdr.process), rest),
+        Err(_) => ("(undecodable event)".into(), 0, f.payload.to_vec()),
+    }
+}
+
+/// Requests (by command) and events (by kind) in a recording.
+fn counts(calls: &[Message], events: &[Message]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for c in calls.iter().filter(|c| !c.reply) {
+        *m.entry(raw_name(c.frame, FrameKind::Request)).or_default() += 1;
+    }
+    for e in events {
+        *m.entry(format!("event {}", event_key(e.frame, None).0))
+            .or_default() += 1;
+    }
+    m
+}
+
+/// Compares recording `b` with recording `a`, but for requests and
+/// events whose command name contains one of `skip` (lower case), and
+/// those requests' replies.
+pub fn diff(
+    (header_a, records_a): (&TraceHeader, &[Located]),
+    (header_b, records_b): (&TraceHeader, &[Located]),
+    skip: &[String],
+) -> DiffReport {
+    let skip: Vec<String> = skip.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let (calls_a, events_a) = messages(records_a, &skip);
+    let (calls_b, events_b) = messages(records_b, &skip);
+    let mut report = DiffReport::default();
+    let (count_a, count_b) = (counts(&calls_a, &events_a), counts(&calls_b, &events_b));
+    for k in count_a
+        .keys()
+        .chain(count_b.keys().filter(|k| !count_a.contains_key(*k)))
+    {
+        let (a, b) = (
+            count_a.get(k).copied().unwrap_or(0),
+            count_b.get(k).copied().unwrap_or(0),
+        );
+        if a != b {
+            report.counts.push(CountDifference {
+                command: k.clone(),
+                a,
+                b,
+            });
+        }
+    }
+    let luid_for = |l: WinLuid| -> WinLuid {
+        header_a
+            .adapters
+            .iter()
+            .position(|x| x.luid == l)
+            .and_then(|i| header_b.adapters.get(i))
+            .map_or(l, |x| x.luid)
+    };
+    report.counts.sort_by(|x, y| x.command.cmp(&y.command));
+    let mut remap = Remap::default();
+    // The request whose reply comes next: (A's name, A's and B's request).
+    let mut asked: Option<(String, Option<Request>, Option<Request>)> = None;
+    let found =
+        |ma: Option<&Message>, mb: Option<&Message>, command: &str, d: (String, String, String)| {
+            Difference {
+                index_a: ma.map(|m| m.index),
+                index_b: mb.map(|m| m.index),
+                command: command.to_string(),
+                what: d.0,
+                a: d.1,
+                b: d.2,
+            }
+        };
+    for i in 0..calls_a.len().max(calls_b.len()) {
+        let (ma, mb) = (calls_a.get(i), calls_b.get(i));
+        let (Some(a), Some(b)) = (ma, mb) else {
+            // One recording goes on: what comes next in it.
+            let (m, other) = (
+                ma.or(mb).expect("one is longer"),
+                if ma.is_some() { "B" } else { "A" },
+            );
+            let kind = if m.reply {
+                FrameKind::Reply
+            } else {
+                FrameKind::Request
+            };
+            let command = match (&asked, m.reply) {
+                (Some((n, _, _)), true) => n.clone(),
+                _ => raw_name(m.frame, kind),
+            };
+            let what = format!("{other} ends here");
+            let this = if m.reply { "a reply" } else { "a request" };
+            let d = if ma.is_some() {
+                (what, this.into(), "(nothing)".into())
+            } else {
+                (what, "(nothing)".into(), this.into())
+            };
+            report.difference = Some(found(ma, mb, &command, d));
+            break;
+        };
+        if a.reply != b.reply {
+            let kind = |m: &Message| if m.reply { "a reply" } else { "a request" };
+            let d = ("record".into(), kind(a).into(), kind(b).into());
+            report.difference = Some(found(ma, mb, "-", d));
+            break;
+        }
+        if !a.reply {
+            let command = raw_name(a.frame, FrameKind::Request);
+            match requests(a.frame, b.frame, &remap, &luid_for) {
+                Ok((ra, rb)) => asked = Some((command, ra, rb)),
+                Err(d) => {
+                    report.difference = Some(found(ma, mb, &command, d));
+                    break;
+                }
+            }
+            continue;
+        }
+        report.requests += 1;
+        let Some((command, ra, rb)) = asked.take() else {
+            continue;
+        };
+        // B's reply as the outcome a replay would have had.
+        let outcome = match Frame::parse(b.frame, FrameKind::Reply) {
+            Err(e) => Err(e.status()),
+            Ok(f) if f.header.status != NtStatus::SUCCESS => Err(f.header.status),
+            Ok(f) => match &rb {
+                Some(rb) => Reply::decode(rb, f.payload).map_err(|_| NtStatus::INVALID_PARAMETER),
+                None => Err(f.header.status),
+            },
+        };
+        // Guest addresses in B's reply are taken as A's (another boot).
+        let outcome = outcome.map(|mut r| {
+            if let (Some(ra), Ok(fa)) = (&ra, Frame::parse(a.frame, FrameKind::Reply)) {
+                if let Ok(recorded) = Reply::decode(ra, fa.payload) {
+                    with_guest_addresses_of(&recorded, &mut r);
+                }
+            }
+            r
+        });
+        let cur = Current {
+            index: a.index,
+            name: command.clone(),
+            process: 0,
+            recorded: ra,
+            outcome,
+        };
+        // Satisfied at once or later: timing, whichever run.
+        let mut on_wait = |_: CpuWait| -> Diff { None };
+        if let Some(d) = compare(&cur, a.frame, &mut remap, &mut on_wait) {
+            report.difference = Some(found(ma, mb, &command, d));
+            break;
+        }
+    }
+    if report.difference.is_none() {
+        // Events, as a set per process and kind: when each arrives is
+        // timing.
+        let mut ka: Vec<_> = events_a
+            .iter()
+            .map(|e| (event_key(e.frame, Some(&remap)), e.index))
+            .collect();
+        let mut kb: Vec<_> = events_b
+            .iter()
+            .map(|e| (event_key(e.frame, None), e.index))
+            .collect();
+        ka.sort();
+        kb.sort();
+        report.events = ka.len().min(kb.len()) as u64;
+        let first = ka
+            .iter()
+            .map(Some)
+            .chain(std::iter::repeat(None))
+            .zip(kb.iter().map(Some).chain(std::iter::repeat(None)))
+            .take(ka.len().max(kb.len()))
+            .find(|(x, y)| x.map(|x| &x.0) != y.map(|y| &y.0));
+        if let Some((x, y)) = first {
+            let show = |e: Option<&(EventKey, u64)>| {
+                e.map_or_else(
+                    || "(none)".to_string(),
+                    |((kind, p, rest), _)| format!("{kind} process {p:#x} {}", hex(rest)),
+                )
+            };
+            let command = x.or(y).map_or(String::new(), |e| e.0 .0.clone());
+            report.difference = Some(Difference {
+                index_a: x.map(|e| e.1),
+                index_b: y.map(|e| e.1),
+                command,
+                what:
+                    "host event (the first, in order of process and content, that only one run has)"
+                        .into(),
+                a: show(x),
+                b: show(y),
+            });
+        }
+    }
+    report
+}
+
+fn hex(b: &[u8]) -> String {
+    let end = b.iter().rposition(|&x| x != 0).map_or(0, |p| p + 1);
+    let mut s: String = b[..end.min(32)]
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect();
+    if end > 32 {
+        s.push_str("...");
+    }
+    if s.is_empty() {
+        s.push_str("zeros");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Record;
+    use dxvmm_protocol::frame::encode_frame;
+
+    fn corpus(name: &str) -> (TraceHeader, Vec<Located>) {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus")
+            .join(name);
+        crate::read_all(&p).unwrap()
+    }
+
+    #[test]
+    fn a_recording_is_like_itself() {
+        for name in ["compute.dxtrace", "roundtrip.dxtrace"] {
+            let (h, r) = corpus(name);
+            let report = diff((&h, &r), (&h, &r), &[]);
+            assert_eq!(report.difference, None, "{name}");
+            assert!(report.requests > 0 && report.counts.is_empty());
+        }
+    }
+
+    /// B is A with one submit's stream length changed: the diff names
+    /// that request and the field; leaving submits out, B is like A.
+    #[test]
+    fn a_changed_field_is_named_where_it_first_differs() {
+        let (h, a) = corpus("compute.dxtrace");
+        let mut b = a.clone();
+        let mut changed = None;
+        for l in b.iter_mut() {
+            let Record::Request { frame, .. } = &mut l.record else {
+                continue;
+            };
+            let f = Frame::parse(frame, FrameKind::Request).unwrap();
+            let (id, luid) = (f.header.request_id, f.header.vgpu_luid);
+            if let Ok(Request::SubmitCommand {
+                mut cmd,
+                history_buffers,
+                priv_drv_data,
+            }) = Request::decode(f.payload)
+            {
+                cmd.args.command_length += 4;
+                let r = Request::SubmitCommand {
+                    cmd,
+                    history_buffers,
+                    priv_drv_data,
+                };
+                *frame = encode_frame(FrameKind::Request, id, luid, NtStatus::SUCCESS, &r.encode());
+                changed = Some(l.index);
+                break;
+            }
+        }
+        let report = diff((&h, &a), (&h, &b), &[]);
+        let d = report.difference.expect("a difference");
+        assert_eq!((d.index_a, d.index_b), (changed, changed));
+        assert_eq!(d.command, "SUBMITCOMMAND");
+        assert!(d.what.ends_with("command_length"), "{d}");
+        assert_eq!(d.b.parse::<u64>().unwrap(), d.a.parse::<u64>().unwrap() + 4);
+        let skipped = diff((&h, &a), (&h, &b), &["submitcommand".into()]);
+        assert_eq!(skipped.difference, None);
+    }
+
+    /// B stops early, and has one request fewer: the count and where A
+    /// goes on.
+    #[test]
+    fn a_shorter_recording_ends_where_the_other_goes_on() {
+        let (h, a) = corpus("roundtrip.dxtrace");
+        let cut = a.len() / 2;
+        let b = a[..cut].to_vec();
+        let report = diff((&h, &a), (&h, &b), &[]);
+        let d = report.difference.expect("a difference");
+        assert!(d.what.contains("B ends here"), "{d}");
+        assert!(d.index_a.is_some() && d.index_b.is_none());
+        assert!(!report.counts.is_empty());
+    }
+}
