@@ -208,7 +208,7 @@ fn first_field(path: &str, a: &serde_json::Value, b: &serde_json::Value) -> Diff
 /// B's, against B's. Returns A's request as recorded (for its reply) and
 /// B's.
 #[allow(clippy::type_complexity)]
-fn requests(
+fn compare_requests(
     a: &[u8],
     b: &[u8],
     remap: &Remap,
@@ -325,6 +325,127 @@ fn counts(calls: &[Message], events: &[Message]) -> BTreeMap<String, u64> {
     m
 }
 
+/// Compares two streams of requests and replies in order: the first
+/// difference, if any. `remap` learns the handles B's replies make for A's.
+fn walk(
+    calls_a: &[&Message],
+    calls_b: &[&Message],
+    remap: &mut Remap,
+    luid_for: &dyn Fn(WinLuid) -> WinLuid,
+    requests: &mut u64,
+) -> Option<Difference> {
+    // The request whose reply comes next: (A's name, A's and B's request).
+    let mut asked: Option<(String, Option<Request>, Option<Request>)> = None;
+    let found =
+        |ma: Option<&Message>, mb: Option<&Message>, command: &str, d: (String, String, String)| {
+            Difference {
+                index_a: ma.map(|m| m.index),
+                index_b: mb.map(|m| m.index),
+                command: command.to_string(),
+                what: d.0,
+                a: d.1,
+                b: d.2,
+            }
+        };
+    for i in 0..calls_a.len().max(calls_b.len()) {
+        let (ma, mb) = (calls_a.get(i).copied(), calls_b.get(i).copied());
+        let (Some(a), Some(b)) = (ma, mb) else {
+            // One recording goes on: what comes next in it.
+            let (m, other) = (
+                ma.or(mb).expect("one is longer"),
+                if ma.is_some() { "B" } else { "A" },
+            );
+            let kind = if m.reply {
+                FrameKind::Reply
+            } else {
+                FrameKind::Request
+            };
+            let command = match (&asked, m.reply) {
+                (Some((n, _, _)), true) => n.clone(),
+                _ => raw_name(m.frame, kind),
+            };
+            let what = format!("{other} ends here");
+            let this = if m.reply { "a reply" } else { "a request" };
+            let d = if ma.is_some() {
+                (what, this.into(), "(nothing)".into())
+            } else {
+                (what, "(nothing)".into(), this.into())
+            };
+            return Some(found(ma, mb, &command, d));
+        };
+        if a.reply != b.reply {
+            let kind = |m: &Message| if m.reply { "a reply" } else { "a request" };
+            let d = ("record".into(), kind(a).into(), kind(b).into());
+            return Some(found(ma, mb, "-", d));
+        }
+        if !a.reply {
+            let command = raw_name(a.frame, FrameKind::Request);
+            match compare_requests(a.frame, b.frame, remap, luid_for) {
+                Ok((ra, rb)) => asked = Some((command, ra, rb)),
+                Err(d) => {
+                    return Some(found(ma, mb, &command, d));
+                }
+            }
+            continue;
+        }
+        *requests += 1;
+        let Some((command, ra, rb)) = asked.take() else {
+            continue;
+        };
+        // B's reply as the outcome a replay would have had.
+        let outcome = match Frame::parse(b.frame, FrameKind::Reply) {
+            Err(e) => Err(e.status()),
+            Ok(f) if f.header.status != NtStatus::SUCCESS => Err(f.header.status),
+            Ok(f) => match &rb {
+                Some(rb) => Reply::decode(rb, f.payload).map_err(|_| NtStatus::INVALID_PARAMETER),
+                None => Err(f.header.status),
+            },
+        };
+        // Guest addresses in B's reply are taken as A's (another boot).
+        let outcome = outcome.map(|mut r| {
+            if let (Some(ra), Ok(fa)) = (&ra, Frame::parse(a.frame, FrameKind::Reply)) {
+                if let Ok(recorded) = Reply::decode(ra, fa.payload) {
+                    with_guest_addresses_of(&recorded, &mut r);
+                }
+            }
+            r
+        });
+        let cur = Current {
+            index: a.index,
+            name: command.clone(),
+            process: 0,
+            recorded: ra,
+            outcome,
+        };
+        // Satisfied at once or later: timing, whichever run.
+        let mut on_wait = |_: CpuWait| -> Diff { None };
+        if let Some(d) = compare(&cur, a.frame, remap, &mut on_wait) {
+            return Some(found(ma, mb, &command, d));
+        }
+    }
+    None
+}
+
+/// A recording's requests and replies by the guest process that sent them
+/// (its handle in the command header; 0 for global commands sent before a
+/// process has one), in the order each process first appears: processes
+/// that run at once interleave differently from run to run, each one's
+/// own requests do not.
+fn streams<'a>(calls: &'a [Message<'a>]) -> Vec<(u32, Vec<&'a Message<'a>>)> {
+    let mut out: Vec<(u32, Vec<&Message>)> = Vec::new();
+    let mut process = 0;
+    for m in calls {
+        if !m.reply {
+            process = crate::recorder::frame_process(m.frame);
+        }
+        match out.iter_mut().find(|(p, _)| *p == process) {
+            Some((_, v)) => v.push(m),
+            None => out.push((process, vec![m])),
+        }
+    }
+    out
+}
+
 /// Compares recording `b` with recording `a`, but for requests and
 /// events whose command name contains one of `skip` (lower case), and
 /// those requests' replies.
@@ -364,97 +485,25 @@ pub fn diff(
     };
     report.counts.sort_by(|x, y| x.command.cmp(&y.command));
     let mut remap = Remap::default();
-    // The request whose reply comes next: (A's name, A's and B's request).
-    let mut asked: Option<(String, Option<Request>, Option<Request>)> = None;
-    let found =
-        |ma: Option<&Message>, mb: Option<&Message>, command: &str, d: (String, String, String)| {
-            Difference {
-                index_a: ma.map(|m| m.index),
-                index_b: mb.map(|m| m.index),
-                command: command.to_string(),
-                what: d.0,
-                a: d.1,
-                b: d.2,
-            }
+    // Process by process, paired through the handles the global stream's
+    // CREATEPROCESS replies made (it comes first).
+    let (streams_a, mut streams_b) = (streams(&calls_a), streams(&calls_b));
+    for (pa, sa) in &streams_a {
+        let pb = remap.get(dxvmm_protocol::abi::D3dkmtHandle(*pa)).0;
+        let sb = match streams_b.iter().position(|(p, _)| *p == pb) {
+            Some(i) => streams_b.swap_remove(i).1,
+            None => Vec::new(),
         };
-    for i in 0..calls_a.len().max(calls_b.len()) {
-        let (ma, mb) = (calls_a.get(i), calls_b.get(i));
-        let (Some(a), Some(b)) = (ma, mb) else {
-            // One recording goes on: what comes next in it.
-            let (m, other) = (
-                ma.or(mb).expect("one is longer"),
-                if ma.is_some() { "B" } else { "A" },
-            );
-            let kind = if m.reply {
-                FrameKind::Reply
-            } else {
-                FrameKind::Request
-            };
-            let command = match (&asked, m.reply) {
-                (Some((n, _, _)), true) => n.clone(),
-                _ => raw_name(m.frame, kind),
-            };
-            let what = format!("{other} ends here");
-            let this = if m.reply { "a reply" } else { "a request" };
-            let d = if ma.is_some() {
-                (what, this.into(), "(nothing)".into())
-            } else {
-                (what, "(nothing)".into(), this.into())
-            };
-            report.difference = Some(found(ma, mb, &command, d));
-            break;
-        };
-        if a.reply != b.reply {
-            let kind = |m: &Message| if m.reply { "a reply" } else { "a request" };
-            let d = ("record".into(), kind(a).into(), kind(b).into());
-            report.difference = Some(found(ma, mb, "-", d));
+        let d = walk(sa, &sb, &mut remap, &luid_for, &mut report.requests);
+        if d.is_some() {
+            report.difference = d;
             break;
         }
-        if !a.reply {
-            let command = raw_name(a.frame, FrameKind::Request);
-            match requests(a.frame, b.frame, &remap, &luid_for) {
-                Ok((ra, rb)) => asked = Some((command, ra, rb)),
-                Err(d) => {
-                    report.difference = Some(found(ma, mb, &command, d));
-                    break;
-                }
-            }
-            continue;
-        }
-        report.requests += 1;
-        let Some((command, ra, rb)) = asked.take() else {
-            continue;
-        };
-        // B's reply as the outcome a replay would have had.
-        let outcome = match Frame::parse(b.frame, FrameKind::Reply) {
-            Err(e) => Err(e.status()),
-            Ok(f) if f.header.status != NtStatus::SUCCESS => Err(f.header.status),
-            Ok(f) => match &rb {
-                Some(rb) => Reply::decode(rb, f.payload).map_err(|_| NtStatus::INVALID_PARAMETER),
-                None => Err(f.header.status),
-            },
-        };
-        // Guest addresses in B's reply are taken as A's (another boot).
-        let outcome = outcome.map(|mut r| {
-            if let (Some(ra), Ok(fa)) = (&ra, Frame::parse(a.frame, FrameKind::Reply)) {
-                if let Ok(recorded) = Reply::decode(ra, fa.payload) {
-                    with_guest_addresses_of(&recorded, &mut r);
-                }
-            }
-            r
-        });
-        let cur = Current {
-            index: a.index,
-            name: command.clone(),
-            process: 0,
-            recorded: ra,
-            outcome,
-        };
-        // Satisfied at once or later: timing, whichever run.
-        let mut on_wait = |_: CpuWait| -> Diff { None };
-        if let Some(d) = compare(&cur, a.frame, &mut remap, &mut on_wait) {
-            report.difference = Some(found(ma, mb, &command, d));
-            break;
+    }
+    if report.difference.is_none() {
+        // Processes only B has.
+        if let Some((_, sb)) = streams_b.iter().min_by_key(|(_, v)| v[0].index) {
+            report.difference = walk(&[], sb, &mut remap, &luid_for, &mut report.requests);
         }
     }
     if report.difference.is_none() {
@@ -577,6 +626,31 @@ mod tests {
         assert_eq!(d.b.parse::<u64>().unwrap(), d.a.parse::<u64>().unwrap() + 4);
         let skipped = diff((&h, &a), (&h, &b), &["submitcommand".into()]);
         assert_eq!(skipped.difference, None);
+    }
+
+    /// B is A with its processes' requests one process after the other
+    /// instead of interleaved: alike, process by process.
+    #[test]
+    fn processes_are_compared_each_in_its_own_order() {
+        let (h, a) = corpus("procs.dxtrace");
+        let mut by_process: Vec<(u32, Vec<Located>)> = Vec::new();
+        let mut process = 0;
+        for l in &a {
+            match &l.record {
+                Record::Request { frame, .. } => process = crate::recorder::frame_process(frame),
+                Record::Reply { .. } => {}
+                _ => continue,
+            }
+            match by_process.iter_mut().find(|(p, _)| *p == process) {
+                Some((_, v)) => v.push(l.clone()),
+                None => by_process.push((process, vec![l.clone()])),
+            }
+        }
+        assert!(by_process.len() >= 3, "a trace of several processes");
+        let b: Vec<Located> = by_process.into_iter().flat_map(|(_, v)| v).collect();
+        assert!(b.iter().map(|l| l.index).ne(a.iter().map(|l| l.index)));
+        let report = diff((&h, &a), (&h, &b), &[]);
+        assert_eq!(report.difference, None);
     }
 
     /// B stops early, and has one request fewer: the count and where A
