@@ -150,6 +150,9 @@ fn raw_name(frame: &[u8], kind: FrameKind) -> String {
     }
 }
 
+/// What differs, A's value, B's value.
+type Found = (String, String, String);
+
 /// The first field where two values differ, as (path, a, b).
 fn first_field(path: &str, a: &serde_json::Value, b: &serde_json::Value) -> Diff {
     use serde_json::Value;
@@ -207,13 +210,12 @@ fn first_field(path: &str, a: &serde_json::Value, b: &serde_json::Value) -> Diff
 /// Compares two request frames: A's, its handles and adapter taken to
 /// B's, against B's. Returns A's request as recorded (for its reply) and
 /// B's.
-#[allow(clippy::type_complexity)]
 fn compare_requests(
     a: &[u8],
     b: &[u8],
     remap: &Remap,
     luid_for: &dyn Fn(WinLuid) -> WinLuid,
-) -> Result<(Option<Request>, Option<Request>), (String, String, String)> {
+) -> Result<(Option<Request>, Option<Request>), Found> {
     let fa = Frame::parse(a, FrameKind::Request);
     let fb = Frame::parse(b, FrameKind::Request);
     let (fa, fb) = match (fa, fb) {
@@ -336,17 +338,14 @@ fn walk(
 ) -> Option<Difference> {
     // The request whose reply comes next: (A's name, A's and B's request).
     let mut asked: Option<(String, Option<Request>, Option<Request>)> = None;
-    let found =
-        |ma: Option<&Message>, mb: Option<&Message>, command: &str, d: (String, String, String)| {
-            Difference {
-                index_a: ma.map(|m| m.index),
-                index_b: mb.map(|m| m.index),
-                command: command.to_string(),
-                what: d.0,
-                a: d.1,
-                b: d.2,
-            }
-        };
+    let found = |ma: Option<&Message>, mb: Option<&Message>, command: &str, d: Found| Difference {
+        index_a: ma.map(|m| m.index),
+        index_b: mb.map(|m| m.index),
+        command: command.to_string(),
+        what: d.0,
+        a: d.1,
+        b: d.2,
+    };
     for i in 0..calls_a.len().max(calls_b.len()) {
         let (ma, mb) = (calls_a.get(i).copied(), calls_b.get(i).copied());
         let (Some(a), Some(b)) = (ma, mb) else {
