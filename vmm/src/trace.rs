@@ -74,6 +74,15 @@ pub fn finish(recorder: &Recorder, path: &Path) {
     }
 }
 
+/// What is wrong with trace `file`, naming the file once (an I/O error
+/// names it already).
+fn named(file: &Path, e: &dxvmm_trace::TraceError) -> String {
+    match e {
+        dxvmm_trace::TraceError::Io { .. } => e.to_string(),
+        _ => format!("{}: {e}", file.display()),
+    }
+}
+
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("dxvmm: {e}");
     ExitCode::from(exit::DXVMM_ERROR)
@@ -92,13 +101,13 @@ fn written(r: std::io::Result<()>) -> ExitCode {
 /// named in one line.
 fn load(file: &Path) -> Result<(TraceHeader, Vec<dxvmm_trace::Located>, Option<String>), ExitCode> {
     let mut reader = dxvmm_trace::TraceReader::open(file)
-        .map_err(|e| fail(format_args!("{}: {e}", file.display())))?;
+        .map_err(|e| fail(named(file, &e)))?;
     let mut records = Vec::new();
     let mut damage = None;
     for r in &mut reader {
         match r {
             Ok(l) => records.push(l),
-            Err(e) => damage = Some(format!("{}: {e}", file.display())),
+            Err(e) => damage = Some(named(file, &e)),
         }
     }
     Ok((reader.header.clone(), records, damage))
@@ -152,7 +161,7 @@ pub fn run(command: TraceCommand) -> ExitCode {
         } => {
             let (header, records) = match dxvmm_trace::read_all(&file) {
                 Ok(v) => v,
-                Err(e) => return fail(format_args!("{}: {e}", file.display())),
+                Err(e) => return fail(named(&file, &e)),
             };
             let backend: Arc<dyn Backend> = match backend {
                 ReplayBackend::Soft => Arc::new(SoftBackend::new()),
@@ -201,7 +210,7 @@ pub fn run(command: TraceCommand) -> ExitCode {
         }
         TraceCommand::Diff { a, b, skip, json } => {
             let read = |f: &Path| {
-                dxvmm_trace::read_all(f).map_err(|e| fail(format_args!("{}: {e}", f.display())))
+                dxvmm_trace::read_all(f).map_err(|e| fail(named(f, &e)))
             };
             let ((ha, ra), (hb, rb)) = match (read(&a), read(&b)) {
                 (Ok(x), Ok(y)) => (x, y),
@@ -241,7 +250,7 @@ pub fn run(command: TraceCommand) -> ExitCode {
         TraceCommand::ExportPcapng { file, output } => {
             let (header, records) = match dxvmm_trace::read_all(&file) {
                 Ok(v) => v,
-                Err(e) => return fail(format_args!("{}: {e}", file.display())),
+                Err(e) => return fail(named(&file, &e)),
             };
             let f = match std::fs::File::create(&output) {
                 Ok(f) => f,
