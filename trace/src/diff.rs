@@ -94,42 +94,44 @@ struct Message<'a> {
 fn messages<'a>(records: &'a [Located], skip: &[String]) -> (Vec<Message<'a>>, Vec<Message<'a>>) {
     let mut calls = Vec::new();
     let mut events = Vec::new();
+    let skipped = |name: String| {
+        let name = name.to_ascii_lowercase();
+        skip.iter().any(|s| name.contains(s.as_str()))
+    };
+    // Whether the request whose reply comes next was left out.
     let mut skipping = false;
     for l in records {
-        match &l.record {
+        let (reply, frame) = match &l.record {
             Record::Request { frame, .. } => {
-                let command = raw_name(frame, FrameKind::Request).to_ascii_lowercase();
-                skipping = skip.iter().any(|s| command.contains(s.as_str()));
-                if !skipping {
-                    calls.push(Message {
-                        index: l.index,
-                        reply: false,
-                        frame,
-                    });
+                skipping = skipped(raw_name(frame, FrameKind::Request));
+                if skipping {
+                    continue;
                 }
+                (false, frame)
             }
             Record::Reply { frame, .. } => {
-                let skipped = std::mem::take(&mut skipping);
-                if !skipped {
-                    calls.push(Message {
-                        index: l.index,
-                        reply: true,
-                        frame,
-                    });
+                if std::mem::take(&mut skipping) {
+                    continue;
                 }
+                (true, frame)
             }
             Record::Event { frame, .. } => {
-                let kind = event_key(frame, None).0.to_ascii_lowercase();
-                if !skip.iter().any(|s| kind.contains(s.as_str())) {
+                if !skipped(event_key(frame, None).0) {
                     events.push(Message {
                         index: l.index,
                         reply: false,
                         frame,
                     });
                 }
+                continue;
             }
-            _ => {}
-        }
+            _ => continue,
+        };
+        calls.push(Message {
+            index: l.index,
+            reply,
+            frame,
+        });
     }
     (calls, events)
 }

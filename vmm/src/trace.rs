@@ -100,8 +100,7 @@ fn written(r: std::io::Result<()>) -> ExitCode {
 /// Reads a trace; a damaged one is still shown up to the damage, then
 /// named in one line.
 fn load(file: &Path) -> Result<(TraceHeader, Vec<dxvmm_trace::Located>, Option<String>), ExitCode> {
-    let mut reader = dxvmm_trace::TraceReader::open(file)
-        .map_err(|e| fail(named(file, &e)))?;
+    let mut reader = dxvmm_trace::TraceReader::open(file).map_err(|e| fail(named(file, &e)))?;
     let mut records = Vec::new();
     let mut damage = None;
     for r in &mut reader {
@@ -209,9 +208,7 @@ pub fn run(command: TraceCommand) -> ExitCode {
             }
         }
         TraceCommand::Diff { a, b, skip, json } => {
-            let read = |f: &Path| {
-                dxvmm_trace::read_all(f).map_err(|e| fail(named(f, &e)))
-            };
+            let read = |f: &Path| dxvmm_trace::read_all(f).map_err(|e| fail(named(f, &e)));
             let ((ha, ra), (hb, rb)) = match (read(&a), read(&b)) {
                 (Ok(x), Ok(y)) => (x, y),
                 (Err(code), _) | (_, Err(code)) => return code,
