@@ -25,7 +25,8 @@ use crate::reader::Located;
 use crate::remap::Remap;
 use crate::replay::{compare, differ, CpuWait, Current, Diff};
 
-/// Where two recordings first differ.
+/// A place where two recordings differ: a call whose request or reply
+/// differs, calls only one has, or a host event only one has.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Difference {
     /// The records that differ (None: that trace has no such record).
@@ -65,11 +66,13 @@ pub struct CountDifference {
 /// What `diff` compared and found.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DiffReport {
-    /// Request and reply pairs compared, up to the first difference.
+    /// Calls (a request and its reply) compared side by side.
     pub requests: u64,
     /// Host events compared.
     pub events: u64,
-    pub difference: Option<Difference>,
+    /// What differs, in each process's order (up to the number asked
+    /// for), then the host events.
+    pub differences: Vec<Difference>,
     /// Requests and events counted per command, where the counts differ.
     pub counts: Vec<CountDifference>,
 }
@@ -329,131 +332,209 @@ fn counts(calls: &[Message], events: &[Message]) -> BTreeMap<String, u64> {
     m
 }
 
-/// Compares two streams of requests and replies in order: the first
-/// difference, if any. `remap` learns the handles B's replies make for A's.
+/// A request and its reply (none at the end of a recording that stopped
+/// before it).
+struct Call<'a> {
+    request: &'a Message<'a>,
+    reply: Option<&'a Message<'a>>,
+    command: String,
+}
+
+/// Units of this many calls alike in command, in a row, are where two
+/// streams that parted meet again.
+const RESYNC_RUN: usize = 3;
+/// How far ahead, in calls of each stream, a meeting point is looked for.
+const RESYNC_WINDOW: usize = 64;
+
+/// Where streams `a` (from `i`) and `b` (from `j`) meet again: the
+/// fewest calls to leave out of both, then of A, such that what follows
+/// agrees in command for [`RESYNC_RUN`] calls (or up to both ends).
+fn meeting(a: &[Call], b: &[Call], i: usize, j: usize) -> Option<(usize, usize)> {
+    let agree = |x: usize, y: usize| {
+        (0..RESYNC_RUN).all(|k| match (a.get(x + k), b.get(y + k)) {
+            (Some(p), Some(q)) => p.command == q.command,
+            (None, None) => true,
+            _ => false,
+        })
+    };
+    (1..=2 * RESYNC_WINDOW).find_map(|total| {
+        (0..=total.min(RESYNC_WINDOW))
+            .map(|ka| (ka, total - ka))
+            .filter(|&(_, kb)| kb <= RESYNC_WINDOW)
+            .filter(|&(ka, kb)| i + ka <= a.len() && j + kb <= b.len())
+            .find(|&(ka, kb)| agree(i + ka, j + kb))
+    })
+}
+
+/// A list of calls, shortened.
+fn listed(calls: &[Call]) -> String {
+    let mut s: Vec<String> = calls.iter().take(8).map(|c| c.command.clone()).collect();
+    if calls.len() > 8 {
+        s.push(format!("... ({} in all)", calls.len()));
+    }
+    s.join(", ")
+}
+
+/// Compares two streams of calls: calls with the same command side by
+/// side, field by field; where the commands part, the calls one stream
+/// has and the other has not, until they meet again ([`meeting`]).
+/// Differences go to `report`, up to `max` in all. `remap` learns the
+/// handles B's replies make for A's.
 fn walk(
-    calls_a: &[&Message],
-    calls_b: &[&Message],
+    a: &[Call],
+    b: &[Call],
     remap: &mut Remap,
     luid_for: &dyn Fn(WinLuid) -> WinLuid,
-    requests: &mut u64,
+    report: &mut DiffReport,
+    max: usize,
+) {
+    let (mut i, mut j) = (0, 0);
+    while (i < a.len() || j < b.len()) && report.differences.len() < max {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x.command == y.command => {
+                report.requests += 1;
+                if let Some(d) = compare_calls(x, y, remap, luid_for) {
+                    report.differences.push(d);
+                }
+                i += 1;
+                j += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let (ka, kb) = meeting(a, b, i, j).unwrap_or((a.len() - i, b.len() - j));
+        let (only_a, only_b) = (&a[i..i + ka], &b[j..j + kb]);
+        let none = || "(none)".to_string();
+        let count = |n: usize| format!("{n} call(s)");
+        report.differences.push(Difference {
+            index_a: only_a.first().map(|c| c.request.index),
+            index_b: only_b.first().map(|c| c.request.index),
+            command: only_a
+                .first()
+                .or(only_b.first())
+                .map_or_else(none, |c| c.command.clone()),
+            what: match (ka, kb) {
+                (_, 0) => format!("only in A: {}", count(ka)),
+                (0, _) => format!("only in B: {}", count(kb)),
+                _ => format!("A has {} where B has {}", count(ka), count(kb)),
+            },
+            a: if ka == 0 { none() } else { listed(only_a) },
+            b: if kb == 0 { none() } else { listed(only_b) },
+        });
+        i += ka;
+        j += kb;
+    }
+}
+
+/// Compares two calls of the same command: the request (A's handles taken
+/// to B's), then the reply, as a replay compares its own.
+fn compare_calls(
+    a: &Call,
+    b: &Call,
+    remap: &mut Remap,
+    luid_for: &dyn Fn(WinLuid) -> WinLuid,
 ) -> Option<Difference> {
-    // The request whose reply comes next: (A's name, A's and B's request).
-    let mut asked: Option<(String, Option<Request>, Option<Request>)> = None;
-    let found = |ma: Option<&Message>, mb: Option<&Message>, command: &str, d: Found| Difference {
-        index_a: ma.map(|m| m.index),
-        index_b: mb.map(|m| m.index),
-        command: command.to_string(),
+    let found = |d: Found| Difference {
+        index_a: Some(a.request.index),
+        index_b: Some(b.request.index),
+        command: a.command.clone(),
         what: d.0,
         a: d.1,
         b: d.2,
     };
-    for i in 0..calls_a.len().max(calls_b.len()) {
-        let (ma, mb) = (calls_a.get(i).copied(), calls_b.get(i).copied());
-        let (Some(a), Some(b)) = (ma, mb) else {
-            // One recording goes on: what comes next in it.
-            let (m, other) = (
-                ma.or(mb).expect("one is longer"),
-                if ma.is_some() { "B" } else { "A" },
-            );
-            let kind = if m.reply {
-                FrameKind::Reply
-            } else {
-                FrameKind::Request
-            };
-            let command = match (&asked, m.reply) {
-                (Some((n, _, _)), true) => n.clone(),
-                _ => raw_name(m.frame, kind),
-            };
-            let what = format!("{other} ends here");
-            let this = if m.reply { "a reply" } else { "a request" };
-            let d = if ma.is_some() {
-                (what, this.into(), "(nothing)".into())
-            } else {
-                (what, "(nothing)".into(), this.into())
-            };
-            return Some(found(ma, mb, &command, d));
-        };
-        if a.reply != b.reply {
-            let kind = |m: &Message| if m.reply { "a reply" } else { "a request" };
-            let d = ("record".into(), kind(a).into(), kind(b).into());
-            return Some(found(ma, mb, "-", d));
+    let (ra, rb) = match compare_requests(a.request.frame, b.request.frame, remap, luid_for) {
+        Ok(r) => r,
+        Err(d) => return Some(found(d)),
+    };
+    let (fa, fb) = match (a.reply, b.reply) {
+        (Some(x), Some(y)) => (x.frame, y.frame),
+        (None, None) => return None,
+        (x, y) => {
+            let has = |m: Option<&Message>| if m.is_some() { "a reply" } else { "no reply" };
+            return Some(found(("reply".into(), has(x).into(), has(y).into())));
         }
-        if !a.reply {
-            let command = raw_name(a.frame, FrameKind::Request);
-            match compare_requests(a.frame, b.frame, remap, luid_for) {
-                Ok((ra, rb)) => asked = Some((command, ra, rb)),
-                Err(d) => {
-                    return Some(found(ma, mb, &command, d));
-                }
+    };
+    let index = |d: Difference| Difference {
+        index_a: a.reply.map(|m| m.index),
+        index_b: b.reply.map(|m| m.index),
+        ..d
+    };
+    // B's reply as the outcome a replay would have had.
+    let outcome = match Frame::parse(fb, FrameKind::Reply) {
+        Err(e) => Err(e.status()),
+        Ok(f) if f.header.status != NtStatus::SUCCESS => Err(f.header.status),
+        Ok(f) => match &rb {
+            Some(rb) => Reply::decode(rb, f.payload).map_err(|_| NtStatus::INVALID_PARAMETER),
+            None => Err(f.header.status),
+        },
+    };
+    // Guest addresses in B's reply are taken as A's (another boot).
+    let outcome = outcome.map(|mut r| {
+        if let (Some(ra), Ok(f)) = (&ra, Frame::parse(fa, FrameKind::Reply)) {
+            if let Ok(recorded) = Reply::decode(ra, f.payload) {
+                with_guest_addresses_of(&recorded, &mut r);
             }
-            continue;
         }
-        *requests += 1;
-        let Some((command, ra, rb)) = asked.take() else {
-            continue;
-        };
-        // B's reply as the outcome a replay would have had.
-        let outcome = match Frame::parse(b.frame, FrameKind::Reply) {
-            Err(e) => Err(e.status()),
-            Ok(f) if f.header.status != NtStatus::SUCCESS => Err(f.header.status),
-            Ok(f) => match &rb {
-                Some(rb) => Reply::decode(rb, f.payload).map_err(|_| NtStatus::INVALID_PARAMETER),
-                None => Err(f.header.status),
-            },
-        };
-        // Guest addresses in B's reply are taken as A's (another boot).
-        let outcome = outcome.map(|mut r| {
-            if let (Some(ra), Ok(fa)) = (&ra, Frame::parse(a.frame, FrameKind::Reply)) {
-                if let Ok(recorded) = Reply::decode(ra, fa.payload) {
-                    with_guest_addresses_of(&recorded, &mut r);
-                }
-            }
-            r
-        });
-        let cur = Current {
-            index: a.index,
-            name: command.clone(),
-            process: 0,
-            recorded: ra,
-            outcome,
-        };
-        // Satisfied at once or later: timing, whichever run.
-        let mut on_wait = |_: CpuWait| -> Diff { None };
-        if let Some(d) = compare(&cur, a.frame, remap, &mut on_wait) {
-            return Some(found(ma, mb, &command, d));
-        }
-    }
-    None
+        r
+    });
+    let cur = Current {
+        index: a.request.index,
+        name: a.command.clone(),
+        process: 0,
+        recorded: ra,
+        outcome,
+    };
+    // Satisfied at once or later: timing, whichever run.
+    let mut on_wait = |_: CpuWait| -> Diff { None };
+    compare(&cur, fa, remap, &mut on_wait).map(|d| index(found(d)))
 }
 
-/// A recording's requests and replies by the guest process that sent them
-/// (its handle in the command header; 0 for global commands sent before a
-/// process has one), in the order each process first appears: processes
-/// that run at once interleave differently from run to run, each one's
-/// own requests do not.
-fn streams<'a>(calls: &'a [Message<'a>]) -> Vec<(u32, Vec<&'a Message<'a>>)> {
-    let mut out: Vec<(u32, Vec<&Message>)> = Vec::new();
-    let mut process = 0;
+/// A recording's calls by the guest process that sent them (its handle
+/// in the command header; 0 for global commands sent before a process
+/// has one), in the order each process first appears: processes that run
+/// at once interleave differently from run to run, each one's own
+/// requests do not.
+fn streams<'a>(calls: &'a [Message<'a>]) -> Vec<(u32, Vec<Call<'a>>)> {
+    let mut out: Vec<(u32, Vec<Call>)> = Vec::new();
+    let mut last: Option<usize> = None;
     for m in calls {
-        if !m.reply {
-            process = crate::recorder::frame_process(m.frame);
+        if m.reply {
+            // The reply of the request just before it, if that has none.
+            if let Some(c) = last
+                .and_then(|s| out[s].1.last_mut())
+                .filter(|c| c.reply.is_none())
+            {
+                c.reply = Some(m);
+            }
+            continue;
         }
-        match out.iter_mut().find(|(p, _)| *p == process) {
-            Some((_, v)) => v.push(m),
-            None => out.push((process, vec![m])),
-        }
+        let process = crate::recorder::frame_process(m.frame);
+        let call = Call {
+            request: m,
+            reply: None,
+            command: raw_name(m.frame, FrameKind::Request),
+        };
+        let s = match out.iter().position(|(p, _)| *p == process) {
+            Some(s) => s,
+            None => {
+                out.push((process, Vec::new()));
+                out.len() - 1
+            }
+        };
+        out[s].1.push(call);
+        last = Some(s);
     }
     out
 }
 
 /// Compares recording `b` with recording `a`, but for requests and
 /// events whose command name contains one of `skip` (lower case), and
-/// those requests' replies.
+/// those requests' replies; reports up to `max` differences of calls.
 pub fn diff(
     (header_a, records_a): (&TraceHeader, &[Located]),
     (header_b, records_b): (&TraceHeader, &[Located]),
     skip: &[String],
+    max: usize,
 ) -> DiffReport {
     let skip: Vec<String> = skip.iter().map(|s| s.to_ascii_lowercase()).collect();
     let (calls_a, events_a) = messages(records_a, &skip);
@@ -495,19 +576,13 @@ pub fn diff(
             Some(i) => streams_b.swap_remove(i).1,
             None => Vec::new(),
         };
-        let d = walk(sa, &sb, &mut remap, &luid_for, &mut report.requests);
-        if d.is_some() {
-            report.difference = d;
-            break;
-        }
+        walk(sa, &sb, &mut remap, &luid_for, &mut report, max);
     }
-    if report.difference.is_none() {
-        // Processes only B has.
-        if let Some((_, sb)) = streams_b.iter().min_by_key(|(_, v)| v[0].index) {
-            report.difference = walk(&[], sb, &mut remap, &luid_for, &mut report.requests);
-        }
+    // Processes only B has.
+    for (_, sb) in &streams_b {
+        walk(&[], sb, &mut remap, &luid_for, &mut report, max);
     }
-    if report.difference.is_none() {
+    {
         // Events, as a set per process and kind: when each arrives is
         // timing.
         let mut ka: Vec<_> = events_a
@@ -536,7 +611,7 @@ pub fn diff(
                 )
             };
             let command = x.or(y).map_or(String::new(), |e| e.0 .0.clone());
-            report.difference = Some(Difference {
+            report.differences.push(Difference {
                 index_a: x.map(|e| e.1),
                 index_b: y.map(|e| e.1),
                 command,
@@ -583,8 +658,8 @@ mod tests {
     fn a_recording_is_like_itself() {
         for name in ["compute.dxtrace", "roundtrip.dxtrace"] {
             let (h, r) = corpus(name);
-            let report = diff((&h, &r), (&h, &r), &[]);
-            assert_eq!(report.difference, None, "{name}");
+            let report = diff((&h, &r), (&h, &r), &[], 20);
+            assert_eq!(report.differences, vec![], "{name}");
             assert!(report.requests > 0 && report.counts.is_empty());
         }
     }
@@ -619,14 +694,15 @@ mod tests {
                 break;
             }
         }
-        let report = diff((&h, &a), (&h, &b), &[]);
-        let d = report.difference.expect("a difference");
+        let report = diff((&h, &a), (&h, &b), &[], 20);
+        assert_eq!(report.differences.len(), 1, "{:?}", report.differences);
+        let d = &report.differences[0];
         assert_eq!((d.index_a, d.index_b), (changed, changed));
         assert_eq!(d.command, "SUBMITCOMMAND");
         assert!(d.what.ends_with("command_length"), "{d}");
         assert_eq!(d.b.parse::<u64>().unwrap(), d.a.parse::<u64>().unwrap() + 4);
-        let skipped = diff((&h, &a), (&h, &b), &["submitcommand".into()]);
-        assert_eq!(skipped.difference, None);
+        let skipped = diff((&h, &a), (&h, &b), &["submitcommand".into()], 20);
+        assert_eq!(skipped.differences, vec![]);
     }
 
     /// B is A with its processes' requests one process after the other
@@ -650,8 +726,38 @@ mod tests {
         assert!(by_process.len() >= 3, "a trace of several processes");
         let b: Vec<Located> = by_process.into_iter().flat_map(|(_, v)| v).collect();
         assert!(b.iter().map(|l| l.index).ne(a.iter().map(|l| l.index)));
-        let report = diff((&h, &a), (&h, &b), &[]);
-        assert_eq!(report.difference, None);
+        let report = diff((&h, &a), (&h, &b), &[], 20);
+        assert_eq!(report.differences, vec![]);
+    }
+
+    /// B is A without one of its calls: that call is the one difference,
+    /// and the rest are compared side by side again after it.
+    #[test]
+    fn a_call_only_one_recording_has_is_named_and_the_rest_still_compared() {
+        let (h, a) = corpus("compute.dxtrace");
+        let name = |l: &Located| match &l.record {
+            Record::Request { frame, .. } => raw_name(frame, FrameKind::Request),
+            _ => String::new(),
+        };
+        let waits: Vec<usize> = (0..a.len())
+            .filter(|&i| name(&a[i]) == "WAITFORSYNCOBJECTFROMCPU")
+            .collect();
+        let gone = waits[waits.len() / 2];
+        assert!(matches!(a[gone + 1].record, Record::Reply { .. }));
+        let b: Vec<Located> = a
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != gone && *i != gone + 1)
+            .map(|(_, l)| l.clone())
+            .collect();
+        let all = diff((&h, &a), (&h, &a), &[], 20).requests;
+        let report = diff((&h, &a), (&h, &b), &[], 20);
+        assert_eq!(report.differences.len(), 1, "{:?}", report.differences);
+        let d = &report.differences[0];
+        assert_eq!(d.what, "only in A: 1 call(s)");
+        assert_eq!(d.command, "WAITFORSYNCOBJECTFROMCPU");
+        assert_eq!(d.index_a, Some(a[gone].index));
+        assert_eq!(report.requests, all - 1);
     }
 
     /// B stops early, and has one request fewer: the count and where A
@@ -661,9 +767,9 @@ mod tests {
         let (h, a) = corpus("roundtrip.dxtrace");
         let cut = a.len() / 2;
         let b = a[..cut].to_vec();
-        let report = diff((&h, &a), (&h, &b), &[]);
-        let d = report.difference.expect("a difference");
-        assert!(d.what.contains("B ends here"), "{d}");
+        let report = diff((&h, &a), (&h, &b), &[], 20);
+        let d = report.differences.last().expect("a difference");
+        assert!(d.what.starts_with("only in A"), "{d}");
         assert!(d.index_a.is_some() && d.index_b.is_none());
         assert!(!report.counts.is_empty());
     }

@@ -88,9 +88,10 @@ pub enum TraceCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Compare two recordings message by message and report the first
-    /// request or reply that differs (handles, request ids, adapter LUIDs,
-    /// times and when events arrive may differ between runs).
+    /// Compare two recordings call by call and report where they differ:
+    /// requests or replies that differ, by field, and calls only one has
+    /// (handles, request ids, adapter LUIDs, guest addresses, times and
+    /// when events arrive may differ between runs).
     Diff {
         /// The first trace (A).
         a: PathBuf,
@@ -101,6 +102,9 @@ pub enum TraceCommand {
         /// guest sends only when its fence is not reached yet. Repeatable.
         #[arg(long, value_name = "NAME")]
         skip: Vec<String>,
+        /// Report at most this many differences.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        max: usize,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

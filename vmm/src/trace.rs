@@ -207,13 +207,19 @@ pub fn run(command: TraceCommand) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        TraceCommand::Diff { a, b, skip, json } => {
+        TraceCommand::Diff {
+            a,
+            b,
+            skip,
+            max,
+            json,
+        } => {
             let read = |f: &Path| dxvmm_trace::read_all(f).map_err(|e| fail(named(f, &e)));
             let ((ha, ra), (hb, rb)) = match (read(&a), read(&b)) {
                 (Ok(x), Ok(y)) => (x, y),
                 (Err(code), _) | (_, Err(code)) => return code,
             };
-            let report = dxvmm_trace::diff::diff((&ha, &ra), (&hb, &rb), &skip);
+            let report = dxvmm_trace::diff::diff((&ha, &ra), (&hb, &rb), &skip, max);
             if json {
                 println!("{}", report.to_json());
             } else {
@@ -227,18 +233,21 @@ pub fn run(command: TraceCommand) -> ExitCode {
                 for c in &report.counts {
                     println!("count {}: A {}, B {}", c.command, c.a, c.b);
                 }
-                match &report.difference {
-                    None => println!(
-                        "no difference in {} requests and their replies and {} events",
-                        report.requests, report.events
-                    ),
-                    Some(d) => println!(
-                        "first difference, after {} requests alike: {d}",
-                        report.requests
-                    ),
+                for d in &report.differences {
+                    println!("{d}");
                 }
+                println!(
+                    "{} calls compared side by side, {} events; {}",
+                    report.requests,
+                    report.events,
+                    match report.differences.len() {
+                        0 => "no difference".to_string(),
+                        n if n >= max => format!("{n} differences shown (--max)"),
+                        n => format!("{n} difference(s)"),
+                    }
+                );
             }
-            if report.difference.is_some() {
+            if !report.differences.is_empty() {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
