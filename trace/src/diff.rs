@@ -1,7 +1,9 @@
-//! `dxvmm trace diff A B`: two recordings compared message by message, as
-//! a researcher compares two runs of one program (two hosts, two drivers,
-//! two builds of the guest library): the first request or reply that
-//! differs, by field, and the commands whose counts differ.
+//! `dxvmm trace diff A B`: two recordings compared call by call (a request
+//! and its reply), as a researcher compares two runs of one program (two
+//! hosts, two drivers, two builds of the guest library): requests and
+//! replies that differ, by field; the calls only one of them has, after
+//! which the two are walked side by side again; and the commands whose
+//! counts differ.
 //!
 //! What two runs of the same work may do differently is not a difference:
 //! handles (paired through the replies that make them, as a replay pairs
