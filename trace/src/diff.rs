@@ -69,7 +69,7 @@ pub struct CountDifference {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DiffReport {
     /// Calls (a request and its reply) compared side by side.
-    pub requests: u64,
+    pub calls: u64,
     /// Host events compared.
     pub events: u64,
     /// What differs, in each process's order (up to the number asked
@@ -394,7 +394,7 @@ fn walk(
     while (i < a.len() || j < b.len()) && report.differences.len() < max {
         match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) if x.command == y.command => {
-                report.requests += 1;
+                report.calls += 1;
                 if let Some(d) = compare_calls(x, y, remap, luid_for) {
                     report.differences.push(d);
                 }
@@ -662,7 +662,7 @@ mod tests {
             let (h, r) = corpus(name);
             let report = diff((&h, &r), (&h, &r), &[], 20);
             assert_eq!(report.differences, vec![], "{name}");
-            assert!(report.requests > 0 && report.counts.is_empty());
+            assert!(report.calls > 0 && report.counts.is_empty());
         }
     }
 
@@ -752,14 +752,14 @@ mod tests {
             .filter(|(i, _)| *i != gone && *i != gone + 1)
             .map(|(_, l)| l.clone())
             .collect();
-        let all = diff((&h, &a), (&h, &a), &[], 20).requests;
+        let all = diff((&h, &a), (&h, &a), &[], 20).calls;
         let report = diff((&h, &a), (&h, &b), &[], 20);
         assert_eq!(report.differences.len(), 1, "{:?}", report.differences);
         let d = &report.differences[0];
         assert_eq!(d.what, "only in A: 1 call(s)");
         assert_eq!(d.command, "WAITFORSYNCOBJECTFROMCPU");
         assert_eq!(d.index_a, Some(a[gone].index));
-        assert_eq!(report.requests, all - 1);
+        assert_eq!(report.calls, all - 1);
     }
 
     /// B stops early, and has one request fewer: the count and where A

@@ -238,7 +238,7 @@ pub fn run(command: TraceCommand) -> ExitCode {
                 }
                 println!(
                     "{} calls compared side by side, {} events; {}",
-                    report.requests,
+                    report.calls,
                     report.events,
                     match report.differences.len() {
                         0 => "no difference".to_string(),

@@ -231,7 +231,7 @@ fn two_runs_of_the_same_work_diff_alike_and_other_work_does_not() {
     ok(&same);
     let report: serde_json::Value = serde_json::from_slice(&same.stdout).unwrap();
     assert_eq!(report["differences"], serde_json::json!([]), "{report}");
-    assert!(report["requests"].as_u64().unwrap() > 50, "{report}");
+    assert!(report["calls"].as_u64().unwrap() > 50, "{report}");
     let other = diff(&a, &c);
     assert_eq!(other.status.code(), Some(1), "{}", text(&other.stderr));
     let report: serde_json::Value = serde_json::from_slice(&other.stdout).unwrap();
